@@ -1,0 +1,3 @@
+from dihal.cli import app
+
+app()

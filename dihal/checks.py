@@ -1,0 +1,50 @@
+"""Checks that need more than the schema — files, backbone depth — still before any compute.
+
+They read configs and file listings only (no weights), and report problems in the
+same form as schema errors: field path, bad value, what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dihal.spec import Spec, SpecError
+
+
+def check_resources(spec: Spec, source: str = "<spec>") -> int | None:
+    """Raise SpecError listing every problem; return the backbone depth when it could be read."""
+    from dihal.backbone.loading import BackboneError, backbone_depth
+
+    problems: list[tuple[str, object, str]] = []
+    for i, p in enumerate(spec.data.paths):
+        if not Path(p).is_file():
+            problems.append((f"data.paths[{i}]", p, "an existing text file (relative to the project root)"))
+    if spec.backbone.source == "local" and not Path(spec.backbone.id).is_dir():
+        problems.append(("backbone.id", spec.backbone.id, "an existing local model directory"))
+    if spec.data.source == "hf" and spec.data.dataset and spec.data.dataset.startswith((".", "/")):
+        if not Path(spec.data.dataset).is_dir():
+            problems.append(("data.dataset", spec.data.dataset, "an existing dataset directory (save_to_disk)"))
+    depth = None
+    if not problems:
+        try:
+            depth = backbone_depth(spec.backbone)
+        except BackboneError as err:
+            problems.append(("backbone", spec.backbone.id or spec.backbone.source, str(err)))
+    if depth is not None:
+        for i, layer in enumerate(spec.geometry.layers or ()):
+            if layer > depth:
+                problems.append((f"geometry.layers[{i}]", layer, f"a layer in 1..{depth} (the backbone has {depth} blocks)"))
+        if spec.select.layer is not None and spec.select.layer > depth:
+            problems.append(("select.layer", spec.select.layer, f"a layer in 1..{depth}"))
+    if spec.bridge is not None and spec.bridge.layers != "selected":
+        cands = set(spec.geometry.layers or range(1, (depth or 10**9)))
+        for i, layer in enumerate(spec.bridge.layers):
+            if depth is not None and layer > depth:
+                problems.append((f"bridge.layers[{i}]", layer, f"a layer in 1..{depth} (the backbone has {depth} blocks)"))
+            elif layer not in cands:
+                problems.append((f"bridge.layers[{i}]", layer, "one of geometry.layers (each swept layer needs a score G)"))
+        if spec.select.rule == "fixed" and spec.select.layer is not None and spec.select.layer not in cands:
+            problems.append(("select.layer", spec.select.layer, "one of geometry.layers"))
+    if problems:
+        raise SpecError(source, problems)
+    return depth

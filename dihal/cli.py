@@ -1,0 +1,202 @@
+"""The `dihal` command line. Each command is a small typed function (typer)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dihal.spec import SpecError
+
+app = typer.Typer(
+    help="DiHAL experiments from one YAML spec: locate the most diffusion-friendly layer of a causal LM, "
+    "replace the blocks below it with a diffusion bridge, and record everything in a DuckDB ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+ledger_app = typer.Typer(help="Query the DuckDB ledger (read-only).", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+out = Console()
+err = Console(stderr=True)
+EXIT_SPEC = 2
+
+SpecArg = typer.Argument(..., exists=False, help="Path to a YAML experiment spec.")
+RootOpt = typer.Option(Path("."), "--project", "-C", help="Project root: holds dvc.yaml, ledger/, reports/, artifacts/.")
+
+
+def _fail_spec(e: SpecError) -> None:
+    err.print(e.render(), markup=False, highlight=False)
+    raise typer.Exit(EXIT_SPEC)
+
+
+def _load_checked(spec_path: Path):
+    from dihal.checks import check_resources
+    from dihal.spec import load_spec
+
+    try:
+        spec, _ = load_spec(spec_path)
+        depth = check_resources(spec, str(spec_path))
+    except SpecError as e:
+        _fail_spec(e)
+    return spec, depth
+
+
+@app.command()
+def validate(spec_path: Path = SpecArg) -> None:
+    """Check a spec (schema, files, layers against the backbone's depth) without computing anything."""
+    from dihal.hashing import spec_hash
+
+    spec, depth = _load_checked(spec_path)
+    depth_note = f", backbone has {depth} blocks" if depth else ""
+    out.print(f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}{depth_note}", highlight=False)
+
+
+@app.command("compile")
+def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
+    """Write the spec's stages into the project's dvc.yaml (no compute); `dvc repro` can then run them."""
+    from dihal.pipeline import compile_spec
+    from dihal.runner import ensure_project
+
+    spec, depth = _load_checked(spec_path)
+    ensure_project(project)
+    plan = compile_spec(spec, project, depth)
+    for st in plan.stages:
+        out.print(f"{st.name:<32} → {st.out}", highlight=False)
+
+
+@app.command()
+def run(spec_path: Path = SpecArg, project: Path = RootOpt,
+        report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end.")) -> None:  # fmt: skip
+    """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary."""
+    from dihal.runner import RunFailed, run_spec
+    from dihal.summary import print_summary
+
+    try:
+        result = run_spec(spec_path, project)
+    except SpecError as e:
+        _fail_spec(e)
+    except RunFailed as e:
+        err.print(f"[red]run {e.run_id} failed[/red] (recorded in the ledger):\n{e}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]: the ledger keeps its earlier results; the run is logged.")
+        raise typer.Exit(130) from None
+    if report:
+        from dihal.report import write_reports
+
+        result.report = write_reports(project, result.spec_hash)
+    print_summary(out, project, result)
+
+
+@app.command(hidden=True)
+def stage(config: Path = typer.Argument(..., help="A stage config under .dihal/stages/.")) -> None:
+    """Run one compiled stage (what dvc.yaml's commands call)."""
+    from dihal.stages import run_stage
+
+    run_stage(config)
+
+
+@app.command()
+def sample(
+    spec_path: Path = SpecArg,
+    n: int = typer.Option(4, "--n", min=1, help="Number of samples."),
+    prompt: str = typer.Option("", help="Text whose true layer-ℓ states are clamped as the prefix."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    steps: int | None = typer.Option(None, help="DDIM steps (default: the spec's eval.sampling_steps)."),
+    temperature: float | None = typer.Option(None, help="0 = argmax (default: the spec's eval.temperature)."),
+    layer: int | None = typer.Option(None, help="Which trained layer to sample from (sweeps; default ℓ*)."),
+    project: Path = RootOpt,
+) -> None:
+    """Generate text with the hybrid (bridge + retained upper blocks + final norm + LM head) of a run spec."""
+    from dihal.sampling import SampleError, sample_texts
+
+    spec, depth = _load_checked(spec_path)
+    try:
+        texts = sample_texts(spec, project, depth, n=n, prompt=prompt, seed=seed, steps=steps,
+                             temperature=temperature, layer=layer)  # fmt: skip
+    except SampleError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    for i, text in enumerate(texts):
+        out.print(f"[bold]#{i}[/bold] {prompt}[cyan]{text}[/cyan]", highlight=False)
+
+
+@app.command("report")
+def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
+    """Render reports/<name>.html for a spec already run, and refresh reports/index.html."""
+    from dihal.hashing import spec_hash
+    from dihal.ledger import LedgerError
+    from dihal.report import write_reports
+
+    spec, _ = _load_checked(spec_path)
+    try:
+        path = write_reports(project, spec_hash(spec))
+    except LedgerError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"wrote {path}", highlight=False)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _emit(cols: list[str], rows: list[tuple], fmt: Format) -> None:
+    if fmt is Format.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    elif fmt is Format.json:
+        sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=2) + "\n")
+    else:
+        t = Table(*cols)
+        for r in rows:
+            t.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in r))
+        out.print(t)
+
+
+@ledger_app.command("sql")
+def ledger_sql(query: str = typer.Argument(..., help="A SQL query (DuckDB dialect)."),
+               fmt: Format = typer.Option(Format.table, "--format", "-f"), project: Path = RootOpt) -> None:  # fmt: skip
+    """Run a read-only SQL query against the ledger; statements that write are refused."""
+    from dihal.ledger import LedgerError, query as run_query
+
+    try:
+        cols, rows = run_query(project, query)
+    except LedgerError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    _emit(cols, rows, fmt)
+
+
+@ledger_app.command("runs")
+def ledger_runs(limit: int = typer.Option(20, min=1), fmt: Format = typer.Option(Format.table, "--format", "-f"),
+                project: Path = RootOpt) -> None:  # fmt: skip
+    """List the latest runs: spec, status, stages run, revision, timing, error."""
+    from dihal.ledger import LedgerError, query as run_query
+
+    sql = ("SELECT run_id, spec_name, left(spec_hash, 12) AS spec, status, stages_run, stages_total, "
+           "left(git_revision, 12) AS git, started_at, round(epoch(ended_at - started_at), 1) AS seconds, "
+           "left(error, 120) AS error FROM runs ORDER BY started_at DESC LIMIT ?")  # fmt: skip
+    try:
+        with_rows = run_query(project, sql, [limit])
+    except LedgerError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    _emit(*with_rows, fmt)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,42 @@
+"""Content hashes: the spec hash keys the ledger, stage hashes key the artifacts.
+
+A hash is the sha256 of canonical JSON (sorted keys, no whitespace) of the
+*validated* spec, so YAML key order, comments, `1e-3` vs `0.001` and spelled-out
+defaults cannot change it, while any semantic change does. Each stage hashes only
+the fields it depends on, so specs that share a backbone and data share an
+extraction, and changing `geometry.k` re-runs score but not extract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from dihal.spec import LABEL_FIELDS, Spec
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def semantic_dict(spec: Spec) -> dict:
+    """The spec as JSON-able data, without pure labels."""
+    return spec.model_dump(mode="json", exclude=set(LABEL_FIELDS))
+
+
+def spec_hash(spec: Spec) -> str:
+    return digest(semantic_dict(spec))
+
+
+# The spec fields each stage depends on; `pipeline.plan` builds stage identities from them.
+EXTRACT_KEYS = ["seq_len", "n_tokens", "batch_size", "layers"]
+SCORE_KEYS = ["anchors", "k", "pairs", "ridge", "proxies"]
+TARGET_KEYS = ["seq_len", "n_train", "n_val", "extract_batch_size"]
+TRAIN_KEYS = [
+    "seq_len", "prefix", "d_model", "depth", "heads", "time_cond", "pos", "objective",
+    "steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip",
+]  # fmt: skip

@@ -1,0 +1,174 @@
+"""Compile a validated spec into DVC stages in the project's root `dvc.yaml`.
+
+Each stage is content-addressed: its name and its output directory carry the hash
+of the fields it depends on plus the identity of its upstream stages, so specs that
+agree on a prefix of the pipeline share those stages (and their artifacts), and a
+spec change invalidates exactly the stages downstream of the changed field. The
+stage's inputs are frozen into `.dihal/stages/<kind>-<hash>.json`, the one file
+the stage's command reads, listed as its dependency.
+
+Sweep targets form a chain (layer 3 is computed from layer 2's stored states, not
+from scratch), so extracting every swept layer costs one forward pass. The chain
+link is an optimisation only: it is not part of a targets stage's identity, so
+inserting a layer re-runs the next link, which writes identical bytes, and DVC
+then leaves every trained bridge alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dihal.hashing import EXTRACT_KEYS, SCORE_KEYS, TARGET_KEYS, TRAIN_KEYS, digest, semantic_dict
+from dihal.spec import Spec
+
+HASH_LEN = 16
+STAGE_DIR = Path(".dihal") / "stages"
+ARTIFACTS = Path("artifacts")
+KINDS = ("extract", "score", "select", "targets", "train", "evaluate", "correlate")
+
+
+@dataclass
+class Stage:
+    kind: str
+    params: dict
+    upstream: dict[str, Stage] = field(default_factory=dict)
+    link: Stage | None = None  # chain dependency for compute reuse; not part of identity
+    label: str = ""
+
+    @property
+    def hash(self) -> str:
+        ident = {"kind": self.kind, "params": self.params, "upstream": {k: v.hash for k, v in self.upstream.items()}}
+        return digest(ident)[:HASH_LEN]
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{'-' + self.label if self.label else ''}-{self.hash[:8]}"
+
+    @property
+    def out(self) -> Path:
+        return ARTIFACTS / self.kind / self.hash
+
+    @property
+    def config_path(self) -> Path:
+        return STAGE_DIR / f"{self.kind}-{self.hash}.json"
+
+    def config(self) -> dict:
+        return {
+            "kind": self.kind,
+            "hash": self.hash,
+            "params": self.params,
+            "inputs": {k: str(v.out) for k, v in sorted(self.upstream.items())},
+            "link": str(self.link.out) if self.link else None,
+            "out": str(self.out),
+        }
+
+    def dvc_entry(self) -> dict:
+        deps = [str(self.config_path)] + [str(v.out) for _, v in sorted(self.upstream.items())]
+        if self.link:
+            deps.append(str(self.link.out))
+        return {"cmd": f"dihal stage {self.config_path}", "deps": deps, "outs": [str(self.out)]}
+
+
+@dataclass
+class Plan:
+    """The stages of one spec, in topological order, with handles on the ones results come from."""
+
+    stages: list[Stage]
+    extract: Stage
+    score: Stage
+    select: Stage
+    evaluations: list[Stage] = field(default_factory=list)
+    correlate: Stage | None = None
+
+    @property
+    def targets(self) -> list[str]:
+        """The stages `dvc repro` is asked for: everything else is upstream of them."""
+        ends = [self.select, *self.evaluations]
+        if self.correlate:
+            ends.append(self.correlate)
+        return [s.name for s in ends]
+
+    def by_kind(self, kind: str) -> list[Stage]:
+        return [s for s in self.stages if s.kind == kind]
+
+
+def _pick(section: dict, keys: list[str]) -> dict:
+    return {k: section[k] for k in keys}
+
+
+def plan(spec: Spec, n_layers: int | None = None) -> Plan:
+    s = semantic_dict(spec)
+    geo = dict(s["geometry"])
+    if geo["layers"] is None and n_layers is not None:
+        geo["layers"] = list(range(1, n_layers))
+    base = {"backbone": s["backbone"], "data": s["data"], "seed": s["seed"]}
+    extract = Stage("extract", {**base, "geometry": _pick(geo, EXTRACT_KEYS)})
+    score = Stage("score", {"geometry": _pick(geo, SCORE_KEYS), "seed": s["seed"]}, {"extract": extract})
+    select = Stage("select", {"select": s["select"]}, {"score": score})
+    stages = [extract, score, select]
+    result = Plan(stages, extract, score, select)
+    if spec.bridge is None:
+        return result
+
+    b = s["bridge"]
+    target_params = {**base, "bridge": _pick(b, TARGET_KEYS)}
+    train_params = _pick(b, TRAIN_KEYS)
+    eval_params = {"eval": s["eval"], "backbone": s["backbone"], "prefix": b["prefix"]}
+    if spec.bridge.layers == "selected":
+        layer_targets = [(None, Stage("targets", {**target_params, "layer": "selected"}, {"select": select}))]
+    else:
+        layer_targets, prev = [], None
+        for layer in spec.bridge.layers:
+            t = Stage("targets", {**target_params, "layer": layer}, link=prev, label=f"L{layer:02d}")
+            layer_targets.append((layer, t))
+            prev = t
+    for layer, targets in layer_targets:
+        stages.append(targets)
+        for seed in spec.bridge_seeds:
+            tag = f"{'' if layer is None else f'L{layer:02d}-'}s{seed}"
+            train = Stage("train", {**train_params, "seed": seed}, {"targets": targets}, label=tag)
+            ev = Stage("evaluate", {**eval_params, "seed": seed}, {"train": train, "targets": targets}, label=tag)
+            stages += [train, ev]
+            result.evaluations.append(ev)
+    if spec.is_sweep:
+        ups = {"score": score, "select": select, **{f"evaluate{i:03d}": e for i, e in enumerate(result.evaluations)}}
+        result.correlate = Stage("correlate", {"n_boot": s["eval"]["n_boot"], "top_k": s["eval"]["top_k"],
+                                               "seed": s["seed"]}, ups)  # fmt: skip
+        stages.append(result.correlate)
+    return result
+
+
+def write_stage_configs(p: Plan, root: Path) -> None:
+    for st in p.stages:
+        path = root / st.config_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(st.config(), indent=2, sort_keys=True) + "\n"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
+def merge_dvc_yaml(p: Plan, root: Path) -> Path:
+    """Add this plan's stages to the root dvc.yaml, keeping every other stage as it is."""
+    path = root / "dvc.yaml"
+    doc = yaml.safe_load(path.read_text()) if path.exists() else None
+    doc = doc or {}
+    stages = doc.setdefault("stages", {}) or {}
+    doc["stages"] = stages
+    for st in p.stages:
+        stages[st.name] = st.dvc_entry()
+    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def compile_spec(spec: Spec, root: Path, n_layers: int | None = None) -> Plan:
+    p = plan(spec, n_layers)
+    write_stage_configs(p, root)
+    merge_dvc_yaml(p, root)
+    return p

@@ -1,0 +1,337 @@
+"""The experiment spec: one YAML file, validated before any compute starts.
+
+Every model is frozen and forbids unknown keys, so a typo is an error rather than a
+silently ignored setting, and a validated spec can be hashed (see `hashing.py`).
+Defaults are METHOD.md's values; the README documents each field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Prob = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class BackboneSpec(_Section):
+    """Which pretrained causal LM to dissect."""
+
+    source: Literal["embedded", "hf", "local"] = "embedded"
+    id: str | None = Field(
+        default=None,
+        description="Hugging Face model id (source=hf) or directory (source=local); unused for embedded.",
+    )
+    revision: str | None = None
+    dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    trust_remote_code: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("expected 'cpu', 'mps', 'cuda' or 'cuda:N'")
+        return v
+
+    @model_validator(mode="after")
+    def _id_matches_source(self) -> BackboneSpec:
+        if self.source == "embedded" and self.id is not None:
+            raise ValueError("id must be omitted when source is 'embedded'")
+        if self.source != "embedded" and not self.id:
+            raise ValueError(f"id is required when source is '{self.source}'")
+        return self
+
+
+class SplitFractions(_Section):
+    """Documents are assigned to splits by a stable hash, never by position."""
+
+    train: Prob = 0.8
+    validation: Prob = 0.1
+    geometry: Prob = 0.1
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitFractions:
+        total = self.train + self.validation + self.geometry
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + geometry must sum to 1, got {total:g}")
+        return self
+
+
+class DataSpec(_Section):
+    """Where the text comes from: the embedded KJV corpus, local text files or a HF dataset."""
+
+    source: Literal["kjv", "text", "hf"] = "kjv"
+    paths: tuple[str, ...] = Field(default=(), description="text files, one document each (source=text)")
+    dataset: str | None = Field(default=None, description="HF dataset name or a save_to_disk directory (source=hf)")
+    dataset_config: str | None = None
+    dataset_split: str = "train"
+    text_field: str = "text"
+    splits: SplitFractions = SplitFractions()
+    max_documents: PosInt | None = None
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DataSpec:
+        if self.source == "text":
+            if not self.paths:
+                raise ValueError("paths must list at least one text file when source is 'text'")
+        elif self.paths:
+            raise ValueError(f"paths is only used when source is 'text', not '{self.source}'")
+        if self.source == "hf" and not self.dataset:
+            raise ValueError("dataset is required when source is 'hf'")
+        if self.source != "hf" and self.dataset is not None:
+            raise ValueError(f"dataset is only used when source is 'hf', not '{self.source}'")
+        return self
+
+
+class GeometrySpec(_Section):
+    """Locate: the hidden-state sample and the proxies that score it."""
+
+    seq_len: Annotated[int, Field(ge=2)] = 64
+    n_tokens: PosInt = 8192
+    batch_size: PosInt = 16
+    layers: tuple[PosInt, ...] | None = Field(default=None, description="candidate layers; default 1..L-1")
+    anchors: PosInt = 1024
+    k: PosInt = 16
+    pairs: PosInt = 4096
+    ridge: PosFloat = 1e-3
+    proxies: dict[str, float] = Field(
+        default_factory=lambda: {"kappa": 1.0, "sigma": 1.0, "erank": -1.0},
+        description="proxy name -> weight of its z-score in G",
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if len(v) < 2:
+            raise ValueError("list at least 2 candidate layers (z-scores need more than one)")
+        if len(set(v)) != len(v):
+            raise ValueError("candidate layers must be distinct")
+        return tuple(sorted(v))
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies(cls, v: dict[str, float]) -> dict[str, float]:
+        from dihal.geometry.proxies import PROXIES
+
+        if not v:
+            raise ValueError("at least one proxy must enter G")
+        unknown = sorted(set(v) - set(PROXIES))
+        if unknown:
+            raise ValueError(f"unknown proxy {unknown[0]!r}; registered: {sorted(PROXIES)}")
+        if any(w == 0 for w in v.values()):
+            raise ValueError("a proxy weight of 0 means it does not enter G: remove it instead")
+        return dict(sorted(v.items()))
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> GeometrySpec:
+        if self.k >= self.n_tokens:
+            raise ValueError(f"k ({self.k}) must be smaller than n_tokens ({self.n_tokens})")
+        return self
+
+
+class SelectSpec(_Section):
+    rule: Literal["argmax", "fixed"] = "argmax"
+    layer: PosInt | None = None
+
+    @model_validator(mode="after")
+    def _layer_for_fixed(self) -> SelectSpec:
+        if self.rule == "fixed" and self.layer is None:
+            raise ValueError("layer is required when rule is 'fixed'")
+        if self.rule == "argmax" and self.layer is not None:
+            raise ValueError("layer is only used when rule is 'fixed'")
+        return self
+
+
+class BridgeSpec(_Section):
+    """Replace: the denoiser and its fixed training protocol (identical at every layer)."""
+
+    layers: tuple[PosInt, ...] | Literal["selected"] = Field(
+        default="selected", description="'selected' trains at l*; a list sweeps those layers"
+    )
+    seeds: tuple[NonNegInt, ...] | None = Field(default=None, description="bridge seeds; default [seed]")
+    seq_len: Annotated[int, Field(ge=2)] = 64
+    n_train: PosInt = 512
+    n_val: PosInt = 64
+    prefix: PosInt = 1
+    extract_batch_size: PosInt = 16
+    d_model: PosInt = 128
+    depth: PosInt = 3
+    heads: PosInt = 4
+    time_cond: Literal["adaln", "add"] = "adaln"
+    pos: Literal["sinusoidal", "learned"] = "sinusoidal"
+    objective: Literal["x0", "eps", "v"] = "x0"
+    steps: PosInt = 600
+    batch_size: PosInt = 32
+    lr: PosFloat = 1e-3
+    warmup: NonNegInt = 50
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    grad_clip: PosFloat = 1.0
+    checkpoint_every: PosInt = 100
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v):
+        if isinstance(v, tuple):
+            if not v:
+                raise ValueError("list at least one layer, or use 'selected'")
+            if len(set(v)) != len(v):
+                raise ValueError("bridge layers must be distinct")
+            return tuple(sorted(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+    @model_validator(mode="after")
+    def _shapes(self) -> BridgeSpec:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.prefix >= self.seq_len:
+            raise ValueError(f"prefix ({self.prefix}) must be shorter than seq_len ({self.seq_len})")
+        if self.warmup >= self.steps:
+            raise ValueError(f"warmup ({self.warmup}) must be smaller than steps ({self.steps})")
+        return self
+
+
+class EvalSpec(_Section):
+    t_grid: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    val_batches: PosInt = 4
+    recovery_t: Prob = 0.5
+    n_samples: PosInt = 16
+    sampling_steps: PosInt = 50
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    n_boot: PosInt = 1000
+    top_k: PosInt = 3
+
+
+class Spec(_Section):
+    """A whole DiHAL experiment."""
+
+    name: str = Field(min_length=1, max_length=120, description="a label: not part of the spec hash")
+    description: str = ""
+    seed: NonNegInt = 0
+    backbone: BackboneSpec = BackboneSpec()
+    data: DataSpec = DataSpec()
+    geometry: GeometrySpec = GeometrySpec()
+    select: SelectSpec = SelectSpec()
+    bridge: BridgeSpec | None = BridgeSpec()
+    eval: EvalSpec = EvalSpec()
+
+    @property
+    def bridge_seeds(self) -> tuple[int, ...]:
+        assert self.bridge is not None
+        return self.bridge.seeds if self.bridge.seeds is not None else (self.seed,)
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.bridge is not None and self.bridge.layers != "selected"
+
+
+LABEL_FIELDS = frozenset({"name", "description"})
+
+
+class SpecError(Exception):
+    """A spec problem a user must fix: each item is (field path, bad value, what was expected)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, object, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s) in the spec"]
+        for path, value, expected in self.problems:
+            lines.append(f"  {path}: got {_short(value)} — {expected}")
+        return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _path(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in {"literal['selected']", "tuple[int,...]"} or "[" in str(item):
+            continue  # union branch labels from pydantic, not part of the user's path
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+_MISSING = object()
+
+
+def _value_at(raw: object, loc: tuple) -> object:
+    cur = raw
+    for item in loc:
+        if isinstance(cur, dict) and item in cur:
+            cur = cur[item]
+        elif isinstance(cur, (list, tuple)) and isinstance(item, int) and item < len(cur):
+            cur = cur[item]
+        else:
+            return _MISSING
+    return cur
+
+
+def _problems(err: ValidationError, raw: object) -> list[tuple[str, object, str]]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        value = _value_at(raw, loc)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = _path(loc[:-1])
+            msg = f"unknown key (not a field of {parent if loc[:-1] else 'the spec'})"
+        elif e["type"] == "missing":
+            value = "<missing>"
+        out.append((_path(loc), e.get("input") if value is _MISSING else value, msg))
+    return out
+
+
+def parse_spec(raw: object, source: str = "<spec>") -> Spec:
+    if not isinstance(raw, dict):
+        raise SpecError(source, [("<root>", raw, "expected a mapping of spec fields")])
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(source, _problems(err, raw)) from None
+
+
+def read_yaml(path: Path) -> tuple[dict, str]:
+    """Return the parsed mapping and the text as written (the ledger keeps both)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), [("<file>", str(path), "a readable YAML spec file")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(str(path), [("<yaml>", str(err).splitlines()[0], "valid YAML")]) from None
+    return raw, text
+
+
+def load_spec(path: Path | str) -> tuple[Spec, str]:
+    """Validate the schema (no compute, no model load). Resource checks live in `checks.py`."""
+    raw, text = read_yaml(Path(path))
+    return parse_spec(raw, str(path)), text

@@ -1,0 +1,74 @@
+"""What every stage shares: reading its frozen config, loading the backbone, writing JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dihal.spec import BackboneSpec, DataSpec
+
+
+@dataclass
+class StageConfig:
+    kind: str
+    hash: str
+    params: dict
+    inputs: dict[str, Path]
+    link: Path | None
+    out: Path
+
+    @classmethod
+    def read(cls, path: Path | str) -> StageConfig:
+        raw = json.loads(Path(path).read_text())
+        return cls(
+            kind=raw["kind"],
+            hash=raw["hash"],
+            params=raw["params"],
+            inputs={k: Path(v) for k, v in raw["inputs"].items()},
+            link=Path(raw["link"]) if raw.get("link") else None,
+            out=Path(raw["out"]),
+        )
+
+    def backbone_spec(self) -> BackboneSpec:
+        return BackboneSpec.model_validate(self.params["backbone"])
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec.model_validate(self.params["data"])
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def open_backbone(spec: BackboneSpec):
+    """(Backbone, BackboneAdapter) for a stage; imported lazily so light stages stay light."""
+    from dihal.backbone import BackboneAdapter, load_backbone
+
+    bb = load_backbone(spec)
+    return bb, BackboneAdapter(bb.model)
+
+
+def save_array(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.save(f, arr)
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,32 @@
+"""correlate: does the geometry score predict insertion quality across layers (C1)?"""
+
+from __future__ import annotations
+
+from dihal.stages.common import StageConfig, read_json, write_json
+
+
+def run(cfg: StageConfig) -> None:
+    from dihal.analysis.correlation import correlate
+
+    scores = read_json(cfg.inputs["score"] / "scores.json")
+    selected = read_json(cfg.inputs["select"] / "selection.json")["layer"]
+    losses: dict[tuple[int, int], list[float]] = {}
+    for role, path in sorted(cfg.inputs.items()):
+        if role.startswith("evaluate"):
+            m = read_json(path / "metrics.json")
+            losses[(int(m["layer"]), int(m["seed"]))] = m["val_batch_losses"]
+    swept = sorted({layer for layer, _ in losses})
+    g = dict(zip(scores["layers"], scores["score"]))
+    missing = [layer for layer in swept if layer not in g]
+    if missing:
+        raise ValueError(f"bridge.layers {missing} are not geometry candidate layers, so they have no score G")
+    result = correlate({layer: g[layer] for layer in swept}, losses, selected_layer=selected if selected in swept
+                       else min(swept, key=lambda x: -g[x]), n_boot=cfg.params["n_boot"],
+                       top_k=cfg.params["top_k"], seed=cfg.params["seed"])  # fmt: skip
+    out = result.to_dict()
+    out["selected_layer"] = selected
+    out["selected_swept"] = selected in swept
+    if selected not in swept:  # ℓ* was not trained: its rank by loss is unknown
+        out["selected_rank"], out["in_top_k"] = None, None
+    out["layers"] = swept
+    write_json(cfg.out / "correlation.json", out)

@@ -1,0 +1,64 @@
+"""extract: hidden states of every candidate layer on the geometry sample.
+
+States go straight from each batch into one memory-mapped `.npy` per layer, so
+memory stays at one batch × all layers however large N is. Position 0 (BOS, the
+attention sink) is dropped here; METHOD.md's proxies never see it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from dihal import progress
+from dihal.data import split_documents, load_documents, token_blocks
+from dihal.stages.common import StageConfig, Timer, open_backbone, save_array, write_json
+
+
+def layer_file(layer: int) -> str:
+    return f"layer_{layer:03d}.npy"
+
+
+def run(cfg: StageConfig) -> None:
+    geo = cfg.params["geometry"]
+    seed = cfg.params["seed"]
+    bb, ad = open_backbone(cfg.backbone_spec())
+    layers = geo["layers"] or list(range(1, ad.n_layers))
+    bad = [layer for layer in layers if layer >= ad.n_layers + 1]
+    if bad:
+        raise ValueError(f"geometry.layers: {bad} exceed the backbone's {ad.n_layers} blocks")
+    T, N = geo["seq_len"], geo["n_tokens"]
+    n_seq = math.ceil(N / (T - 1))
+    docs = split_documents(load_documents(cfg.data_spec()), cfg.data_spec().splits)["geometry"]
+    ids = token_blocks(docs, bb.tokenizer, bos_id=bb.bos_id, seq_len=T, n_blocks=n_seq, seed=seed, split="geometry")
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    save_array(out / "tokens.npy", ids)
+    maps = {
+        layer: np.lib.format.open_memmap(out / layer_file(layer), mode="w+", dtype=np.float32, shape=(N, ad.d))
+        for layer in layers
+    }
+    bs = geo["batch_size"]
+    row = 0
+    with Timer() as timer, torch.inference_mode():
+        bar = progress.bar(total=n_seq * T, desc=f"extract {len(layers)} layers", unit="tok")
+        for start in range(0, n_seq, bs):
+            batch = torch.as_tensor(ids[start : start + bs], device=ad.device)
+            states = ad.hidden_states(batch, layers)
+            take = min(N - row, batch.shape[0] * (T - 1))
+            for layer, h in states.items():
+                flat = h[:, 1:].reshape(-1, ad.d)[:take].float().cpu().numpy()
+                maps[layer][row : row + take] = flat
+            row += take
+            bar.update(batch.numel())
+        bar.close()
+    for m in maps.values():
+        m.flush()
+    del maps
+    write_json(out / "meta.json", {
+        "layers": layers, "n_layers": ad.n_layers, "d": ad.d, "n_tokens": N, "seq_len": T,
+        "n_sequences": n_seq, "backbone": bb.location, "model_type": ad.model_type,
+        "seconds": timer.seconds, "tokens_per_s": n_seq * T / timer.seconds,
+    })  # fmt: skip

@@ -1,0 +1,62 @@
+"""The table `dihal run` prints at the end, read back from the ledger (what you see is what was stored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dihal import ledger
+
+
+def _f(v, fmt: str = ".4g") -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def print_summary(con: Console, root: Path, result) -> None:
+    h = result.spec_hash
+    cols, rows = ledger.query(root, "SELECT layer, kappa, sigma, erank, z_kappa, z_sigma, z_erank, score, selected "
+                                    "FROM layer_geometry WHERE spec_hash = ? ORDER BY layer", [h])  # fmt: skip
+    t = Table(title=f"{result.spec.name}: layer geometry (spec {h[:12]})")
+    for c in ("layer", "κ", "σ", "r", "z(κ)", "z(σ)", "z(r)", "G", ""):
+        t.add_column(c, justify="right")
+    for layer, k, s, r, zk, zs, zr, g, sel in rows:
+        style = "bold green" if sel else None
+        t.add_row(str(layer), _f(k), _f(s), _f(r, ".1f"), _f(zk, "+.2f"), _f(zs, "+.2f"), _f(zr, "+.2f"),
+                  _f(g, "+.2f"), "← ℓ*" if sel else "", style=style)  # fmt: skip
+    con.print(t)
+    _, sel = ledger.query(root, "SELECT rule, layer, score FROM selections WHERE spec_hash = ?", [h])
+    if sel:
+        con.print(f"selected layer ℓ* = [bold]{sel[0][1]}[/bold] (rule {sel[0][0]}, G = {_f(sel[0][2], '+.3f')})")
+    _bridge(con, root, h)
+    _, corr = ledger.query(root, "SELECT spearman_rho, spearman_lo, spearman_hi, kendall_tau, kendall_lo, kendall_hi, "
+                                 "best_layer, selected_rank FROM correlations WHERE spec_hash = ?", [h])  # fmt: skip
+    if corr:
+        r = corr[0]
+        con.print(f"C1: Spearman ρ(G, loss) = {r[0]:+.3f} [{r[1]:+.3f}, {r[2]:+.3f}], Kendall τ = {r[3]:+.3f} "
+                  f"[{r[4]:+.3f}, {r[5]:+.3f}]; best layer by loss {r[6]}; ℓ* ranks {r[7]}")  # fmt: skip
+    n = len(result.stages_run)
+    con.print(f"stages run this time: {n} of {len(result.plan.stages)}"
+              + ("" if n else " (DVC: everything up to date)"))  # fmt: skip
+    con.print(f"artifacts: {root / 'artifacts'}   ledger: {ledger.ledger_path(root)}   run: {result.run_id}")
+    if result.report:
+        con.print(f"report: {result.report}")
+
+
+def _bridge(con: Console, root: Path, h: str) -> None:
+    _, rows = ledger.query(root, "SELECT layer, seed, bridge_val_loss, recovery_ce, recovery_token_acc, gen_ppl, "
+                                 "distinct_1, distinct_2, distinct_3, diversity, unigram_entropy FROM bridge_results "
+                                 "WHERE spec_hash = ? ORDER BY layer, seed", [h])  # fmt: skip
+    if not rows:
+        return
+    t = Table(title="bridge")
+    for c in ("layer", "seed", "val loss", "recovery CE", "rec. acc", "gen ppl", "d-1", "d-2", "d-3", "div", "H1"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(str(r[0]), str(r[1]), *(_f(v) for v in r[2:]))
+    con.print(t)
+    _, samples = ledger.query(root, "SELECT layer, seed, text FROM samples WHERE spec_hash = ? AND idx < 3 "
+                                    "ORDER BY layer, seed, idx LIMIT 6", [h])  # fmt: skip
+    for layer, seed, text in samples:
+        con.print(f"[dim]L{layer} s{seed}[/dim] {text[:160]!r}", highlight=False)

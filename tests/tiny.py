@@ -1,0 +1,51 @@
+"""Tiny, randomly initialised backbones built in code: fast, offline, real transformers models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CORPUS = [
+    "In the beginning God created the heaven and the earth.",
+    "And the earth was without form, and void; and darkness was upon the face of the deep.",
+    "And God said, Let there be light: and there was light.",
+    "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun.",
+]
+
+
+def make_tokenizer(vocab_size: int = 256):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def make_model(arch: str = "llama", n_layers: int = 4, d: int = 32, vocab: int = 512, seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)  # fmt: skip
+        return LlamaForCausalLM(cfg).eval()
+    if arch == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_embd=d, n_layer=n_layers, n_head=4, n_positions=128,
+                         bos_token_id=1, eos_token_id=2)  # fmt: skip
+        return GPT2LMHeadModel(cfg).eval()
+    raise ValueError(arch)
+
+
+def save_tiny(path: Path, arch: str = "llama", n_layers: int = 4) -> Path:
+    tok = make_tokenizer()
+    model = make_model(arch, n_layers=n_layers, vocab=len(tok))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
