@@ -38,6 +38,7 @@ class Stage:
     upstream: dict[str, Stage] = field(default_factory=dict)
     link: Stage | None = None  # chain dependency for compute reuse; not part of identity
     label: str = ""
+    runtime: dict = field(default_factory=dict)  # settings that cannot change results (checkpoint period)
 
     @property
     def hash(self) -> str:
@@ -64,6 +65,7 @@ class Stage:
             "inputs": {k: str(v.out) for k, v in sorted(self.upstream.items())},
             "link": str(self.link.out) if self.link else None,
             "out": str(self.out),
+            "runtime": self.runtime,
         }
 
     def dvc_entry(self) -> dict:
@@ -130,7 +132,8 @@ def plan(spec: Spec, n_layers: int | None = None) -> Plan:
         stages.append(targets)
         for seed in spec.bridge_seeds:
             tag = f"{'' if layer is None else f'L{layer:02d}-'}s{seed}"
-            train = Stage("train", {**train_params, "seed": seed}, {"targets": targets}, label=tag)
+            train = Stage("train", {**train_params, "seed": seed}, {"targets": targets}, label=tag,
+                          runtime={"checkpoint_every": b["checkpoint_every"]})
             ev = Stage("evaluate", {**eval_params, "seed": seed}, {"train": train, "targets": targets}, label=tag)
             stages += [train, ev]
             result.evaluations.append(ev)

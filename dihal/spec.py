@@ -299,14 +299,33 @@ def _problems(err: ValidationError, raw: object) -> list[tuple[str, object, str]
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
         value = _value_at(raw, loc)
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = e["msg"].removeprefix("Value error, ").replace("a valid tuple", "a list")
         if e["type"] == "extra_forbidden":
             parent = _path(loc[:-1])
             msg = f"unknown key (not a field of {parent if loc[:-1] else 'the spec'})"
         elif e["type"] == "missing":
             value = "<missing>"
-        out.append((_path(loc), e.get("input") if value is _MISSING else value, msg))
-    return out
+        out.append((_path(loc), e.get("input") if value is _MISSING else value, msg, e["type"]))
+    return _merge_union_branches(out)
+
+
+def _merge_union_branches(found: list[tuple]) -> list[tuple[str, object, str]]:
+    """A union field (a list or 'selected') fails once per branch: report it once.
+
+    A branch error on a deeper path (`bridge.layers[0]`) is the real problem, so the
+    literal branch's complaint about the parent is dropped; same-path branch errors
+    are joined with "or".
+    """
+    merged: dict[str, tuple[str, object, str]] = {}
+    for path, value, msg, kind in found:
+        deeper = any(o[0].startswith(path + "[") or o[0].startswith(path + ".") for o in found if o[0] != path)
+        if kind == "literal_error" and deeper:
+            continue
+        if path in merged:
+            merged[path] = (path, value, merged[path][2] + " or " + msg.removeprefix("Input should be "))
+        else:
+            merged[path] = (path, value, msg)
+    return list(merged.values())
 
 
 def parse_spec(raw: object, source: str = "<spec>") -> Spec:

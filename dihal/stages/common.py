@@ -20,6 +20,7 @@ class StageConfig:
     inputs: dict[str, Path]
     link: Path | None
     out: Path
+    runtime: dict
 
     @classmethod
     def read(cls, path: Path | str) -> StageConfig:
@@ -31,6 +32,7 @@ class StageConfig:
             inputs={k: Path(v) for k, v in raw["inputs"].items()},
             link=Path(raw["link"]) if raw.get("link") else None,
             out=Path(raw["out"]),
+            runtime=raw.get("runtime", {}),
         )
 
     def backbone_spec(self) -> BackboneSpec:

@@ -42,7 +42,7 @@ def run(cfg: StageConfig) -> None:
     tcfg = TrainConfig(
         steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], warmup=p["warmup"],
         weight_decay=p["weight_decay"], grad_clip=p["grad_clip"], objective=p["objective"],
-        seed=p["seed"], prefix=prefix,
+        seed=p["seed"], prefix=prefix, checkpoint_every=cfg.runtime.get("checkpoint_every", 100),
     )  # fmt: skip
     ckpt = CHECKPOINTS / cfg.hash / "ckpt.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
