@@ -72,8 +72,9 @@ def _dvc(args: list[str], root: Path, check: bool = False) -> subprocess.Complet
     return proc
 
 
-def dvc_repro(targets: list[str], root: Path, echo=sys.stderr) -> tuple[int, str, list[str]]:
+def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list[str]]:
     """Run `dvc repro` on the targets, streaming its output; return (code, output tail, stages that ran)."""
+    echo = echo or sys.stderr  # resolved per call: tests and callers may have swapped sys.stderr
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *targets], cwd=root, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     chunks: list[bytes] = []
@@ -82,7 +83,7 @@ def dvc_repro(targets: list[str], root: Path, echo=sys.stderr) -> tuple[int, str
         assert proc.stdout is not None
         for chunk in iter(lambda: proc.stdout.read1(4096), b""):
             chunks.append(chunk)
-            if echo is not None:
+            if echo is not False:
                 echo.write(chunk.decode(errors="replace"))
                 echo.flush()
 
@@ -106,7 +107,7 @@ def _error_summary(tail: str) -> str:
     return "\n".join((errs or lines)[-6:])
 
 
-def run_spec(path: Path | str, root: Path | str = ".", *, echo=sys.stderr) -> RunResult:
+def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResult:
     root = Path(root).resolve()
     spec, text = load_spec(path)  # both raise SpecError before anything is written
     depth = check_resources(spec, str(path))

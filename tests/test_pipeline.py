@@ -1,0 +1,70 @@
+"""The generated dvc.yaml, checked against golden files (as DVC's own tests do)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dihal.pipeline import compile_spec, plan
+from dihal.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("DIHAL_UPDATE_GOLDEN") == "1"
+
+
+def compiled(spec_file: str, tmp_path: Path, n_layers: int = 30) -> str:
+    spec, _ = load_spec(ROOT / "specs" / spec_file)
+    compile_spec(spec, tmp_path, n_layers)
+    return (tmp_path / "dvc.yaml").read_text()
+
+
+@pytest.mark.parametrize("spec_file", ["quickstart.yaml", "sweep.yaml"])
+def test_dvc_yaml_matches_golden(spec_file, tmp_path):
+    text = compiled(spec_file, tmp_path)
+    golden = GOLDEN / spec_file.replace(".yaml", ".dvc.yaml")
+    if UPDATE:
+        golden.write_text(text)
+    assert text == golden.read_text(), f"regenerate with DIHAL_UPDATE_GOLDEN=1 if the change is intended: {golden}"
+
+
+def test_repository_dvc_yaml_is_the_compiled_quickstart(tmp_path):
+    """`dvc repro` at the repo root runs exactly the quickstart's stages."""
+    assert (ROOT / "dvc.yaml").read_text() == compiled("quickstart.yaml", tmp_path)
+    for cfg in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        assert (ROOT / cfg["deps"][0]).exists(), f"{cfg['deps'][0]} must be committed for `dvc repro`"
+
+
+def test_dag_order_and_shared_extraction(tmp_path):
+    text = compiled("quickstart.yaml", tmp_path)
+    stages = list(yaml.safe_load(text)["stages"])
+    kinds = [s.split("-")[0] for s in stages]
+    assert kinds == ["extract", "score", "select", "targets", "train", "evaluate"]
+    text2 = compiled("sweep.yaml", tmp_path)  # merged into the same dvc.yaml
+    merged = yaml.safe_load(text2)["stages"]
+    assert set(stages) <= set(merged)
+
+
+def test_sweep_has_one_stage_per_layer_and_seed_and_adding_a_seed_adds_only_its_stages():
+    spec, _ = load_spec(ROOT / "specs" / "sweep.yaml")
+    p = plan(spec, 30)
+    n = len(spec.bridge.layers) * len(spec.bridge_seeds)
+    assert len(p.by_kind("train")) == n and len(p.by_kind("evaluate")) == n
+    more = spec.model_copy(update={"bridge": spec.bridge.model_copy(update={"seeds": (*spec.bridge_seeds, 99)})})
+    p2 = plan(more, 30)
+    old = {s.name for s in p.stages if s.kind in ("targets", "train", "evaluate")}
+    new = {s.name for s in p2.stages if s.kind in ("targets", "train", "evaluate")}
+    assert old <= new and len(new - old) == 2 * len(spec.bridge.layers)
+
+
+def test_adding_a_layer_keeps_every_trained_bridge():
+    spec, _ = load_spec(ROOT / "specs" / "sweep.yaml")
+    layers = spec.bridge.layers
+    extra = next(x for x in range(1, 30) if x not in layers)
+    more = spec.model_copy(update={"bridge": spec.bridge.model_copy(update={"layers": tuple(sorted((*layers, extra)))})})
+    old = {s.name for s in plan(spec, 30).stages if s.kind == "train"}
+    new = {s.name for s in plan(more, 30).stages if s.kind == "train"}
+    assert old <= new and len(new - old) == len(spec.bridge_seeds)

@@ -1,0 +1,177 @@
+"""End to end on a tiny random Llama: real DVC, real DuckDB, real transformers, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dihal.cli import app
+from tests.tiny import save_tiny
+
+BASE = {
+    "name": "tiny",
+    "backbone": {"source": "local", "id": "tiny"},
+    "data": {"source": "kjv", "max_documents": 200},
+    "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
+    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 30,
+               "warmup": 5, "batch_size": 8, "checkpoint_every": 10},
+    "eval": {"n_samples": 4, "sampling_steps": 5, "n_boot": 50, "val_batches": 2},
+}  # fmt: skip
+runner = CliRunner()
+
+
+def write_spec(root: Path, name: str, **changes) -> Path:
+    spec = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            spec[section][field] = value
+        else:
+            spec[section] = value
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def invoke(root: Path, *args: str):
+    result = runner.invoke(app, [*args, "--project", str(root)] if args[0] in {"run", "compile", "report", "sample"}
+                           or args[:2] in (("ledger", "sql"), ("ledger", "runs")) else list(args))  # fmt: skip
+    return result
+
+
+def stages_ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("project")
+    save_tiny(root / "tiny")
+    monkeypatch_module.chdir(root)  # specs name the model and data relative to the project root
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def ledger_rows(root: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(root / "ledger" / "dihal.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    spec = write_spec(project, "tiny")
+    result = invoke(project, "run", str(spec))
+    assert result.exit_code == 0, result.output
+    return spec, result
+
+
+def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
+    spec, result = first_run
+    assert "ℓ*" in result.output and "ledger" in result.output
+    geo = ledger_rows(project, "SELECT layer, kappa, sigma, erank, score, selected FROM layer_geometry ORDER BY layer")
+    assert [r[0] for r in geo] == [1, 2, 3] and sum(r[5] for r in geo) == 1
+    best = max(geo, key=lambda r: r[4])
+    assert best[5], "the selected layer is the argmax of G"
+    bridge = ledger_rows(project, "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results")
+    assert len(bridge) == 1 and bridge[0][0] == best[0] and all(v > 0 for v in bridge[0][2:])
+    runs = ledger_rows(project, "SELECT status, stages_run, code_version, packages, seed FROM runs")
+    assert runs == [("succeeded", 6, runs[0][2], runs[0][3], 0)]
+    assert "torch" in json.loads(runs[0][3])
+    assert (project / "reports" / "tiny.html").exists() and (project / "reports" / "index.html").exists()
+
+
+def test_second_run_computes_nothing_and_adds_no_result_rows(project, first_run):
+    spec, _ = first_run
+    before = ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0] + ledger_rows(
+        project, "SELECT count(*) FROM samples")[0][0]  # fmt: skip
+    result = invoke(project, "run", str(spec))
+    assert result.exit_code == 0, result.output
+    assert "everything up to date" in result.output
+    after = ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0] + ledger_rows(
+        project, "SELECT count(*) FROM samples")[0][0]  # fmt: skip
+    assert before == after
+    assert ledger_rows(project, "SELECT stages_run FROM runs ORDER BY started_at")[-1] == (0,)
+
+
+def test_changing_k_reruns_score_and_select_but_not_extract(project, first_run):
+    spec = write_spec(project, "tiny-k4", geometry__k=4)
+    result = invoke(project, "run", str(spec), "--no-report")
+    assert result.exit_code == 0, result.output
+    kinds = [s.split("-")[0] for s in stages_ran(result.output)]
+    assert "extract" not in kinds and kinds[:2] == ["score", "select"]
+
+
+def test_same_spec_same_numbers(project, first_run):
+    """Re-running a spec from scratch gives identical metrics (determinism)."""
+    spec, _ = first_run
+    first = ledger_rows(project, "SELECT bridge_val_loss, gen_ppl, samples_digest FROM bridge_results b "
+                                 "JOIN specs s USING (spec_hash) WHERE s.name = 'tiny'")  # fmt: skip
+    shutil.rmtree(project / "artifacts")
+    (project / "dvc.lock").unlink()
+    shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
+    result = invoke(project, "run", str(spec), "--no-report")
+    assert result.exit_code == 0, result.output
+    again = ledger_rows(project, "SELECT bridge_val_loss, gen_ppl, samples_digest FROM bridge_results b "
+                                 "JOIN specs s USING (spec_hash) WHERE s.name = 'tiny'")  # fmt: skip
+    assert again == first
+
+
+def test_ledger_sql_formats_and_refuses_writes(project, first_run):
+    h = ledger_rows(project, "SELECT spec_hash FROM specs WHERE name = 'tiny'")[0][0]
+    res = invoke(project, "ledger", "sql", f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' "
+                                            "ORDER BY layer", "--format", "csv")  # fmt: skip
+    assert res.exit_code == 0 and res.output.splitlines()[0] == "layer,score" and len(res.output.splitlines()) == 4
+    res = invoke(project, "ledger", "sql", "SELECT count(*) AS n FROM runs", "--format", "json")
+    assert json.loads(res.output)[0]["n"] >= 1
+    n = ledger_rows(project, "SELECT count(*) FROM runs")
+    for bad in ("DELETE FROM runs", "DROP TABLE runs", "COPY runs TO 'leak.csv'"):
+        res = invoke(project, "ledger", "sql", bad)
+        assert res.exit_code == 1 and "read-only" in res.output
+    assert ledger_rows(project, "SELECT count(*) FROM runs") == n and not (project / "leak.csv").exists()
+    assert invoke(project, "ledger", "runs").exit_code == 0
+
+
+def test_a_failing_stage_is_recorded_and_earlier_results_survive(project, first_run):
+    before = ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer")
+    spec = write_spec(project, "tiny-broken", bridge__n_train=100000)  # more training blocks than the corpus has
+    result = invoke(project, "run", str(spec), "--no-report")
+    assert result.exit_code == 1 and "fewer than" in result.output
+    failed = ledger_rows(project, "SELECT status, error FROM runs WHERE status = 'failed'")
+    assert failed and "fewer than" in failed[-1][1]
+    assert ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer") == before
+
+
+def test_sample_prints_hybrid_text(project, first_run):
+    spec, _ = first_run
+    res = invoke(project, "sample", str(spec), "--n", "2", "--prompt", "And God")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("And God") == 2
+
+
+def test_small_sweep_correlates_and_reports(project, first_run):
+    spec = write_spec(project, "tiny-sweep", bridge__layers=[1, 2, 3])
+    result = invoke(project, "run", str(spec))
+    assert result.exit_code == 0, result.output
+    kinds = [s.split("-")[0] for s in stages_ran(result.output)]
+    assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-1] == "correlate"
+    (rho, lo, hi, best, n_layers), = ledger_rows(
+        project, "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers FROM correlations")
+    assert -1 <= lo <= hi <= 1 and -1 <= rho <= 1 and best in (1, 2, 3) and n_layers == 3
+    html = (project / "reports" / "tiny-sweep.html").read_text()
+    assert "data:image/png;base64" in html
