@@ -29,6 +29,7 @@ runner = CliRunner()
 
 def write_spec(root: Path, name: str, **changes) -> Path:
     spec = json.loads(json.dumps(BASE))
+    spec["name"] = name
     for key, value in changes.items():
         section, _, field = key.partition("__")
         if field:

@@ -21,7 +21,7 @@ CHECKPOINTS = Path("artifacts") / "checkpoints"
 
 def denoiser_config(p: dict, d: int) -> dict:
     return {"d_in": d, "d_model": p["d_model"], "depth": p["depth"], "heads": p["heads"],
-            "max_len": p["seq_len"], "time_cond": p["time_cond"], "pos": p["pos"]}  # fmt: skip
+            "max_len": p["seq_len"], "time_cond": p["time_cond"], "pos": p["pos"], "seed": p["seed"]}  # fmt: skip
 
 
 def run(cfg: StageConfig) -> None:
@@ -36,9 +36,8 @@ def run(cfg: StageConfig) -> None:
     prefix = p["prefix"]
     std = Standardizer.fit(train_h[:, prefix:].reshape(-1, train_h.shape[-1]))
     x0 = std.transform(train_h)
-    torch.manual_seed(p["seed"])  # the denoiser's initial weights
     dcfg = denoiser_config(p, train_h.shape[-1])
-    den = Denoiser(**{k: v for k, v in dcfg.items() if k != "d_in"}, d_in=dcfg["d_in"])
+    den = Denoiser(**dcfg)
     tcfg = TrainConfig(
         steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], warmup=p["warmup"],
         weight_decay=p["weight_decay"], grad_clip=p["grad_clip"], objective=p["objective"],

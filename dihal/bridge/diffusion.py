@@ -1,0 +1,205 @@
+"""Forward process, objectives, losses and the DDIM sampler of the bridge.
+
+Everything is in terms of the VP schedule of dihal.bridge.schedule and works on any
+(B, T, d) sequence of vectors. Conditioning is by in-painting: positions where
+clamp_mask is True hold the clean x0 (never noise) whenever the network sees them, in
+training and in sampling alike, so the network only ever learns the conditional it is
+asked for at sampling time.
+
+Objectives say what the network output means:
+    "x0":  x0 itself;
+    "eps": the noise, x0 = (x_t - sigma eps) / alpha (alpha >= ALPHA_MIN > 0, never 0);
+    "v":   alpha eps - sigma x0, x0 = alpha x_t - sigma v (no division at all).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dihal.bridge.schedule import alpha_sigma, time_grid
+
+OBJECTIVES = ("x0", "eps", "v")
+
+
+def _check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
+def _coeffs(t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha, sigma of a (B,) time tensor, shaped (B, 1, 1) to broadcast over (B, T, d)."""
+    if t.ndim != 1 or t.shape[0] != like.shape[0]:
+        raise ValueError(f"t must have shape ({like.shape[0]},), got {tuple(t.shape)}")
+    alpha, sigma = alpha_sigma(t)
+    return alpha.to(like.dtype)[:, None, None], sigma.to(like.dtype)[:, None, None]
+
+
+def _check_mask(clamp_mask: torch.Tensor, x: torch.Tensor) -> None:
+    if clamp_mask.dtype != torch.bool or clamp_mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"clamp_mask must be a bool {tuple(x.shape[:2])} tensor, got {clamp_mask.dtype} "
+            f"{tuple(clamp_mask.shape)}"
+        )
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = alpha(t) x0 + sigma(t) noise, with t of shape (B,)."""
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
+    alpha, sigma = _coeffs(t, x0)
+    return alpha * x0 + sigma * noise
+
+
+def inpaint(x: torch.Tensor, clean: torch.Tensor, clamp_mask: torch.Tensor) -> torch.Tensor:
+    """x with its clamped positions replaced by `clean`, bit for bit."""
+    return torch.where(clamp_mask[..., None], clean, x)
+
+
+def objective_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, objective: str) -> torch.Tensor:
+    """What the network is trained to output under `objective`."""
+    _check_objective(objective)
+    if objective == "x0":
+        return x0
+    if objective == "eps":
+        return noise
+    alpha, sigma = _coeffs(t, x0)
+    return alpha * noise - sigma * x0
+
+
+def predict(
+    denoiser: nn.Module, x_t: torch.Tensor, t: torch.Tensor, clamp_mask: torch.Tensor, objective: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_hat, eps_hat) from one network call.
+
+    Each objective's own quantity is taken as is and only the other one is derived, which
+    keeps an exact network exact (an eps oracle yields eps bit for bit). eps_hat under "x0"
+    divides by sigma(t), so it is only valid for t > 0 (the sampler never asks at t = 0)."""
+    _check_objective(objective)
+    out = denoiser(x_t, t, clamp_mask)
+    if out.shape != x_t.shape:
+        raise ValueError(f"denoiser returned shape {tuple(out.shape)}, expected {tuple(x_t.shape)}")
+    alpha, sigma = _coeffs(t, x_t)
+    if objective == "x0":
+        return out, (x_t - alpha * out) / sigma
+    if objective == "eps":
+        return (x_t - sigma * out) / alpha, out
+    return alpha * x_t - sigma * out, sigma * x_t + alpha * out
+
+
+def model_x0(
+    denoiser: nn.Module, x_t: torch.Tensor, t: torch.Tensor, clamp_mask: torch.Tensor, objective: str
+) -> torch.Tensor:
+    """The network's estimate of x0, whatever its objective (valid for every t in [0, 1])."""
+    _check_objective(objective)
+    out = denoiser(x_t, t, clamp_mask)
+    if out.shape != x_t.shape:
+        raise ValueError(f"denoiser returned shape {tuple(out.shape)}, expected {tuple(x_t.shape)}")
+    if objective == "x0":
+        return out
+    alpha, sigma = _coeffs(t, x_t)
+    if objective == "eps":
+        return (x_t - sigma * out) / alpha
+    return alpha * x_t - sigma * out
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, clamp_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the unclamped positions (and all d dims) only.
+
+    Clamped positions are given, not generated: counting them would reward the network for
+    copying its input and dilute the loss by the prefix fraction."""
+    keep = (~clamp_mask)[..., None].to(a.dtype)
+    count = keep.sum() * a.shape[-1]
+    if count == 0:
+        raise ValueError("every position is clamped: there is nothing to denoise")
+    return (((a - b) ** 2) * keep).sum() / count
+
+
+def _noised_input(x0, clamp_mask, t, noise):
+    _check_mask(clamp_mask, x0)
+    return inpaint(q_sample(x0, t, noise), x0, clamp_mask)
+
+
+def training_loss(
+    denoiser: nn.Module,
+    x0: torch.Tensor,
+    clamp_mask: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    objective: str = "x0",
+) -> torch.Tensor:
+    """MSE of the network output against the objective's target on unclamped positions.
+
+    t and noise are arguments, not drawn here, so the caller owns all randomness (the
+    training loop draws them from its own generator; evaluation uses a fixed grid)."""
+    _check_objective(objective)
+    x_t = _noised_input(x0, clamp_mask, t, noise)
+    out = denoiser(x_t, t, clamp_mask)
+    return masked_mse(out, objective_target(x0, noise, t, objective), clamp_mask)
+
+
+@torch.no_grad()
+def x0_mse(
+    denoiser: nn.Module,
+    x0: torch.Tensor,
+    clamp_mask: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    objective: str,
+) -> torch.Tensor:
+    """x0-MSE of the x0 estimate on unclamped positions: the one metric comparable across
+    objectives (their training losses live on different scales). No gradients."""
+    x_t = _noised_input(x0, clamp_mask, t, noise)
+    return masked_mse(model_x0(denoiser, x_t, t, clamp_mask, objective), x0, clamp_mask)
+
+
+@torch.no_grad()
+def ddim_sample(
+    denoiser: nn.Module,
+    *,
+    clamp_values: torch.Tensor,
+    clamp_mask: torch.Tensor,
+    steps: int = 50,
+    objective: str = "x0",
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic DDIM (eta = 0) from t = 1 to t = 0 on the uniform grid of `steps` steps.
+
+    x_1 ~ N(0, I) is drawn from `generator`; None means a fresh generator seeded 0 (the
+    global RNG is never used, so sampling is reproducible by default; pass your own
+    generator for different draws). Each step maps x_t to
+    x_s = alpha_s x0_hat + sigma_s eps_hat, and clamped positions are overwritten with
+    clamp_values before every network call and after every step, so they come out
+    bit-identical. The last step has alpha = 1, sigma = 0 exactly and returns x0_hat.
+
+    With return_trajectory, also returns the (steps + 1, B, T, d) stack of states from the
+    (clamped) start x_1 to the output. Values of clamp_values at unclamped positions are
+    ignored.
+    """
+    _check_objective(objective)
+    if clamp_values.ndim != 3:
+        raise ValueError(f"clamp_values must be (B, T, d), got {tuple(clamp_values.shape)}")
+    _check_mask(clamp_mask, clamp_values)
+    if not bool(torch.isfinite(clamp_values[clamp_mask]).all()):
+        raise ValueError("clamp_values are not finite at clamped positions")
+    grid = time_grid(steps)
+    alphas, sigmas = alpha_sigma(grid)  # float64, so the endpoints are exact
+    if generator is None:
+        generator = torch.Generator(device=clamp_values.device).manual_seed(0)
+    dtype, device = clamp_values.dtype, clamp_values.device
+    x = torch.randn(clamp_values.shape, generator=generator, dtype=dtype, device=device)
+    x = inpaint(x, clamp_values, clamp_mask)
+    trajectory = [x] if return_trajectory else None
+    batch = clamp_values.shape[0]
+    for i in range(steps):
+        t = torch.full((batch,), float(grid[i]), dtype=dtype, device=device)
+        x0_hat, eps_hat = predict(denoiser, x, t, clamp_mask, objective)
+        a_s, s_s = float(alphas[i + 1]), float(sigmas[i + 1])
+        x = x0_hat if i == steps - 1 else a_s * x0_hat + s_s * eps_hat
+        x = inpaint(x, clamp_values, clamp_mask)
+        if trajectory is not None:
+            trajectory.append(x)
+    if trajectory is not None:
+        return x, torch.stack(trajectory)
+    return x

@@ -1,0 +1,148 @@
+"""The report's figures, as PNG data URIs so a report is one file that opens offline.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas directly,
+never through pyplot: no global figure state, no GUI backend picked from the
+environment, nothing left open when a figure is done. Inputs are plain numbers
+(see `data.py`); no string from a spec or the ledger is drawn, so nothing a
+user typed can reach matplotlib's mathtext parser.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from dihal.report.data import LayerStats
+
+ACCENT = "#c0392b"  # l* everywhere
+LINE = "#2c5d8a"
+DPI = 110
+PROXY_PANELS = (  # (column, axis label, which way is better)
+    ("kappa", r"local compactness $\kappa$", "higher is better"),
+    ("sigma", r"global stiffness $\sigma$", "higher is better"),
+    ("erank", r"effective rank $r$", "lower is better"),
+    ("score", r"score $G$", "higher is better"),
+)
+
+
+def _ok(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _style(ax) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(True, color="#e3e3e3", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+
+
+def to_data_uri(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def geometry_figure(geometry: list[dict], selected: int | None) -> str | None:
+    """κ, σ, r and G against layer as small multiples, with ℓ* as a vertical line in each."""
+    panels = [p for p in PROXY_PANELS if any(_ok(g.get(p[0])) for g in geometry)]
+    if not panels:
+        return None
+    fig = Figure(figsize=(2.75 * len(panels), 2.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharex=True, squeeze=False)[0]
+    for ax, (col, label, better) in zip(axes, panels):
+        pts = [(g["layer"], g[col]) for g in geometry if _ok(g.get(col))]
+        xs, ys = zip(*pts)
+        color = ACCENT if col == "score" else LINE
+        ax.plot(xs, ys, "-o", color=color, markersize=3.5, linewidth=1.4)
+        if selected is not None:
+            ax.axvline(selected, color=ACCENT, linestyle="--", linewidth=1.1, label=r"$\ell^*$" f" = {selected}")
+        ax.set_title(label, fontsize=9.5)
+        ax.set_xlabel(f"layer ({better})", fontsize=8)
+        _style(ax)
+    if selected is not None:
+        axes[-1].legend(fontsize=8, frameon=False, loc="best")
+    return to_data_uri(fig)
+
+
+def curves_figure(curves: dict[tuple[int, int], tuple[list[int], list[float]]], selected: int | None) -> str | None:
+    """Training loss vs step, one line per (layer, seed): colour encodes layer, dash style the seed."""
+    curves = {k: v for k, v in curves.items() if any(_ok(y) and y > 0 for y in v[1])}
+    if not curves:
+        return None
+    layers = sorted({layer for layer, _ in curves})
+    seeds = sorted({seed for _, seed in curves})
+    dashes = ["-", "--", ":", "-."]
+    fig = Figure(figsize=(7.2, 3.4), layout="constrained")
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis"]
+    for (layer, seed), (steps, losses) in sorted(curves.items()):
+        pts = [(s, y) for s, y in zip(steps, losses) if _ok(y) and y > 0]
+        if not pts:
+            continue
+        i = layers.index(layer)
+        color = ACCENT if layer == selected else cmap(0.1 + 0.75 * i / max(1, len(layers) - 1))
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, dashes[seeds.index(seed) % len(dashes)], color=color, linewidth=1.2, alpha=0.9)
+    for i, layer in enumerate(layers):  # legend: colour = layer, then line style = seed
+        color = ACCENT if layer == selected else cmap(0.1 + 0.75 * i / max(1, len(layers) - 1))
+        ax.plot([], [], "-", color=color, label=f"layer {layer}" + (" (ℓ*)" if layer == selected else ""))
+    if len(seeds) > 1:
+        for i, seed in enumerate(seeds):
+            ax.plot([], [], dashes[i % len(dashes)], color="#666666", label=f"seed {seed}")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    lo, hi = ax.get_ylim()
+    if hi / lo < 300:  # under ~2.5 decades, label 2, 3 and 5 of each decade too; more would crowd the axis
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    ax.set_xlabel("training step", fontsize=9)
+    ax.set_ylabel("training loss (log scale)", fontsize=9)
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=False, ncol=1 + (len(layers) + len(seeds)) // 10, loc="upper right")
+    return to_data_uri(fig)
+
+
+def _minor_label(y: float, _pos) -> str:
+    mantissa = round(y / 10 ** math.floor(math.log10(y)), 3) if y > 0 else 0
+    return f"{y:g}" if mantissa in (2, 3, 5) else ""
+
+
+def _fmt(v: float | None) -> str:
+    return f"{v:+.2f}" if _ok(v) else "n/a"
+
+
+def scatter_figure(layers: list[LayerStats], selected: int | None, corr: dict) -> str | None:
+    """Claim C1 at a glance: G against bridge_val_loss, one point per layer, error bars over seeds."""
+    pts = [(ls.layer, ls.score, *ls.stats["bridge_val_loss"]) for ls in layers
+           if _ok(ls.score) and _ok(ls.stats["bridge_val_loss"][0])]  # fmt: skip
+    if not pts:
+        return None
+    fig = Figure(figsize=(6.2, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for layer, g, mean, sd in pts:
+        is_sel = layer == selected
+        ax.errorbar(g, mean, yerr=sd if _ok(sd) else None, fmt="*" if is_sel else "o",
+                    color=ACCENT if is_sel else LINE, markersize=13 if is_sel else 6, capsize=3,
+                    elinewidth=1, zorder=3 if is_sel else 2)  # fmt: skip
+        ax.annotate(f"{layer}", (g, mean), textcoords="offset points", xytext=(6, 5), fontsize=8,
+                    color=ACCENT if is_sel else "#333333", fontweight="bold" if is_sel else "normal")  # fmt: skip
+    ax.plot([], [], "o", color=LINE, label="layer (mean ± sd over seeds)")
+    if any(p[0] == selected for p in pts):
+        ax.plot([], [], "*", color=ACCENT, markersize=11, label=r"selected layer $\ell^*$" f" = {selected}")
+    rho, tau = corr.get("spearman_rho"), corr.get("kendall_tau")
+    ax.plot([], [], " ", label=f"Spearman ρ = {_fmt(rho)}  95% [{_fmt(corr.get('spearman_lo'))}, "
+                               f"{_fmt(corr.get('spearman_hi'))}]")  # fmt: skip
+    ax.plot([], [], " ", label=f"Kendall τ = {_fmt(tau)}  95% [{_fmt(corr.get('kendall_lo'))}, "
+                               f"{_fmt(corr.get('kendall_hi'))}]")  # fmt: skip
+    ax.set_title(f"G vs bridge validation loss: ρ = {_fmt(rho)}, τ = {_fmt(tau)} (C1 predicts < 0)", fontsize=9.5)
+    ax.set_xlabel("geometry score G (higher = more diffusion-friendly)", fontsize=9)
+    ax.set_ylabel("bridge_val_loss (lower is better)", fontsize=9)
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")
+    return to_data_uri(fig)

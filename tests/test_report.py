@@ -1,0 +1,329 @@
+"""Tests for dihal.report: self-contained, escaped HTML reports rendered from the ledger.
+
+The ledger here is built through dihal.ledger.writer/insert_rows with synthetic
+rows shaped like what `ingest.py` writes (test data for the renderer only): a
+geometry-only spec, and a 5-layer × 2-seed sweep whose name and description are
+script injections, so escaping is exercised on every path a user string takes.
+The browser test opens the pages in headless Chromium to prove they load with
+no script errors, no dialogs and images that decode.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from datetime import datetime, timedelta
+from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from dihal.hashing import canonical_json, digest
+from dihal.ledger import LedgerError, insert_rows, writer
+from dihal.report import write_reports
+
+EVIL = "<script>alert(1)</script>"
+EVIL_DESC = "<img src=x onerror=alert(2)> layer sweep"
+T0 = datetime(2026, 5, 1, 12, 0, 0)
+PACKAGES = {"python": "3.11.2", "dihal": "0.1.0", "torch": "2.13.0", "duckdb": "1.1.3"}
+
+
+def _spec(name: str, semantic: dict, yaml_text: str, seen: datetime) -> dict:
+    return {"spec_hash": digest(semantic), "name": name, "canonical_json": canonical_json(semantic),
+            "yaml_text": yaml_text, "first_seen": seen, "last_seen": seen}  # fmt: skip
+
+
+def _run(h: str, name: str, run_id: str, status: str, start: datetime, error: str | None = None) -> dict:
+    return {"run_id": run_id, "spec_hash": h, "spec_name": name, "git_revision": "0123456789abcdef" * 2 + "01234567",
+            "code_version": "0.1.0+g0123456789ab", "packages": PACKAGES, "seed": 0, "host": "ci (x86_64, Linux)",
+            "started_at": start, "ended_at": start + timedelta(minutes=3), "status": status, "error": error,
+            "stages_run": 4, "stages_total": 6}  # fmt: skip
+
+
+def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]:
+    kappa = {ell: 1.2 - 0.05 * ell + 0.02 * math.sin(ell) for ell in layers}
+    sigma = {ell: 0.3 + 0.01 * ell for ell in layers}
+    erank = {ell: 40.0 + 6.0 * ell for ell in layers}
+
+    def z(d):
+        m = sum(d.values()) / len(d)
+        s = math.sqrt(sum((v - m) ** 2 for v in d.values()) / len(d))
+        return {k: (v - m) / s for k, v in d.items()}
+
+    zk, zs, zr = z(kappa), z(sigma), z(erank)
+    score = {ell: zk[ell] + zs[ell] - zr[ell] for ell in layers}
+    best = max(layers, key=lambda ell: score[ell])
+    prov = {"run_id": run_id, "code_version": "0.1.0+g0123456789ab", "packages": PACKAGES, "seed": 0}
+    rows = [{"spec_hash": h, "layer": ell, "kappa": kappa[ell], "sigma": sigma[ell], "erank": erank[ell],
+             "participation_ratio": erank[ell] / 3, "lambda_min_p": 0.01, "z_kappa": zk[ell], "z_sigma": zs[ell],
+             "z_erank": zr[ell], "score": score[ell], "selected": ell == best,
+             "proxies": {"values": {"kappa": kappa[ell]}, "z": {"kappa": zk[ell]},
+                         "weights": {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}}, **prov}
+            for ell in layers]  # fmt: skip
+    sel = {"spec_hash": h, "rule": "argmax", "layer": best, "score": score[best], "n_candidates": len(layers), **prov}
+    return rows, sel
+
+
+def build_ledger(root: Path) -> dict[str, str]:
+    geo_sem = {"backbone": {"source": "embedded"}, "bridge": None, "geometry": {"k": 16}, "seed": 0}
+    sweep_sem = {"backbone": {"source": "embedded"}, "bridge": {"layers": [1, 2, 3, 4, 5], "seeds": [0, 1]},
+                 "geometry": {"k": 16}, "seed": 0}  # fmt: skip
+    geo = _spec("kjv-geometry", geo_sem, "name: kjv-geometry\nbridge: null\n", T0)
+    yaml_text = f"name: '{EVIL}'\ndescription: '{EVIL_DESC}'\nbridge:\n  layers: [1, 2, 3, 4, 5]\n  seeds: [0, 1]\n"
+    sweep = _spec(EVIL, sweep_sem, yaml_text, T0 + timedelta(hours=1))
+    gh, sh = geo["spec_hash"], sweep["spec_hash"]
+    with writer(root) as con:
+        insert_rows(con, "specs", [geo, sweep])
+        insert_rows(con, "runs", [
+            _run(gh, geo["name"], "geo-run-1", "succeeded", T0),
+            _run(sh, EVIL, "sweep-run-1", "failed", T0 + timedelta(hours=1), error="dvc repro failed: <b>boom</b>"),
+            _run(sh, EVIL, "sweep-run-2", "succeeded", T0 + timedelta(hours=2)),
+        ])  # fmt: skip
+        rows, sel = _geometry(gh, list(range(1, 30)), "geo-run-1")
+        insert_rows(con, "layer_geometry", rows)
+        insert_rows(con, "selections", [sel])
+        rows, sel = _geometry(sh, [1, 2, 3, 4, 5], "sweep-run-2")
+        insert_rows(con, "layer_geometry", rows)
+        insert_rows(con, "selections", [sel])
+        results, curves, samples = [], [], []
+        for ell in range(1, 6):
+            for seed in (0, 1):
+                loss = 0.2 + 0.05 * ell + 0.01 * seed
+                results.append({"spec_hash": sh, "layer": ell, "seed": seed, "bridge_val_loss": loss,
+                                "recovery_ce": 2.0 + ell * 0.3, "recovery_token_acc": 0.6 - 0.05 * ell,
+                                "recovery_clean_agreement": 0.7, "gen_ppl": 80.0 + 20 * ell + seed,
+                                "distinct_1": 0.4, "distinct_2": 0.7, "distinct_3": 0.85, "diversity": 0.6,
+                                "unigram_entropy": 5.1, "samples_digest": f"d{ell}{seed}", "train_seconds": 60.0,
+                                "train_tokens_per_s": 900.0, "val_batch_losses": [loss, loss + 0.01],
+                                "run_id": "sweep-run-2", "code_version": "0.1.0", "packages": PACKAGES})  # fmt: skip
+                curves += [{"spec_hash": sh, "layer": ell, "seed": seed, "step": step,
+                            "loss": (1.5 + 0.1 * ell) * (0.97 ** step) + loss, "lr": 1e-3, "grad_norm": 1.0}
+                           for step in range(0, 200, 10)]  # fmt: skip
+                samples += [{"spec_hash": sh, "layer": ell, "seed": seed, "idx": i,
+                             "text": f"And it came to pass <b>{ell}/{seed}/{i}</b> that the LORD spake"}
+                            for i in range(4)]  # fmt: skip
+        insert_rows(con, "bridge_results", results)
+        insert_rows(con, "training_curves", curves)
+        insert_rows(con, "samples", samples)
+        insert_rows(con, "correlations", [{
+            "spec_hash": sh, "spearman_rho": -0.9, "spearman_lo": -1.0, "spearman_hi": -0.6, "kendall_tau": -0.8,
+            "kendall_lo": -1.0, "kendall_hi": -0.4, "selected_layer": sel["layer"], "selected_rank": 1,
+            "best_layer": 1, "in_top_k": True, "top_k": 3, "n_layers": 5, "n_seeds": 2, "n_batches": 2,
+            "n_boot": 1000, "run_id": "sweep-run-2", "code_version": "0.1.0", "packages": PACKAGES, "seed": 0}])  # fmt: skip
+    return {"geometry": gh, "sweep": sh}
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.scripts: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("src", "href", "action", "data", "poster"):
+            if a.get(key) is not None:
+                self.refs.append((tag, key, a[key]))
+        if tag == "script":
+            self.scripts.append(a)
+
+
+def _refs(html: str) -> _Refs:
+    p = _Refs()
+    p.feed(html)
+    return p
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, Path]]:
+    root = tmp_path_factory.mktemp("project")
+    hashes = build_ledger(root)
+    paths = {kind: write_reports(root, h) for kind, h in hashes.items()}
+    return root, hashes, paths
+
+
+def test_reports_are_written(project):
+    root, _, paths = project
+    assert paths["geometry"] == root / "reports" / "kjv-geometry.html"
+    assert paths["sweep"].parent == root / "reports" and paths["sweep"].name == "script-alert-1-script.html"
+    for p in [*paths.values(), root / "reports" / "index.html"]:
+        assert p.is_file() and p.stat().st_size > 1000
+    assert not list((root / "reports").glob(".*.tmp"))
+
+
+def test_reports_are_self_contained(project):
+    root, _, paths = project
+    for p in [*paths.values(), root / "reports" / "index.html"]:
+        html = p.read_text(encoding="utf-8")
+        refs = _refs(html)
+        for tag, key, value in refs.refs:
+            assert not re.match(r"\s*(https?:)?//", value, re.I), (p.name, tag, key, value)
+            if tag == "img":
+                assert value.startswith("data:image/png;base64,"), (p.name, value[:40])
+                assert base64.b64decode(value.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+            if tag == "link":
+                assert value.startswith("data:"), (p.name, value)
+        assert all("src" not in s for s in refs.scripts), "no external scripts"
+        assert not re.search(r"url\(\s*['\"]?(https?:)?//", html, re.I), "no external CSS resources"
+        csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+        assert csp and "default-src 'none'" in unescape(csp.group(1))
+
+
+def test_malicious_strings_are_escaped(project):
+    root, _, paths = project
+    for p in (paths["sweep"], root / "reports" / "index.html"):
+        html = p.read_text(encoding="utf-8")
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<script>alert" not in html.lower()
+    sweep = paths["sweep"].read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(2)&gt;" in sweep and "<img src=x" not in sweep
+    assert "&lt;b&gt;" in sweep and "<b>boom" not in sweep and "<b>1/0/0" not in sweep
+    # the sweep page has no executable script at all; the index has exactly one, allowed by its hash
+    assert _refs(sweep).scripts == []
+    index = (root / "reports" / "index.html").read_text(encoding="utf-8")
+    inline = re.findall(r"<script>(.*?)</script>", index, re.S)
+    assert len(inline) == 1
+    want = "'sha256-" + base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode() + "'"
+    assert want in unescape(index)
+
+
+def test_sweep_report_content(project):
+    _, hashes, paths = project
+    html = paths["sweep"].read_text(encoding="utf-8")
+    for anchor in ('id="geometry-plot"', 'id="scatter-plot"', 'id="curves-plot"', 'id="bridge-table"',
+                   'id="provenance"', 'id="spec-yaml"', 'id="spec-json"', "(verified: matches"):  # fmt: skip
+        assert anchor in html, anchor
+    assert hashes["sweep"] in html and "sweep-run-2" in html and "0.1.0+g0123456789ab" in html
+    assert "torch" in html and "2.13.0" in html and "ci (x86_64, Linux)" in html
+    assert html.count('class="sample"') == 5 * 3  # the first 3 samples of each of the 5 layers
+    assert "-0.900" in html and "-0.800" in html and "[-1.000, -0.600]" in html
+    body = html.split('id="bridge-table"')[1].split("</table>")[0]
+    assert body.count("<tr") == 1 + 5 and body.count(" ± ") >= 5 * 9
+    assert 'class="selected"' in body
+
+
+def test_geometry_only_report(project):
+    _, _, paths = project
+    html = paths["geometry"].read_text(encoding="utf-8")
+    assert 'id="geometry-plot"' in html and 'id="geometry-table"' in html
+    geo = html.split('id="geometry-table"')[1].split("</table>")[0]
+    assert geo.count("<tr") == 1 + 29 and geo.count('class="selected"') == 1
+    for absent in ('id="bridge"', 'id="scatter-plot"', 'id="curves-plot"', 'id="c1"'):
+        assert absent not in html
+    assert "succeeded" in html
+
+
+def test_index_lists_specs_with_working_links(project):
+    root, hashes, paths = project
+    index = root / "reports" / "index.html"
+    html = index.read_text(encoding="utf-8")
+    links = [v for tag, key, v in _refs(html).refs if tag == "a" and key == "href"]
+    assert sorted(links) == sorted(p.name for p in paths.values())
+    for link in links:
+        assert (index.parent / link).is_file()
+    for h in hashes.values():
+        assert h[:12] in html
+    assert 'id="index-table"' in html and "geometry only" in html and "-0.900" in html
+    assert html.index(EVIL.replace("<", "&lt;").replace(">", "&gt;")) < html.index("kjv-geometry")  # newest first
+    for p in paths.values():
+        assert 'href="index.html"' in p.read_text(encoding="utf-8")
+
+
+def test_unknown_hash_and_missing_ledger_raise(project, tmp_path):
+    root, _, _ = project
+    with pytest.raises(LedgerError, match="not in the ledger"):
+        write_reports(root, "f" * 64)
+    with pytest.raises(LedgerError):
+        write_reports(tmp_path, "f" * 64)
+
+
+def test_same_name_specs_get_distinct_files(tmp_path):
+    specs = [_spec(name, {"seed": i}, f"name: {name}\n", T0 + timedelta(minutes=i))
+             for i, name in enumerate(["dup", "dup", "index", "DUP", "///"])]  # fmt: skip
+    with writer(tmp_path) as con:
+        insert_rows(con, "specs", specs)
+    paths = [write_reports(tmp_path, s["spec_hash"]) for s in specs]
+    names = [p.name for p in paths]
+    assert names[0] == "dup.html" and names[1] == f"dup-{specs[1]['spec_hash'][:8]}.html"
+    assert names[2] == f"index-{specs[2]['spec_hash'][:8]}.html"
+    assert len({n.lower() for n in names}) == len(names)
+    assert names[4] == f"{specs[4]['spec_hash'][:12]}.html"
+    assert "no runs" in paths[0].read_text(encoding="utf-8")
+    assert write_reports(tmp_path, specs[1]["spec_hash"]) == paths[1]  # stable on re-render
+    index = (tmp_path / "reports" / "index.html").read_text(encoding="utf-8")
+    assert index.count('class="pick"') == 5
+
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.mark.browser
+def test_reports_in_headless_chromium(project):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright python package")
+    root, _, paths = project
+    errors: list[str] = []
+    dialogs: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            page.goto(paths["sweep"].resolve().as_uri(), wait_until="load")
+            for sel in ("#scatter-plot", "#geometry-plot", "#curves-plot", "#provenance", "#bridge-table"):
+                assert page.locator(sel).is_visible(), sel
+            for img in ("#scatter-plot", "#geometry-plot", "#curves-plot"):
+                assert page.eval_on_selector(img, "el => el.complete && el.naturalWidth") > 0, img
+            assert EVIL in page.locator("h1").inner_text()
+            page.screenshot(path="/tmp/report.png", full_page=True)
+
+            page.goto((root / "reports" / "index.html").resolve().as_uri(), wait_until="load")
+            assert page.locator("#index-table").is_visible()
+            assert page.locator("#index-table tbody tr").count() == 2
+            page.click("#pick-all")
+            assert page.locator("#compare-table tr").first.locator("td").count() == 2
+            assert EVIL in page.locator("#compare-table").inner_text()
+            page.click("#pick-none")
+            assert page.locator("#compare-table").count() == 0
+            page.locator("#index-table a").first.click()
+            page.wait_for_load_state("load")
+            assert page.url.endswith(".html") and page.locator("#provenance").is_visible()
+        finally:
+            browser.close()
+    assert errors == []
+    assert dialogs == []
+
+
+def test_quickstart_and_degenerate_values_render(tmp_path):
+    """One layer × one seed (no sd), missing metrics, NaN correlations and a failed latest run all render."""
+    spec = _spec("quick start", {"seed": 7}, "name: quick start\ndescription: |\n  two\n  lines\n", T0)
+    h = spec["spec_hash"]
+    rows, sel = _geometry(h, [1, 2, 3], "q1")
+    rows[0]["erank"] = None
+    with writer(tmp_path) as con:
+        insert_rows(con, "specs", [spec])
+        insert_rows(con, "runs", [_run(h, "quick start", "q1", "succeeded", T0),
+                                  _run(h, "quick start", "q2", "failed", T0 + timedelta(hours=1), error="OOM")])
+        insert_rows(con, "layer_geometry", rows)
+        insert_rows(con, "selections", [sel])
+        insert_rows(con, "bridge_results", [{"spec_hash": h, "layer": sel["layer"], "seed": 7, "bridge_val_loss": 0.3,
+                                             "recovery_ce": None, "gen_ppl": float("nan")}])
+        insert_rows(con, "correlations", [{"spec_hash": h, "spearman_rho": float("nan"), "kendall_tau": None,
+                                           "selected_layer": sel["layer"], "n_layers": 1}])
+    html = write_reports(tmp_path, h).read_text(encoding="utf-8")
+    assert "quick-start" in write_reports(tmp_path, h).name
+    assert "two\nlines" in html and "OOM" in html and 'class="badge failed"' in html
+    assert "From the latest successful run" in html and "q1 (succeeded)" in html
+    body = html.split('id="bridge-table"')[1].split("</table>")[0]
+    assert "0.3<" in body and " ± " not in body and "—" in body
+    assert 'id="geometry-plot"' in html and 'id="scatter-plot"' in html and 'id="curves-plot"' not in html
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert not re.search(r"\bnan\b", text, re.I), "NaN must read as a dash"
