@@ -37,13 +37,14 @@ def check_resources(spec: Spec, source: str = "<spec>") -> int | None:
         if spec.select.layer is not None and spec.select.layer > depth:
             problems.append(("select.layer", spec.select.layer, f"a layer in 1..{depth}"))
     if spec.bridge is not None and spec.bridge.layers != "selected":
-        cands = set(spec.geometry.layers or range(1, (depth or 10**9)))
+        # Candidates are the listed layers, else 1..L-1; with an unknown depth only a listed set can be checked.
+        cands = set(spec.geometry.layers) if spec.geometry.layers else set(range(1, depth)) if depth else None
         for i, layer in enumerate(spec.bridge.layers):
             if depth is not None and layer > depth:
                 problems.append((f"bridge.layers[{i}]", layer, f"a layer in 1..{depth} (the backbone has {depth} blocks)"))
-            elif layer not in cands:
+            elif cands is not None and layer not in cands:
                 problems.append((f"bridge.layers[{i}]", layer, "one of geometry.layers (each swept layer needs a score G)"))
-        if spec.select.rule == "fixed" and spec.select.layer is not None and spec.select.layer not in cands:
+        if spec.select.rule == "fixed" and cands is not None and spec.select.layer not in cands:
             problems.append(("select.layer", spec.select.layer, "one of geometry.layers"))
     if problems:
         raise SpecError(source, problems)

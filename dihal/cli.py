@@ -55,8 +55,9 @@ def validate(spec_path: Path = SpecArg) -> None:
     from dihal.hashing import spec_hash
 
     spec, depth = _load_checked(spec_path)
-    depth_note = f", backbone has {depth} blocks" if depth else ""
-    out.print(f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}{depth_note}", highlight=False)
+    depth_note = (f"backbone has {depth} blocks" if depth else
+                  "layer numbers not checked against the backbone (its config is not available offline)")  # fmt: skip
+    out.print(f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}; {depth_note}", highlight=False, soft_wrap=True)
 
 
 @app.command("compile")

@@ -118,7 +118,7 @@ def plan(spec: Spec, n_layers: int | None = None) -> Plan:
 
     b = s["bridge"]
     target_params = {**base, "bridge": _pick(b, TARGET_KEYS)}
-    train_params = _pick(b, TRAIN_KEYS)
+    train_params = {**_pick(b, TRAIN_KEYS), "device": s["backbone"]["device"]}
     eval_params = {"eval": s["eval"], "backbone": s["backbone"], "prefix": b["prefix"]}
     if spec.bridge.layers == "selected":
         layer_targets = [(None, Stage("targets", {**target_params, "layer": "selected"}, {"select": select}))]

@@ -121,7 +121,9 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
     try:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        # Validation never goes to the network: only a config already in the local HF cache counts.
+        cfg = AutoConfig.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+                                         local_files_only=True)  # fmt: skip
         return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
     except Exception:  # offline, gated, or not yet downloaded: checked at load time instead
         return None

@@ -86,8 +86,12 @@ class HybridLM(torch.nn.Module):
         mask = torch.zeros(b, self.seq_len, dtype=torch.bool)
         mask[:, :p] = True
         dev = self.adapter.device
+        generator = generator or torch.Generator().manual_seed(0)  # never the global RNG
+        noise_gen = generator
+        if dev.type != "cpu":  # DDIM draws its start noise on the clamp's device
+            noise_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         x = ddim_sample(self.denoiser, clamp_values=clamp.to(dev), clamp_mask=mask.to(dev), steps=steps,
-                        objective=self.objective, generator=generator)  # fmt: skip
+                        objective=self.objective, generator=noise_gen)  # fmt: skip
         states = self.standardizer.inverse(x.cpu())
         states[:, :p] = self.prefix_states(prompt_ids).float().cpu()  # exact, not round-tripped
         logits = self.decode(states).float().cpu()

@@ -26,16 +26,18 @@ def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_bat
     """x0-MSE per validation batch, averaged over the fixed t grid (fixed noise)."""
     from dihal.bridge.diffusion import x0_mse
 
+    dev = hybrid.adapter.device
     mask = torch.zeros(x0.shape[:2], dtype=torch.bool)
     mask[:, :prefix] = True
-    g = _gen(seed, 1)
+    g = _gen(seed, 1)  # noise is drawn on the CPU so every device sees the same draws
     out = []
     for chunk, m in zip(torch.tensor_split(x0, n_batches), torch.tensor_split(mask, n_batches)):
         losses = []
         for t in t_grid:
             noise = torch.randn(chunk.shape, generator=g)
             tt = torch.full((chunk.shape[0],), float(t))
-            losses.append(float(x0_mse(hybrid.denoiser, chunk, m, tt, noise, hybrid.objective)))
+            losses.append(float(x0_mse(hybrid.denoiser, chunk.to(dev), m.to(dev), tt.to(dev), noise.to(dev),
+                                       hybrid.objective)))  # fmt: skip
         out.append(float(np.mean(losses)))
     return out
 
@@ -53,12 +55,13 @@ def recovery(hybrid, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, 
         mask[:, :prefix] = True
         tt = torch.full((xb.shape[0],), float(t))
         xt = torch.where(mask[..., None], xb, q_sample(xb, tt, torch.randn(xb.shape, generator=g)))
+        dev = hybrid.adapter.device
         with torch.no_grad():
-            x0_hat = model_x0(hybrid.denoiser, xt, tt, mask, hybrid.objective)
+            x0_hat = model_x0(hybrid.denoiser, xt.to(dev), tt.to(dev), mask.to(dev), hybrid.objective).cpu()
         states = hybrid.standardizer.inverse(x0_hat)
         states[:, :prefix] = hb[:, :prefix]
-        logits = hybrid.decode(states).float()[:, prefix:-1]
-        clean = hybrid.decode(hb).float()[:, prefix:-1].argmax(-1)
+        logits = hybrid.decode(states).float().cpu()[:, prefix:-1]
+        clean = hybrid.decode(hb).float().cpu()[:, prefix:-1].argmax(-1)
         target = ib[:, prefix + 1 :]
         nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
         pred = logits.argmax(-1)
@@ -74,8 +77,8 @@ def judge_nll(adapter, tokens: torch.Tensor, prefix: int, batch: int = 16) -> tu
     total, n = 0.0, 0
     for i in range(0, len(tokens), batch):
         tb = tokens[i : i + batch].to(adapter.device)
-        logits = adapter.logits(tb).float()[:, prefix - 1 : -1]
-        target = tb[:, prefix:]
+        logits = adapter.logits(tb).float().cpu()[:, prefix - 1 : -1]
+        target = tb[:, prefix:].cpu()
         total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
         n += target.numel()
     return total, n

@@ -37,7 +37,7 @@ def run(cfg: StageConfig) -> None:
     std = Standardizer.fit(train_h[:, prefix:].reshape(-1, train_h.shape[-1]))
     x0 = std.transform(train_h)
     dcfg = denoiser_config(p, train_h.shape[-1])
-    den = Denoiser(**dcfg)
+    den = Denoiser(**dcfg).to(p.get("device", "cpu"))
     tcfg = TrainConfig(
         steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], warmup=p["warmup"],
         weight_decay=p["weight_decay"], grad_clip=p["grad_clip"], objective=p["objective"],
@@ -50,7 +50,7 @@ def run(cfg: StageConfig) -> None:
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     torch.save({
-        "denoiser": den.state_dict(), "denoiser_config": dcfg, "standardizer": std.state_dict(),
+        "denoiser": {k: v.cpu() for k, v in den.state_dict().items()}, "denoiser_config": dcfg, "standardizer": std.state_dict(),
         "layer": meta["layer"], "objective": p["objective"], "prefix": prefix, "seq_len": p["seq_len"],
     }, out / "bridge.pt")  # fmt: skip
     trained_steps = p["steps"] - (result.resumed_from or 0)

@@ -1,0 +1,224 @@
+"""The proxy registry, the per-layer context proxies share, and the driver.
+
+Proxies are pluggable (METHOD.md, "Locate"): a spec picks which ones enter the
+geometry score G and with which sign, so each proxy is a named pure function of
+one layer's states plus a declared convention (``higher_is_better`` is the sign
+it gets in G by default, ``description`` says what it measures). New proxies
+register with a decorator; the built-in ones live in
+:mod:`dihal.geometry.builtin_proxies` and are registered on import.
+
+Several proxies need the same expensive intermediates -- the d x d covariance
+and its eigendecomposition (sigma, erank), the anchors' nearest neighbours
+(kappa, TwoNN) -- so one :class:`ProxyContext` is built per layer and computes
+each of them lazily, at most once, for whichever proxies ask.
+
+Randomness: the anchor set and the random pairs are drawn eagerly, in a fixed
+order, when the context is built. If they were drawn lazily from the shared
+generator, kappa's anchors would depend on whether sigma happened to run
+first, and adding a proxy to a spec would silently change the others' values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+
+from dihal.geometry.knn import knn
+from dihal.geometry.normalize import as_states, normalize_states
+
+__all__ = [
+    "Proxy",
+    "PROXIES",
+    "ProxyContext",
+    "register_proxy",
+    "compute_layer_proxies",
+]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A registered geometry proxy and its documented convention."""
+
+    name: str
+    higher_is_better: bool
+    description: str
+    fn: Callable[["ProxyContext"], dict[str, float]]
+
+
+PROXIES: dict[str, Proxy] = {}
+
+
+def register_proxy(name: str, *, higher_is_better: bool, description: str):
+    """Decorator registering ``fn(ctx) -> {name: value, **auxiliaries}``.
+
+    A duplicate name is an error rather than an override: two definitions of
+    "kappa" silently replacing each other would make recorded runs
+    ambiguous about which one produced their numbers.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"proxy name must be a non-empty string, got {name!r}")
+    if name in PROXIES:
+        raise ValueError(f"a proxy named {name!r} is already registered")
+
+    def decorate(fn: Callable[[ProxyContext], dict[str, float]]):
+        if name in PROXIES:  # registered between decorator creation and application
+            raise ValueError(f"a proxy named {name!r} is already registered")
+        PROXIES[name] = Proxy(name=name, higher_is_better=bool(higher_is_better), description=description, fn=fn)
+        return fn
+
+    return decorate
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    """Integer hyper-parameters must be real ints; 16.5 neighbours is a spec bug."""
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class ProxyContext:
+    """One layer's states and the intermediates its proxies share.
+
+    ``raw`` keeps the uncentred states because some conventions (anisotropy as
+    mean cosine similarity) are *about* the offset that normalisation removes.
+    ``generator`` is left for custom proxies that need their own draws; the
+    built-in ones use ``anchor_index`` and ``pair_index`` only.
+    """
+
+    raw: torch.Tensor
+    x: torch.Tensor
+    anchors: int
+    k: int
+    pairs: int
+    ridge: float
+    generator: torch.Generator
+    anchor_index: torch.Tensor = field(init=False, repr=False)
+    pair_index: tuple[torch.Tensor, torch.Tensor] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.anchors = _check_int("anchors", self.anchors, 1)
+        self.k = _check_int("k", self.k, 1)
+        self.pairs = _check_int("pairs", self.pairs, 1)
+        if not (math.isfinite(self.ridge) and self.ridge > 0):
+            raise ValueError(f"ridge must be a positive finite number, got {self.ridge!r}")
+        if self.x.shape != self.raw.shape:
+            raise ValueError(f"x has shape {tuple(self.x.shape)} but raw has {tuple(self.raw.shape)}")
+        n = self.n
+        device = self.x.device
+        # Without replacement: a repeated anchor would count its neighbourhood twice in the median.
+        self.anchor_index = torch.randperm(n, generator=self.generator)[: min(self.anchors, n)].to(device)
+        # j = i + offset (mod N) with offset in [1, N) is uniform over j != i.
+        i = torch.randint(0, n, (self.pairs,), generator=self.generator)
+        offset = torch.randint(1, n, (self.pairs,), generator=self.generator)
+        self.pair_index = (i.to(device), ((i + offset) % n).to(device))
+
+    @classmethod
+    def from_states(
+        cls,
+        states,
+        *,
+        anchors: int = 1024,
+        k: int = 16,
+        pairs: int = 4096,
+        ridge: float = 1e-3,
+        seed: int = 0,
+    ) -> "ProxyContext":
+        """Build the context for one layer: validate, normalise, seed, draw."""
+        raw = as_states(states)
+        generator = torch.Generator().manual_seed(_check_int("seed", seed, 0))
+        return cls(
+            raw=raw,
+            x=normalize_states(raw),
+            anchors=anchors,
+            k=k,
+            pairs=pairs,
+            ridge=float(ridge),
+            generator=generator,
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.x.shape[1])
+
+    @cached_property
+    def cov(self) -> torch.Tensor:
+        """Unbiased (1/(N-1)) covariance of the normalised states, float64."""
+        # x is already centred by normalize_states; re-centring would only add rounding.
+        return (self.x.T @ self.x) / (self.n - 1)
+
+    @cached_property
+    def _eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        vals, vecs = torch.linalg.eigh(self.cov)
+        return vals, vecs
+
+    @cached_property
+    def eigvals(self) -> torch.Tensor:
+        """Eigenvalues of ``cov``, ascending, clipped at 0.
+
+        A PSD matrix's smallest eigenvalues come out as -1e-16-ish from
+        rounding; clipping keeps entropies real and (cov + lambda I) positive.
+        """
+        return self._eigh[0].clamp_min(0.0)
+
+    @cached_property
+    def eigvecs(self) -> torch.Tensor:
+        """Orthonormal eigenvectors of ``cov`` as columns, matching ``eigvals``."""
+        return self._eigh[1]
+
+    @cached_property
+    def anchor_neighbours(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(squared distances, indices) of each anchor's nearest other points.
+
+        Computes max(k, 2) neighbours (capped at N-1) once, so kappa's k and
+        TwoNN's first two share one kNN pass; the anchor itself is excluded
+        by index, while its duplicates count as neighbours at distance 0.
+        """
+        m = min(max(self.k, 2), self.n - 1)
+        return knn(self.x[self.anchor_index], self.x, m, exclude=self.anchor_index)
+
+
+def compute_layer_proxies(
+    states,
+    *,
+    proxies: Sequence[str] = ("kappa", "sigma", "erank"),
+    anchors: int = 1024,
+    k: int = 16,
+    pairs: int = 4096,
+    ridge: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Return {name: value} for each requested proxy plus its auxiliaries.
+
+    Names are checked before any computation so a typo in a spec fails in
+    milliseconds, not after the covariance of a large layer.
+    """
+    if isinstance(proxies, str):
+        raise TypeError("proxies must be a sequence of names, not a single string")
+    names = list(dict.fromkeys(proxies))
+    unknown = [name for name in names if name not in PROXIES]
+    if unknown:
+        raise ValueError(
+            f"unknown proxy name(s): {', '.join(map(repr, unknown))}; "
+            f"registered proxies: {', '.join(sorted(PROXIES))}"
+        )
+    ctx = ProxyContext.from_states(states, anchors=anchors, k=k, pairs=pairs, ridge=ridge, seed=seed)
+    out: dict[str, float] = {}
+    for name in names:
+        result = PROXIES[name].fn(ctx)
+        if name not in result:
+            raise RuntimeError(f"proxy {name!r} did not return a value under its own name (got {sorted(result)})")
+        out.update({key: float(value) for key, value in result.items()})
+    return out
+
+
+# Registers kappa, sigma, erank, twonn and anisotropy; must follow the definitions above.
+from dihal.geometry import builtin_proxies as _builtin_proxies  # noqa: E402,F401
