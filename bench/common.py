@@ -1,0 +1,37 @@
+"""Shared set-up for the benchmarks: the embedded backbone and real KJV blocks."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from dihal.backbone import BackboneAdapter, load_backbone
+from dihal.data import load_documents, split_documents, token_blocks
+from dihal.spec import BackboneSpec, DataSpec
+
+
+def embedded():
+    bb = load_backbone(BackboneSpec())
+    return bb, BackboneAdapter(bb.model)
+
+
+def blocks(bb, n: int, seq_len: int = 64, split: str = "geometry") -> torch.Tensor:
+    data = DataSpec()
+    docs = split_documents(load_documents(data), data.splits)[split]
+    return torch.as_tensor(token_blocks(docs, bb.tokenizer, bos_id=bb.bos_id, seq_len=seq_len, n_blocks=n, seed=0))
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best of `repeat` wall times (seconds): the least disturbed by other work on the machine."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def header(title: str) -> None:
+    print(f"\n== {title} (torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__})")
