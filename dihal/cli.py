@@ -24,8 +24,9 @@ app = typer.Typer(
 ledger_app = typer.Typer(help="Query the DuckDB ledger (read-only).", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 EXIT_SPEC = 2
 
 SpecArg = typer.Argument(..., exists=False, help="Path to a YAML experiment spec.")
