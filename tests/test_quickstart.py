@@ -22,7 +22,7 @@ def sh(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def project(tmp_path_factory):
     """A copy of the repository's specs and compiled pipeline, as a fresh clone would have them."""
     root = tmp_path_factory.mktemp("quickstart")
-    for item in ("specs", "dvc.yaml", ".dihal", ".dvc", ".dvcignore"):
+    for item in ("specs", "dvc.yaml", ".dihal", ".dvc", ".dvcignore", ".gitignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / item)
     shutil.rmtree(root / ".dvc" / "tmp", ignore_errors=True)
