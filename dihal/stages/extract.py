@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dihal import progress
-from dihal.data import split_documents, load_documents, token_blocks
+from dihal.data import load_documents, split_documents, token_blocks
 from dihal.stages.common import StageConfig, Timer, open_backbone, save_array, write_json
 
 
@@ -26,7 +26,7 @@ def run(cfg: StageConfig) -> None:
     seed = cfg.params["seed"]
     bb, ad = open_backbone(cfg.backbone_spec())
     layers = geo["layers"] or list(range(1, ad.n_layers))
-    bad = [layer for layer in layers if layer >= ad.n_layers + 1]
+    bad = [layer for layer in layers if layer > ad.n_layers]
     if bad:
         raise ValueError(f"geometry.layers: {bad} exceed the backbone's {ad.n_layers} blocks")
     T, N = geo["seq_len"], geo["n_tokens"]
