@@ -104,14 +104,7 @@ def model_location(spec: BackboneSpec) -> str:
 def backbone_depth(spec: BackboneSpec) -> int | None:
     """Number of blocks, read without loading weights; None when the config is unreachable."""
     if spec.source == "embedded":
-        gguf = embedded_gguf()
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(gguf))
-        for key, fld in reader.fields.items():
-            if key.endswith(".block_count"):
-                return int(fld.parts[fld.data[0]][0])
-        return None
+        return _embedded_depth(embedded_gguf())
     if spec.source == "local":
         cfg = Path(spec.id) / "config.json"
         if not cfg.exists():
@@ -127,6 +120,31 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
         return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
     except Exception:  # offline, gated, or not yet downloaded: checked at load time instead
         return None
+
+
+def _embedded_depth(gguf: Path) -> int | None:
+    """Block count from the GGUF header, memoised by file identity: parsing the header costs
+    about two seconds, which would dominate a warm `dihal run` that computes nothing."""
+    stat = gguf.stat()
+    ident = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = cache_root() / "embedded-depth.json"
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("file") == ident:
+            return int(saved["depth"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf))
+    depth = next((int(f.parts[f.data[0]][0]) for k, f in reader.fields.items() if k.endswith(".block_count")), None)
+    if depth is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps({"file": ident, "depth": depth}))
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return depth
 
 
 @dataclass
