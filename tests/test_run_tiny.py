@@ -176,3 +176,30 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     assert -1 <= lo <= hi <= 1 and -1 <= rho <= 1 and best in (1, 2, 3) and n_layers == 3
     html = (project / "reports" / "tiny-sweep.html").read_text()
     assert "data:image/png;base64" in html
+
+
+def test_ctrl_c_mid_training_is_logged_and_loses_nothing(project, first_run):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer")
+    spec = write_spec(project, "tiny-interrupted", bridge__steps=100000)
+    proc = subprocess.Popen([sys.executable, "-m", "dihal", "run", str(spec), "--no-report"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "DIHAL_PROGRESS": "0"})  # fmt: skip
+    ckpts = project / "artifacts" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not any(ckpts.glob("*/ckpt.pt")):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, out
+    status = ledger_rows(project, "SELECT r.status FROM runs r JOIN specs s USING (spec_hash) "
+                                  "WHERE s.name = 'tiny-interrupted'")  # fmt: skip
+    assert status == [("interrupted",)]
+    assert ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer") == before
+    shutil.rmtree(ckpts, ignore_errors=True)
