@@ -272,8 +272,8 @@ def _path(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"literal['selected']", "tuple[int,...]"} or "[" in str(item):
-            continue  # union branch labels from pydantic, not part of the user's path
+        elif "[" in str(item):
+            continue  # a union branch label from pydantic ("tuple[int, ...]"), not part of the user's path
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "<root>"
