@@ -119,7 +119,8 @@ def plan(spec: Spec, n_layers: int | None = None) -> Plan:
     b = s["bridge"]
     target_params = {**base, "bridge": _pick(b, TARGET_KEYS)}
     train_params = {**_pick(b, TRAIN_KEYS), "device": s["backbone"]["device"]}
-    eval_params = {"eval": s["eval"], "backbone": s["backbone"], "prefix": b["prefix"]}
+    per_layer_eval = {k: v for k, v in s["eval"].items() if k not in ("n_boot", "top_k")}  # those are correlate's
+    eval_params = {"eval": per_layer_eval, "backbone": s["backbone"], "prefix": b["prefix"]}
     if spec.bridge.layers == "selected":
         layer_targets = [(None, Stage("targets", {**target_params, "layer": "selected"}, {"select": select}))]
     else:

@@ -77,6 +77,10 @@ def test_stage_identities_follow_their_own_fields():
     assert steps.score.hash == base.score.hash
     assert steps.by_kind("targets")[0].hash == base.by_kind("targets")[0].hash  # no re-extraction
     assert steps.by_kind("train")[0].hash != base.by_kind("train")[0].hash
+    boot = plan(parse_spec({**MINIMAL, "bridge": {"layers": [1, 2, 3]}, "eval": {"n_boot": 50}}), n_layers=30)
+    sweep = plan(parse_spec({**MINIMAL, "bridge": {"layers": [1, 2, 3]}}), n_layers=30)
+    assert [s.name for s in boot.evaluations] == [s.name for s in sweep.evaluations]  # only correlate changes
+    assert boot.correlate.name != sweep.correlate.name
     renamed = plan(parse_spec({"name": "other", "description": "x"}), n_layers=30)
     assert [s.name for s in renamed.stages] == [s.name for s in base.stages]
 
