@@ -187,16 +187,26 @@ def test_ctrl_c_mid_training_is_logged_and_loses_nothing(project, first_run):
 
     before = ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer")
     spec = write_spec(project, "tiny-interrupted", bridge__steps=100000)
+    def as_in_a_terminal() -> None:
+        # A shell's background job (CI under `cmd &`) inherits SIGINT *ignored*; a terminal's
+        # foreground job does not. Restore the default so Python raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "dihal", "run", str(spec), "--no-report"], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "DIHAL_PROGRESS": "0"})  # fmt: skip
+                            preexec_fn=as_in_a_terminal, env={**os.environ, "DIHAL_PROGRESS": "0"})  # fmt: skip
     ckpts = project / "artifacts" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not any(ckpts.glob("*/ckpt.pt")):
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.stdout.read().decode()
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
-    out = proc.communicate(timeout=120)[0].decode()
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not any(ckpts.glob("*/ckpt.pt")):
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read().decode()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground process group
+        out = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:  # never leave a 100000-step training behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 130, out
     status = ledger_rows(project, "SELECT r.status FROM runs r JOIN specs s USING (spec_hash) "
                                   "WHERE s.name = 'tiny-interrupted'")  # fmt: skip
