@@ -74,7 +74,8 @@ def _dvc(args: list[str], root: Path, check: bool = False) -> subprocess.Complet
 
 def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list[str]]:
     """Run `dvc repro` on the targets, streaming its output; return (code, output tail, stages that ran)."""
-    echo = echo or sys.stderr  # resolved per call: tests and callers may have swapped sys.stderr
+    if echo is None:  # resolved per call: tests and callers may have swapped sys.stderr; False = silent
+        echo = sys.stderr
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *targets], cwd=root, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     chunks: list[bytes] = []
