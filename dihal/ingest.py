@@ -7,8 +7,7 @@ from pathlib import Path
 
 from dihal.pipeline import Plan
 from dihal.stages.common import read_json
-
-STANDARD = ("kappa", "sigma", "erank")
+from dihal.stages.score import STANDARD
 
 
 def _prov(run: dict) -> dict:

@@ -82,7 +82,8 @@ class HybridLM(torch.nn.Module):
             raise ValueError(f"prompt length must be in 1..{self.seq_len - 1}, got {p}")
         d = self.standardizer.mean.shape[-1]
         clamp = torch.zeros(b, self.seq_len, d)
-        clamp[:, :p] = self.standardizer.transform(self.prefix_states(prompt_ids).float().cpu())
+        prompt_states = self.prefix_states(prompt_ids).float().cpu()
+        clamp[:, :p] = self.standardizer.transform(prompt_states)
         mask = torch.zeros(b, self.seq_len, dtype=torch.bool)
         mask[:, :p] = True
         dev = self.adapter.device
@@ -93,7 +94,7 @@ class HybridLM(torch.nn.Module):
         x = ddim_sample(self.denoiser, clamp_values=clamp.to(dev), clamp_mask=mask.to(dev), steps=steps,
                         objective=self.objective, generator=noise_gen)  # fmt: skip
         states = self.standardizer.inverse(x.cpu())
-        states[:, :p] = self.prefix_states(prompt_ids).float().cpu()  # exact, not round-tripped
+        states[:, :p] = prompt_states  # exact, not round-tripped through the standardiser
         logits = self.decode(states).float().cpu()
         tokens = torch.empty(b, self.seq_len, dtype=torch.long)
         tokens[:, :p] = prompt_ids.cpu()

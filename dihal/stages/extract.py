@@ -31,7 +31,8 @@ def run(cfg: StageConfig) -> None:
         raise ValueError(f"geometry.layers: {bad} exceed the backbone's {ad.n_layers} blocks")
     T, N = geo["seq_len"], geo["n_tokens"]
     n_seq = math.ceil(N / (T - 1))
-    docs = split_documents(load_documents(cfg.data_spec()), cfg.data_spec().splits)["geometry"]
+    data = cfg.data_spec()
+    docs = split_documents(load_documents(data), data.splits)["geometry"]
     ids = token_blocks(docs, bb.tokenizer, bos_id=bb.bos_id, seq_len=T, n_blocks=n_seq, seed=seed, split="geometry")
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)

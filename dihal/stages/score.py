@@ -8,7 +8,7 @@ from dihal import progress
 from dihal.stages.common import StageConfig, Timer, read_json, write_json
 from dihal.stages.extract import layer_file
 
-STANDARD = ("kappa", "sigma", "erank")
+STANDARD = ("kappa", "sigma", "erank")  # always computed: the ledger has a column for each
 
 
 def run_score(cfg: StageConfig) -> None:
