@@ -16,6 +16,7 @@ from dihal.bridge.denoiser import Denoiser
 from dihal.bridge.hybrid import HybridLM
 from dihal.bridge.standardize import Standardizer
 from dihal.bridge.train import TrainConfig, train_denoiser
+from dihal.tokens import resolve_block_start
 
 
 def main(layer: int = 12, n: int = 16, seq_len: int = 64, steps: int = 50, train_steps: int = 60) -> None:
@@ -31,7 +32,7 @@ def main(layer: int = 12, n: int = 16, seq_len: int = 64, steps: int = 50, train
     header(f"generation: {n} sequences × {seq_len} tokens at layer {layer}, {steps} DDIM steps")
     std = Standardizer(mean=torch.zeros(ad.d), std=torch.ones(ad.d))
     hybrid = HybridLM(ad, layer, den.eval(), std, seq_len=seq_len)
-    prompt = torch.full((n, 1), bb.bos_id)
+    prompt = torch.full((n, 1), resolve_block_start(bb.tokenizer).id)
     t_h = timed(lambda: hybrid.sample(prompt, steps=steps, generator=torch.Generator().manual_seed(0)), repeat=2)
 
     def hf():

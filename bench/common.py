@@ -8,8 +8,10 @@ import numpy as np
 import torch
 
 from dihal.backbone import BackboneAdapter, load_backbone
-from dihal.data import load_documents, split_documents, token_blocks
+from dihal.blocks import sample_blocks
+from dihal.data import load_documents, split_documents
 from dihal.spec import BackboneSpec, DataSpec
+from dihal.tokens import resolve_block_start
 
 
 def embedded():
@@ -20,7 +22,10 @@ def embedded():
 def blocks(bb, n: int, seq_len: int = 64, split: str = "geometry") -> torch.Tensor:
     data = DataSpec()
     docs = split_documents(load_documents(data), data.splits)[split]
-    return torch.as_tensor(token_blocks(docs, bb.tokenizer, bos_id=bb.bos_id, seq_len=seq_len, n_blocks=n, seed=0))
+    start = resolve_block_start(bb.tokenizer, data.block_start)
+    b = sample_blocks(docs, bb.tokenizer, start_id=start.id, seq_len=seq_len, n_blocks=n, seed=0,
+                      max_per_doc=data.max_blocks_per_document)  # fmt: skip
+    return torch.as_tensor(b.ids)
 
 
 def timed(fn, repeat: int = 3) -> float:

@@ -1,10 +1,9 @@
-"""Corpora, document-level splits and fixed-length token blocks.
+"""Corpora and document-level splits.
 
 Splits are decided per document by a hash of its text, never by position, so a
 validation sequence never shares a document with a training one, and the split
-of a document does not depend on what else is in the corpus. Blocks are
-`seq_len` tokens, BOS first: position 0 is then the same constant state in every
-sequence, which the geometry drops and the bridge clamps.
+of a document does not depend on what else is in the corpus. How documents become
+token blocks is `dihal.blocks`.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from dihal.spec import DataSpec, SplitFractions
 
@@ -110,31 +107,3 @@ def split_documents(docs: list[Document], fractions: SplitFractions) -> dict[str
     for doc in docs:
         out[assign_split(doc, fractions)].append(doc)
     return out
-
-
-def token_blocks(
-    docs: list[Document], tokenizer, *, bos_id: int, seq_len: int, n_blocks: int, seed: int, split: str = ""
-) -> np.ndarray:
-    """`n_blocks` blocks of `seq_len` ids, BOS first, from the documents in a seeded order.
-
-    Documents are concatenated (separated by EOS when the tokenizer has one) and cut
-    into `seq_len - 1`-token pieces; only as many documents are tokenized as needed.
-    """
-    order = np.random.default_rng(seed).permutation(len(docs))
-    eos = getattr(tokenizer, "eos_token_id", None)
-    piece = seq_len - 1
-    need = n_blocks * piece
-    stream: list[int] = []
-    for i in order:
-        stream.extend(tokenizer(docs[i].text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            stream.append(int(eos))
-        if len(stream) >= need:
-            break
-    if len(stream) < need:
-        raise DataError(
-            f"the {split or 'selected'} split has {len(stream)} tokens, fewer than the "
-            f"{need} needed for {n_blocks} blocks of {seq_len}; lower the size or add data"
-        )
-    body = np.asarray(stream[:need], dtype=np.int64).reshape(n_blocks, piece)
-    return np.concatenate([np.full((n_blocks, 1), bos_id, dtype=np.int64), body], axis=1)

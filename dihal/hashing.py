@@ -34,9 +34,9 @@ def spec_hash(spec: Spec) -> str:
 
 # The spec fields each stage depends on; `pipeline.plan` builds stage identities from them.
 EXTRACT_KEYS = ["seq_len", "n_tokens", "batch_size", "layers"]
-SCORE_KEYS = ["anchors", "k", "pairs", "ridge", "proxies"]
+SCORE_KEYS = ["anchors", "k", "pairs", "ridge", "proxies", "outliers", "n_boot"]  # warn_top_share: display only
 TARGET_KEYS = ["seq_len", "n_train", "n_val", "extract_batch_size"]
 TRAIN_KEYS = [
     "seq_len", "prefix", "d_model", "depth", "heads", "time_cond", "pos", "objective",
-    "steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip",
+    "steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "outliers",
 ]  # fmt: skip

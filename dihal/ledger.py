@@ -55,8 +55,46 @@ SCHEMA = [
         selected_rank INTEGER, best_layer INTEGER, in_top_k BOOLEAN, top_k INTEGER, n_layers INTEGER,
         n_seeds INTEGER, n_batches INTEGER, n_boot INTEGER, run_id VARCHAR, code_version VARCHAR,
         packages JSON, seed INTEGER)""",
+    # Per (variant, layer): G on the full geometry sample, its 95% document-bootstrap interval and the share
+    # of replicates in which the layer is the argmax. variant 'main' is the spec itself; other variants are
+    # the spec's `sensitivity` entries (geometry options changed, no bridge).
+    """CREATE TABLE IF NOT EXISTS selection_stability (
+        spec_hash VARCHAR, variant VARCHAR, layer INTEGER, score DOUBLE, g_lo DOUBLE, g_hi DOUBLE,
+        argmax_share DOUBLE, selected BOOLEAN, n_boot INTEGER, n_documents INTEGER, top_share_after DOUBLE,
+        settings JSON, run_id VARCHAR, code_version VARCHAR, packages JSON, seed INTEGER,
+        PRIMARY KEY (spec_hash, variant, layer))""",
 ]
-RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_curves", "samples", "correlations")
+# Columns added after a table first shipped: an older ledger gains them (NULL in its old rows) on the next write.
+MIGRATIONS = [
+    ("layer_geometry", "n_states", "INTEGER"),  # states that entered the proxies, after the outlier rule
+    ("layer_geometry", "norm_ratio_max", "DOUBLE"),  # max / median raw state norm
+    ("layer_geometry", "n_over_threshold", "INTEGER"),  # states above outliers.threshold x median norm
+    ("layer_geometry", "top_share_before", "DOUBLE"),  # variance share of the top 0.1% states, before the rule
+    ("layer_geometry", "top_share_after", "DOUBLE"),  # ... and after it
+    ("layer_geometry", "g_lo", "DOUBLE"),
+    ("layer_geometry", "g_hi", "DOUBLE"),
+    ("layer_geometry", "argmax_share", "DOUBLE"),
+    ("selections", "argmax_share", "DOUBLE"),  # share of document resamples in which ℓ* is the argmax
+    ("selections", "n_boot", "INTEGER"),
+    ("selections", "n_documents", "INTEGER"),  # distinct documents in the geometry sample
+    ("selections", "block_start", "VARCHAR"),  # the token every block starts with, as text
+    ("selections", "outlier_rule", "VARCHAR"),  # e.g. 'drop>20x median norm'
+    ("selections", "warning", "VARCHAR"),  # set when a handful of states dominates ℓ*'s variance
+    ("correlations", "spearman_p", "DOUBLE"),  # permutation p-value over layers, two-sided
+    ("correlations", "kendall_p", "DOUBLE"),
+    ("correlations", "n_perm", "INTEGER"),
+    ("correlations", "interval_method", "VARCHAR"),
+    ("correlations", "resampled", "VARCHAR"),  # one sentence: what the interval resamples
+]
+RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_curves", "samples", "correlations",
+                 "selection_stability")
+
+
+def ensure_schema(con) -> None:
+    for stmt in SCHEMA:
+        con.execute(stmt)
+    for table, column, kind in MIGRATIONS:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 class LedgerError(RuntimeError):
@@ -75,8 +113,7 @@ def writer(root: Path):
     with FileLock(str(path) + ".lock", timeout=600):
         con = duckdb.connect(str(path))
         try:
-            for stmt in SCHEMA:
-                con.execute(stmt)
+            ensure_schema(con)
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con

@@ -35,9 +35,12 @@ def sample_texts(spec: Spec, root: Path, depth: int | None, *, n: int, prompt: s
         raise SampleError(f"no bridge trained at layer {layer}; trained: {sorted({m['layer'] for _, m in trained})}")
     bb, ad = open_backbone(spec.backbone)
     hybrid = HybridLM.load(root / match[0].out / "bridge.pt", ad)
-    ids = [bb.bos_id] + (bb.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
+    from dihal.tokens import resolve_block_start
+
+    start = resolve_block_start(bb.tokenizer, spec.data.block_start)  # the token the bridge was trained after
+    ids = [start.id] + (bb.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
     if len(ids) >= hybrid.seq_len:
-        raise SampleError(f"the prompt is {len(ids)} tokens with BOS; it must be shorter than {hybrid.seq_len}")
+        raise SampleError(f"the prompt is {len(ids)} tokens with {start.text}; it must be shorter than {hybrid.seq_len}")
     prompts = torch.tensor([ids] * n)
     gen = hybrid.sample(prompts, steps=steps or spec.eval.sampling_steps,
                         temperature=spec.eval.temperature if temperature is None else temperature,

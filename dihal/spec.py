@@ -79,6 +79,17 @@ class DataSpec(_Section):
     text_field: str = "text"
     splits: SplitFractions = SplitFractions()
     max_documents: PosInt | None = None
+    block_start: str = Field(
+        default="auto", min_length=1,
+        description="token every block starts with: 'auto' (the pretraining document separator), 'bos', 'eos' "
+                    "or a token such as '<|endoftext|>'",
+    )  # fmt: skip
+    block_align: Literal["sentence", "any"] = Field(
+        default="sentence", description="where a block may start inside a document: after a sentence end, or anywhere"
+    )
+    max_blocks_per_document: PosInt = Field(
+        default=8, description="cap on blocks drawn from one document (blocks are spread round-robin)"
+    )
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataSpec:
@@ -94,6 +105,13 @@ class DataSpec(_Section):
         return self
 
 
+class OutlierSpec(_Section):
+    """What to do with massive-activation states (norm above threshold x the median); see geometry/outliers.py."""
+
+    rule: Literal["drop", "keep", "clip"] = "drop"
+    threshold: Annotated[float, Field(gt=1)] = 20.0
+
+
 class GeometrySpec(_Section):
     """Locate: the hidden-state sample and the proxies that score it."""
 
@@ -105,6 +123,11 @@ class GeometrySpec(_Section):
     k: PosInt = 16
     pairs: PosInt = 4096
     ridge: PosFloat = 1e-3
+    outliers: OutlierSpec = OutlierSpec()
+    n_boot: NonNegInt = Field(default=200, description="document-bootstrap replicates for ℓ*'s stability; 0 = off")
+    warn_top_share: Prob = Field(
+        default=0.05, description="warn when the top 0.1% of states carry more than this share of ℓ*'s variance"
+    )
     proxies: dict[str, float] = Field(
         default_factory=lambda: {"kappa": 1.0, "sigma": 1.0, "erank": -1.0},
         description="proxy name -> weight of its z-score in G",
@@ -134,6 +157,13 @@ class GeometrySpec(_Section):
         if any(w == 0 for w in v.values()):
             raise ValueError("a proxy weight of 0 means it does not enter G: remove it instead")
         return dict(sorted(v.items()))
+
+    @field_validator("n_boot")
+    @classmethod
+    def _n_boot(cls, v: int) -> int:
+        if 0 < v < 20:
+            raise ValueError("use 0 (no stability bootstrap) or at least 20 replicates (METHOD.md asks for >= 200)")
+        return v
 
     @model_validator(mode="after")
     def _k_fits(self) -> GeometrySpec:
@@ -179,6 +209,9 @@ class BridgeSpec(_Section):
     warmup: NonNegInt = 50
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     grad_clip: PosFloat = 1.0
+    outliers: OutlierSpec = Field(
+        default=OutlierSpec(), description="how massive-activation states enter the Standardizer's statistics"
+    )
     checkpoint_every: PosInt = 100
 
     @field_validator("layers")

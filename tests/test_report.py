@@ -19,14 +19,19 @@ from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from dihal.hashing import canonical_json, digest
-from dihal.ledger import LedgerError, insert_rows, writer
+from dihal.ledger import SCHEMA, LedgerError, insert_rows, ledger_path, writer
 from dihal.report import write_reports
+from dihal.report.trust import outlier_threshold, settings_lines, variant_layer
 
 EVIL = "<script>alert(1)</script>"
 EVIL_DESC = "<img src=x onerror=alert(2)> layer sweep"
+EVIL_SETTING = "<script>alert(3)</script>"
+WARNING = "3 states carry 62% of layer 1's variance <b>after</b> rescaling"
+SHARES = {1: 0.87, 2: 0.1, 3: 0.03}  # argmax share per layer of the sweep; the others are 0
 T0 = datetime(2026, 5, 1, 12, 0, 0)
 PACKAGES = {"python": "3.11.2", "dihal": "0.1.0", "torch": "2.13.0", "duckdb": "1.1.3"}
 
@@ -67,6 +72,32 @@ def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]
     return rows, sel
 
 
+def _with_trust(rows: list[dict], sel: dict) -> list[dict]:
+    """Add the stability and massive-activation columns to a 5-layer spec; return its selection_stability rows."""
+    for g in rows:
+        ell = g["layer"]
+        g.update(n_states=8120 - ell, norm_ratio_max=35.0 if ell == 1 else 4.0 + ell,
+                 n_over_threshold=3 if ell == 1 else 0, top_share_before=0.62 if ell == 1 else 0.01,
+                 top_share_after=0.04 if ell == 1 else 0.009,
+                 g_lo=g["score"] - 0.5, g_hi=g["score"] + 0.4, argmax_share=SHARES.get(ell, 0.0))  # fmt: skip
+    sel.update(argmax_share=0.87, n_boot=200, n_documents=119, block_start="<|endoftext|>",
+               outlier_rule="drop>20x median norm", warning=WARNING)  # fmt: skip
+    common = {"spec_hash": sel["spec_hash"], "n_boot": 200, "n_documents": 119, "run_id": "sweep-run-2", "seed": 0}
+    stab = [{**common, "variant": "main", "layer": g["layer"], "score": g["score"], "g_lo": g["g_lo"],
+             "g_hi": g["g_hi"], "argmax_share": g["argmax_share"], "selected": g["selected"],
+             "top_share_after": g["top_share_after"],
+             "settings": {}} for g in rows]  # fmt: skip
+    variants = (("keep-outliers", 3, {"geometry": {"outliers": {"rule": "keep"}}}),  # '$\\frac{$' breaks mathtext
+                ("bos $\\frac{$", 1, {"geometry": {"block_start": EVIL_SETTING, "n_tokens": 4096}}))
+    for variant, best, settings in variants:
+        stab += [{**common, "variant": variant, "layer": g["layer"], "score": g["score"] + 3.0 * (g["layer"] == best),
+                  "g_lo": g["score"] - 1.0, "g_hi": g["score"] + 1.0,
+                  "argmax_share": 0.55 if g["layer"] == best else 0.1,
+                  "selected": g["layer"] == best, "top_share_after": 0.62 if variant == "keep-outliers" else 0.02,
+                  "settings": settings} for g in rows]  # fmt: skip
+    return stab
+
+
 def build_ledger(root: Path) -> dict[str, str]:
     geo_sem = {"backbone": {"source": "embedded"}, "bridge": None, "geometry": {"k": 16}, "seed": 0}
     sweep_sem = {"backbone": {"source": "embedded"}, "bridge": {"layers": [1, 2, 3, 4, 5], "seeds": [0, 1]},
@@ -86,6 +117,7 @@ def build_ledger(root: Path) -> dict[str, str]:
         insert_rows(con, "layer_geometry", rows)
         insert_rows(con, "selections", [sel])
         rows, sel = _geometry(sh, [1, 2, 3, 4, 5], "sweep-run-2")
+        insert_rows(con, "selection_stability", _with_trust(rows, sel))
         insert_rows(con, "layer_geometry", rows)
         insert_rows(con, "selections", [sel])
         results, curves, samples = [], [], []
@@ -112,7 +144,9 @@ def build_ledger(root: Path) -> dict[str, str]:
             "spec_hash": sh, "spearman_rho": -0.9, "spearman_lo": -1.0, "spearman_hi": -0.6, "kendall_tau": -0.8,
             "kendall_lo": -1.0, "kendall_hi": -0.4, "selected_layer": sel["layer"], "selected_rank": 1,
             "best_layer": 1, "in_top_k": True, "top_k": 3, "n_layers": 5, "n_seeds": 2, "n_batches": 2,
-            "n_boot": 1000, "run_id": "sweep-run-2", "code_version": "0.1.0", "packages": PACKAGES, "seed": 0}])  # fmt: skip
+            "n_boot": 1000, "run_id": "sweep-run-2", "code_version": "0.1.0", "packages": PACKAGES, "seed": 0,
+            "spearman_p": 0.012, "kendall_p": 0.0004, "n_perm": 10000, "interval_method": "bca",
+            "resampled": "Seeds and validation batches, resampled <i>together</i> in each replicate."}])  # fmt: skip
     return {"geometry": gh, "sweep": sh}
 
 
@@ -181,6 +215,7 @@ def test_malicious_strings_are_escaped(project):
     sweep = paths["sweep"].read_text(encoding="utf-8")
     assert "&lt;img src=x onerror=alert(2)&gt;" in sweep and "<img src=x" not in sweep
     assert "&lt;b&gt;" in sweep and "<b>boom" not in sweep and "<b>1/0/0" not in sweep
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in sweep and "<b>after" not in sweep and "<i>together" not in sweep
     # the sweep page has no executable script at all; the index has exactly one, allowed by its hash
     assert _refs(sweep).scripts == []
     index = (root / "reports" / "index.html").read_text(encoding="utf-8")
@@ -211,9 +246,86 @@ def test_geometry_only_report(project):
     assert 'id="geometry-plot"' in html and 'id="geometry-table"' in html
     geo = html.split('id="geometry-table"')[1].split("</table>")[0]
     assert geo.count("<tr") == 1 + 29 and geo.count('class="selected"') == 1
-    for absent in ('id="bridge"', 'id="scatter-plot"', 'id="curves-plot"', 'id="c1"'):
+    for absent in ('id="bridge"', 'id="scatter-plot"', 'id="curves-plot"', 'id="c1"', *NEW_PANELS):
         assert absent not in html
-    assert "succeeded" in html
+    assert "succeeded" in html and "argmax share" not in html
+
+
+NEW_PANELS = ('id="selection-warning"', 'id="stability"', 'id="stability-plot"', 'id="outliers"', 'id="sensitivity"',
+              'id="spearman-p"')  # fmt: skip
+
+
+def test_trust_in_selected_layer_panels(project):
+    root, _, paths = project
+    html = paths["sweep"].read_text(encoding="utf-8")
+    for anchor in ('id="stability-plot"', 'id="outliers-plot"', 'id="sensitivity-plot"'):
+        assert anchor in html, anchor
+    # the warning is at the top, before any panel, and its text is escaped
+    warning = html.split('id="selection-warning"')[1].split("</div>")[0]
+    assert "3 states carry 62% of layer 1&#39;s variance &lt;b&gt;after&lt;/b&gt; rescaling" in warning
+    assert html.index('id="selection-warning"') < html.index('id="geometry"')
+    sentence = html.split('id="stability-sentence">')[1].split("</p>")[0]
+    assert sentence.startswith("ℓ* = <b>1</b>, the argmax in <b>87%</b> of 200 document resamples of 119 documents;")
+    assert "8119 states at ℓ*" in sentence and "blocks start with <code>&lt;|endoftext|&gt;</code>" in sentence
+    assert "outliers: drop&gt;20x median norm." in sentence and "95% interval [+0.855, +1.755]" in sentence
+    assert "fewer than half" not in sentence and "most frequent argmax" not in sentence
+    assert "argmax in 87% of 200 resamples" in html  # the ℓ* card
+    at = html.split('id="outliers-at-selected">')[1].split("</p>")[0]
+    assert "35× the median" in at and "3 state(s) over the threshold" in at
+    assert "62% of the variance before the rule and 4.0% after it" in at
+    geo = html.split('id="geometry-table"')[1].split("</table>")[0]
+    assert "argmax share" in geo and "top 0.1% after" in geo and ">87%<" in geo and ">[+0.85, +1.75]<" in geo
+    # one sensitivity row per variant, the spec itself first; settings escaped, one line per changed field
+    sens = html.split('id="sensitivity-table"')[1].split("</table>")[0]
+    body = sens.split("<tbody>")[1].split("<tr")[1:]
+    assert len(body) == 3
+    assert "main" in body[0] and "the spec itself" in body[0] and 'class="selected"' in body[0]
+    assert "keep-outliers" in body[2] and "<code>geometry.outliers.rule = keep</code>" in body[2]
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", body[2])[1:6] == ["3", "no", "55%", "+3.025", "62%"]
+    assert "bos $\\frac{$" in body[1] and ">yes<" in body[1] and "<code>geometry.n_tokens = 4096</code>" in body[1]
+    assert "<code>geometry.block_start = &lt;script&gt;alert(3)&lt;/script&gt;</code>" in body[1]
+    # correlation: permutation p-values, interval method and what was resampled
+    c1 = html.split('id="c1-facts"')[1].split("</dl>")[0]
+    assert 'id="spearman-p">p = 0.012<' in c1 and 'id="kendall-p">p = 4.0e-04<' in c1 and "10000 permutations" in c1
+    assert "95% bca bootstrap, 1000 replicates: Seeds and validation batches, resampled &lt;i&gt;together" in c1
+    index = (root / "reports" / "index.html").read_text(encoding="utf-8")
+    assert index.count("(87%)") == 1 and '"share": 0.87' in index
+
+
+def test_unmigrated_ledger_renders(tmp_path):
+    """A ledger written before the stability columns and table shipped, and never written since, still renders."""
+    path = ledger_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    spec = _spec("old", {"seed": 3}, "name: old\n", T0)
+    h = spec["spec_hash"]
+    rows, sel = _geometry(h, [1, 2, 3], "o1")
+    con = duckdb.connect(str(path))
+    try:
+        for stmt in SCHEMA:
+            if "selection_stability" not in stmt:
+                con.execute(stmt)
+        insert_rows(con, "specs", [spec])
+        insert_rows(con, "runs", [_run(h, "old", "o1", "succeeded", T0)])
+        insert_rows(con, "layer_geometry", rows)
+        insert_rows(con, "selections", [sel])
+        insert_rows(con, "correlations", [{"spec_hash": h, "spearman_rho": -0.5, "kendall_tau": -0.3, "n_layers": 3}])
+    finally:
+        con.close()
+    html = write_reports(tmp_path, h).read_text(encoding="utf-8")
+    assert 'id="geometry-plot"' in html and 'id="c1"' in html and "-0.500" in html
+    for absent in NEW_PANELS:
+        assert absent not in html, absent
+    assert "old.html" in (tmp_path / "reports" / "index.html").read_text(encoding="utf-8")
+
+
+def test_trust_helpers():
+    assert settings_lines({"geometry": {"outliers": {"rule": "keep", "threshold": 50}}, "seed": None}) == [
+        "geometry.outliers.rule = keep", "geometry.outliers.threshold = 50", "seed = null"]
+    assert settings_lines(None) == [] and settings_lines({}) == [] and settings_lines("raw") == ["raw"]
+    assert outlier_threshold("drop>20x median norm") == 20.0 and outlier_threshold("drop > 7.5× median") == 7.5
+    assert outlier_threshold("keep") is None and outlier_threshold(None) is None
+    assert variant_layer([{"layer": 1, "score": 2.0}, {"layer": 2, "score": 1.0, "selected": True}]) == 2
+    assert variant_layer([{"layer": 1, "score": 1.0}, {"layer": 2, "score": 3.0}]) == 2 and variant_layer([]) is None
 
 
 def test_index_lists_specs_with_working_links(project):
@@ -278,9 +390,11 @@ def test_reports_in_headless_chromium(project):
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
             page.goto(paths["sweep"].resolve().as_uri(), wait_until="load")
-            for sel in ("#scatter-plot", "#geometry-plot", "#curves-plot", "#provenance", "#bridge-table"):
+            for sel in ("#scatter-plot", "#geometry-plot", "#curves-plot", "#provenance", "#bridge-table",
+                        "#selection-warning", "#sensitivity-table"):  # fmt: skip
                 assert page.locator(sel).is_visible(), sel
-            for img in ("#scatter-plot", "#geometry-plot", "#curves-plot"):
+            for img in ("#scatter-plot", "#geometry-plot", "#curves-plot", "#stability-plot", "#outliers-plot",
+                        "#sensitivity-plot"):  # fmt: skip
                 assert page.eval_on_selector(img, "el => el.complete && el.naturalWidth") > 0, img
             assert EVIL in page.locator("h1").inner_text()
             page.screenshot(path="/tmp/report.png", full_page=True)

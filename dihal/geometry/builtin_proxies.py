@@ -28,8 +28,6 @@ from dihal.geometry.proxies import ProxyContext, register_proxy
 
 __all__: list[str] = []  # everything here is reached through the registry
 
-_CHUNK = 256
-
 
 def _median(values: torch.Tensor) -> float:
     """Median with the two middle values averaged for even counts.
@@ -57,15 +55,7 @@ def kappa(ctx: ProxyContext) -> dict[str, float]:
         raise ValueError(f"kappa needs k >= 2 neighbours to form a covariance, got k={ctx.k}")
     if ctx.n <= ctx.k:
         raise ValueError(f"kappa needs more than k={ctx.k} states besides each anchor, got N={ctx.n}")
-    _, idx = ctx.anchor_neighbours
-    idx = idx[:, : ctx.k]
-    parts = []
-    # Chunked so the gathered (chunk, k, d) block stays small even with anchors = N.
-    for start in range(0, idx.shape[0], _CHUNK):
-        nb = ctx.x[idx[start : start + _CHUNK]]
-        centred = nb - nb.mean(dim=1, keepdim=True)
-        parts.append(torch.linalg.vector_norm(centred, dim=(1, 2)).square_())
-    s = torch.cat(parts) / ((ctx.k - 1) * ctx.d)
+    s = ctx.anchor_spread
     med = _median(s)
     if med <= 0.0:
         raise ValueError(
@@ -91,10 +81,8 @@ def sigma(ctx: ProxyContext) -> dict[str, float]:
     """
     lam = ctx.ridge * float(torch.diagonal(ctx.cov).sum()) / ctx.d
     inv = 1.0 / (ctx.eigvals + lam)  # eigenvalues of P, descending
-    i, j = ctx.pair_index
-    delta = ctx.x[i] - ctx.x[j]
-    num = (delta @ ctx.eigvecs).square_() @ inv
-    den = torch.linalg.vector_norm(delta, dim=1).square_()
+    coords, den = ctx.pair_terms
+    num = coords @ inv
     keep = den > 0
     if not bool(keep.any()):
         raise ValueError("sigma is undefined: every sampled pair of states is identical")

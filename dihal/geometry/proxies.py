@@ -30,12 +30,15 @@ import torch
 from dihal.geometry.knn import knn
 from dihal.geometry.normalize import as_states, normalize_states
 
+_CHUNK = 256
+
 __all__ = [
     "Proxy",
     "PROXIES",
     "ProxyContext",
     "register_proxy",
     "compute_layer_proxies",
+    "evaluate_proxies",
 ]
 
 
@@ -185,6 +188,33 @@ class ProxyContext:
         m = min(max(self.k, 2), self.n - 1)
         return knn(self.x[self.anchor_index], self.x, m, exclude=self.anchor_index)
 
+    @cached_property
+    def anchor_spread(self) -> torch.Tensor:
+        """s_i = tr(C_i)/d of each anchor's k-neighbourhood (unbiased C_i); kappa = -log median s_i.
+
+        Kept per anchor because the stability bootstrap reweights anchors by document.
+        """
+        _, idx = self.anchor_neighbours
+        idx = idx[:, : self.k]
+        parts = []
+        # Chunked so the gathered (chunk, k, d) block stays small even with anchors = N.
+        for start in range(0, idx.shape[0], _CHUNK):
+            nb = self.x[idx[start : start + _CHUNK]]
+            centred = nb - nb.mean(dim=1, keepdim=True)
+            parts.append(torch.linalg.vector_norm(centred, dim=(1, 2)).square_())
+        return torch.cat(parts) / ((self.k - 1) * self.d)
+
+    @cached_property
+    def pair_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """((v_j' dx_p)^2 for every pair p and eigenvector j, ||dx_p||^2) of the random pairs.
+
+        sigma's Rayleigh quotients for any P diagonal in the eigenbasis are one matrix
+        product away from these, which is what the stability bootstrap needs.
+        """
+        i, j = self.pair_index
+        delta = self.x[i] - self.x[j]
+        return (delta @ self.eigvecs).square_(), torch.linalg.vector_norm(delta, dim=1).square_()
+
 
 def compute_layer_proxies(
     states,
@@ -211,6 +241,11 @@ def compute_layer_proxies(
             f"registered proxies: {', '.join(sorted(PROXIES))}"
         )
     ctx = ProxyContext.from_states(states, anchors=anchors, k=k, pairs=pairs, ridge=ridge, seed=seed)
+    return evaluate_proxies(ctx, names)
+
+
+def evaluate_proxies(ctx: ProxyContext, names: Sequence[str]) -> dict[str, float]:
+    """The proxies on a built context (kept by callers that reuse its intermediates, e.g. the bootstrap)."""
     out: dict[str, float] = {}
     for name in names:
         result = PROXIES[name].fn(ctx)

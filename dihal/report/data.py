@@ -57,6 +57,8 @@ class SpecReport:
     samples: dict[int, list[dict]]
     correlation: dict | None
     runs: list[dict] = field(default_factory=list)
+    # selection_stability: variant -> its rows by layer ('main' first); empty for ledgers without the table
+    stability: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def selected_layer(self) -> int | None:
@@ -73,6 +75,7 @@ class SpecSummary:
     status: str | None
     date: datetime | None
     selected_layer: int | None
+    selected_share: float | None  # share of document resamples in which ℓ* is the argmax
     score_at_selected: float | None
     loss_at_selected: float | None
     ppl_at_selected: float | None
@@ -98,6 +101,26 @@ def _rows(con, sql: str, params: list) -> list[dict]:
 
 def _json(v):
     return json.loads(v) if isinstance(v, str) else v
+
+
+def _has_table(con, table: str) -> bool:
+    """A ledger written before a table shipped lacks it until its next write (see ledger.MIGRATIONS)."""
+    sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
+    return bool(con.execute(sql, [table]).fetchone()[0])
+
+
+def _stability(con, spec_hash: str) -> dict[str, list[dict]]:
+    if not _has_table(con, "selection_stability"):
+        return {}
+    out: dict[str, list[dict]] = {}
+    sql = "SELECT * FROM selection_stability WHERE spec_hash = ? ORDER BY variant <> 'main', variant, layer"
+    for row in _rows(con, sql, [spec_hash]):
+        try:
+            row["settings"] = _json(row.get("settings"))
+        except ValueError:
+            pass  # not JSON: shown as the text it is
+        out.setdefault(row["variant"], []).append(row)
+    return out
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -227,7 +250,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         first_seen=spec.get("first_seen"), last_seen=spec.get("last_seen"),
         latest_run=runs[0] if runs else None, provenance_run=(succeeded or runs or [None])[0],
         geometry=geometry, proxy_weights=weights, selection=selection, layers=layers, curves=curves,
-        samples=samples, correlation=corr[0] if corr else None, runs=runs,
+        samples=samples, correlation=corr[0] if corr else None, runs=runs, stability=_stability(con, spec_hash),
     )  # fmt: skip
 
 
@@ -238,7 +261,7 @@ def summarize(con) -> list[SpecSummary]:
     latest = {r["spec_hash"]: r for r in _rows(con, """
         SELECT spec_hash, status, started_at FROM runs
         QUALIFY row_number() OVER (PARTITION BY spec_hash ORDER BY started_at DESC NULLS LAST, run_id) = 1""", [])}
-    selected = {r["spec_hash"]: r for r in _rows(con, "SELECT spec_hash, layer, score FROM selections", [])}
+    selected = {r["spec_hash"]: r for r in _rows(con, "SELECT * FROM selections", [])}  # * : old ledgers lack columns
     corr = {r["spec_hash"]: r for r in _rows(con, "SELECT spec_hash, spearman_rho, kendall_tau FROM correlations", [])}
     at_sel = {r["spec_hash"]: r for r in _rows(con, """
         SELECT b.spec_hash, avg(b.bridge_val_loss) AS loss, avg(b.gen_ppl) AS ppl
@@ -254,6 +277,7 @@ def summarize(con) -> list[SpecSummary]:
         out.append(SpecSummary(
             spec_hash=h, name=s.get("name") or "", slug=slugs[h], status=run.get("status"),
             date=run.get("started_at") or s.get("last_seen"), selected_layer=sel.get("layer"),
+            selected_share=_finite(sel.get("argmax_share")),
             score_at_selected=_finite(sel.get("score")), loss_at_selected=_finite(b.get("loss")),
             ppl_at_selected=_finite(b.get("ppl")), rho=_finite(c.get("spearman_rho")),
             tau=_finite(c.get("kendall_tau")), n_bridge_layers=sh.get("n_layers", 0), n_seeds=sh.get("n_seeds", 0),

@@ -27,10 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
 from dihal import __version__
 from dihal.ledger import reader
-from dihal.report import plots
+from dihal.report import plots, plots_geometry, trust
 from dihal.report.data import SpecReport, SpecSummary, all_slugs, load_spec, summarize
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -72,6 +73,20 @@ def _pm(pair) -> str:
     return _num(mean) if sd is None else f"{_num(mean)} ± {_num(sd, 2)}"
 
 
+def _pct(v) -> str:
+    """A share in [0, 1] as a percentage: '87%', '0.4%'."""
+    if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
+        return "—"
+    x = 100 * float(v)
+    return f"{x:.0f}%" if x >= 10 or x == 0 else f"{x:.1f}%"
+
+
+def _pval(v) -> str:
+    if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
+        return "—"
+    return f"{float(v):.3f}" if float(v) >= 0.001 else f"{float(v):.1e}"
+
+
 def _dt(v, seconds: bool = True) -> str:
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " UTC"
@@ -81,7 +96,7 @@ def _dt(v, seconds: bool = True) -> str:
 def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)  # fmt: skip
-    env.filters.update(num=_num, signed=_signed, pm=_pm, dt=_dt)
+    env.filters.update(num=_num, signed=_signed, pm=_pm, dt=_dt, pct=_pct, pval=_pval)
     return env
 
 
@@ -111,16 +126,68 @@ def _facts(r: SpecReport) -> dict:
     return {"at_selected": at, "best_by_loss": best}
 
 
+def _trust(r: SpecReport) -> dict:
+    """The values of the 'how sure is ℓ*' panels (see trust.py); each is None or empty when the ledger lacks it."""
+    profile = trust.profile(r)
+    return {
+        "stability": trust.stability_facts(r), "profile": profile, "outliers": trust.outlier_facts(r),
+        "sensitivity": trust.sensitivity_rows(r), "corr": trust.correlation_p(r.correlation),
+        "by_layer": {p["layer"]: p for p in profile},
+        "has_outliers": any(g.get(c) is not None for g in r.geometry for c in trust.OUTLIER_COLUMNS),
+        "warning": (r.selection or {}).get("warning") or None,
+        "sentence": stability_sentence(trust.stability_facts(r)),
+    }  # fmt: skip
+
+
+def stability_sentence(f: dict | None) -> Markup | None:
+    """'ℓ* = 4, the argmax in 87% of 200 document resamples of 119 documents; blocks …' as escaped HTML."""
+    if not f:
+        return None
+    sample = " from ".join(x for x in (f"{f['n_blocks']} blocks" if f["n_blocks"] else "",
+                                      f"{f['n_documents']} documents" if f["n_documents"] else "") if x)  # fmt: skip
+    text = Markup("ℓ* = <b>{}</b>").format(_num(f["layer"]))
+    if f["rule"] and f["rule"] != "argmax":
+        text += Markup(" (rule {})").format(f["rule"])
+    if f["share"] is not None:
+        text += Markup(", the argmax in <b>{}</b> of {}").format(
+            _pct(f["share"]), f"{f['n_boot']} document resamples" if f["n_boot"] else "the document resamples")
+        text += Markup(" of {}").format(sample) if sample else ""
+    elif sample:
+        text += Markup("; the geometry sample holds {}").format(sample)
+    if f["n_states"] is not None:
+        text += Markup("; {} states at ℓ* after the outlier rule").format(_num(f["n_states"]))
+    if f["block_start"]:
+        text += Markup("; blocks start with <code>{}</code>").format(f["block_start"])
+    if f["outlier_rule"]:
+        text += Markup("; outliers: {}").format(f["outlier_rule"])
+    text += "."
+    if f["g_lo"] is not None and f["g_hi"] is not None:
+        text += Markup(" G at ℓ* has the 95% interval [{}, {}].").format(_signed(f["g_lo"]), _signed(f["g_hi"]))
+    if f["modal_layer"] is not None:
+        text += Markup(" The most frequent argmax is layer {} ({} of resamples).").format(
+            f["modal_layer"], _pct(f["modal_share"]))
+    if f["share"] is not None and f["share"] < 0.5:
+        text += Markup(' <span class="bad">ℓ* is the argmax in fewer than half of the resamples.</span>')
+    return text
+
+
 def render_spec(r: SpecReport, slug: str) -> str:
     sel = r.selected_layer
+    t = _trust(r)
+    sens = r.stability if t["sensitivity"] else {}
     figures = {
         "geometry": plots.geometry_figure(r.geometry, sel),
+        "stability": plots_geometry.stability_figure(t["profile"], sel),
+        "outliers": plots_geometry.outliers_figure(t["outliers"]["rows"], sel, t["outliers"]["threshold"])
+        if t["outliers"] else None,
+        "sensitivity": plots_geometry.sensitivity_figure(sens, {v["variant"]: v["layer"] for v in t["sensitivity"]})
+        if sens else None,
         "curves": plots.curves_figure(r.curves, sel),
         "scatter": plots.scatter_figure(r.layers, sel, r.correlation) if r.correlation else None,
-    }
+    }  # fmt: skip
     prov = r.provenance_run or {}
     return _env().get_template("spec.j2").render(
-        r=r, slug=slug, figures=figures, facts=_facts(r), metrics=METRIC_LABELS, prov=prov,
+        r=r, slug=slug, figures=figures, facts=_facts(r), trust=t, metrics=METRIC_LABELS, prov=prov,
         packages=sorted((prov.get("packages") or {}).items()), csp=_csp(), rendered_at=_rendered_at(),
         version=__version__,
     )  # fmt: skip
@@ -130,7 +197,8 @@ def render_index(rows: list[SpecSummary], linked: set[str]) -> str:
     script, script_hash = _script_source("compare.js.j2")
     data = [
         {"hash": s.spec_hash, "name": s.name, "status": s.status, "date": _dt(s.date), "layer": s.selected_layer,
-         "G": s.score_at_selected, "loss": s.loss_at_selected, "ppl": s.ppl_at_selected, "rho": s.rho,
+         "share": s.selected_share, "G": s.score_at_selected, "loss": s.loss_at_selected, "ppl": s.ppl_at_selected,
+         "rho": s.rho,
          "tau": s.tau, "bridge": f"{s.n_bridge_layers} layer(s) × {s.n_seeds} seed(s)" if s.n_bridge_layers else "—"}
         for s in rows
     ]  # fmt: skip

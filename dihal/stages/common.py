@@ -53,6 +53,20 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def sample_split_blocks(cfg: StageConfig, tokenizer, split: str, *, seq_len: int, n_blocks: int, seed: int):
+    """(Blocks, BlockStart, special ids) for one split of the stage's data, by the spec's block rules."""
+    from dihal.blocks import sample_blocks
+    from dihal.data import load_documents, split_documents
+    from dihal.tokens import resolve_block_start, special_ids
+
+    data = cfg.data_spec()
+    start = resolve_block_start(tokenizer, data.block_start)
+    docs = split_documents(load_documents(data), data.splits)[split]
+    blocks = sample_blocks(docs, tokenizer, start_id=start.id, seq_len=seq_len, n_blocks=n_blocks, seed=seed,
+                           max_per_doc=data.max_blocks_per_document, align=data.block_align, split=split)  # fmt: skip
+    return blocks, start, special_ids(tokenizer) | {start.id}
+
+
 def open_backbone(spec: BackboneSpec):
     """(Backbone, BackboneAdapter) for a stage; imported lazily so light stages stay light."""
     from dihal.backbone import BackboneAdapter, load_backbone

@@ -1,8 +1,10 @@
 """extract: hidden states of every candidate layer on the geometry sample.
 
 States go straight from each batch into one memory-mapped `.npy` per layer, so
-memory stays at one batch × all layers however large N is. Position 0 (BOS, the
-attention sink) is dropped here; METHOD.md's proxies never see it.
+memory stays at one batch × all layers however large N is. Position 0 (the block
+start token, an attention sink) and any special token are dropped here; METHOD.md's
+proxies never see them. Each kept state's document is stored beside it
+(`documents.npy`), because the stability bootstrap in `score` resamples documents.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import numpy as np
 import torch
 
 from dihal import progress
-from dihal.data import load_documents, split_documents, token_blocks
-from dihal.stages.common import StageConfig, Timer, open_backbone, save_array, write_json
+from dihal.blocks import content_mask
+from dihal.stages.common import StageConfig, Timer, open_backbone, sample_split_blocks, save_array, write_json
 
 
 def layer_file(layer: int) -> str:
@@ -31,12 +33,15 @@ def run(cfg: StageConfig) -> None:
         raise ValueError(f"geometry.layers: {bad} exceed the backbone's {ad.n_layers} blocks")
     T, N = geo["seq_len"], geo["n_tokens"]
     n_seq = math.ceil(N / (T - 1))
-    data = cfg.data_spec()
-    docs = split_documents(load_documents(data), data.splits)["geometry"]
-    ids = token_blocks(docs, bb.tokenizer, bos_id=bb.bos_id, seq_len=T, n_blocks=n_seq, seed=seed, split="geometry")
+    blocks, start, specials = sample_split_blocks(cfg, bb.tokenizer, "geometry", seq_len=T, n_blocks=n_seq, seed=seed)
+    ids = blocks.ids
+    keep = content_mask(ids, specials)
+    if int(keep.sum()) < N:  # cannot happen: specials are removed while blocks are built
+        raise ValueError(f"only {int(keep.sum())} content states in {n_seq} blocks, fewer than n_tokens={N}")
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     save_array(out / "tokens.npy", ids)
+    save_array(out / "documents.npy", np.repeat(blocks.doc[:, None], T, axis=1)[keep][:N].astype(np.int32))
     maps = {
         layer: np.lib.format.open_memmap(out / layer_file(layer), mode="w+", dtype=np.float32, shape=(N, ad.d))
         for layer in layers
@@ -45,12 +50,13 @@ def run(cfg: StageConfig) -> None:
     row = 0
     with Timer() as timer, torch.inference_mode():
         bar = progress.bar(total=n_seq * T, desc=f"extract {len(layers)} layers", unit="tok")
-        for start in range(0, n_seq, bs):
-            batch = torch.as_tensor(ids[start : start + bs], device=ad.device)
+        for start_row in range(0, n_seq, bs):
+            batch = torch.as_tensor(ids[start_row : start_row + bs], device=ad.device)
             states = ad.hidden_states(batch, layers)
-            take = min(N - row, batch.shape[0] * (T - 1))
+            kb = torch.as_tensor(keep[start_row : start_row + bs], device=ad.device)
+            take = min(N - row, int(kb.sum()))
             for layer, h in states.items():
-                flat = h[:, 1:].reshape(-1, ad.d)[:take].float().cpu().numpy()
+                flat = h[kb][:take].float().cpu().numpy()
                 maps[layer][row : row + take] = flat
             row += take
             bar.update(batch.numel())
@@ -61,5 +67,7 @@ def run(cfg: StageConfig) -> None:
     write_json(out / "meta.json", {
         "layers": layers, "n_layers": ad.n_layers, "d": ad.d, "n_tokens": N, "seq_len": T,
         "n_sequences": n_seq, "backbone": bb.location, "model_type": ad.model_type,
+        "block_start": {"id": start.id, "text": start.text, "rule": start.rule, "why": start.why},
+        "blocks": blocks.stats, "documents": blocks.doc_ids,
         "seconds": timer.seconds, "tokens_per_s": n_seq * T / timer.seconds,
     })  # fmt: skip

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from dihal import progress
-from dihal.data import load_documents, split_documents, token_blocks
-from dihal.stages.common import StageConfig, Timer, open_backbone, read_json, save_array, write_json
+from dihal.stages.common import StageConfig, Timer, open_backbone, read_json, sample_split_blocks, save_array, write_json
 
 
 def resolve_layer(cfg: StageConfig) -> int:
@@ -29,15 +28,15 @@ def run(cfg: StageConfig) -> None:
     bb, ad = open_backbone(cfg.backbone_spec())
     if not 1 <= layer <= ad.n_layers:
         raise ValueError(f"bridge layer {layer} is outside the backbone's blocks 1..{ad.n_layers}")
-    data = cfg.data_spec()
-    splits = split_documents(load_documents(data), data.splits)
     T, bs = b["seq_len"], b["extract_batch_size"]
-    ids = {
-        "train": token_blocks(splits["train"], bb.tokenizer, bos_id=bb.bos_id, seq_len=T, n_blocks=b["n_train"],
-                              seed=seed, split="train"),
-        "val": token_blocks(splits["validation"], bb.tokenizer, bos_id=bb.bos_id, seq_len=T, n_blocks=b["n_val"],
-                            seed=seed, split="validation"),
-    }  # fmt: skip
+    # Same block rules as the geometry sample: one document per block, spread round-robin over documents, so
+    # each validation batch (a contiguous slice) holds blocks of distinct documents.
+    sampled = {
+        "train": sample_split_blocks(cfg, bb.tokenizer, "train", seq_len=T, n_blocks=b["n_train"], seed=seed),
+        "val": sample_split_blocks(cfg, bb.tokenizer, "validation", seq_len=T, n_blocks=b["n_val"], seed=seed),
+    }
+    ids = {k: blocks.ids for k, (blocks, _, _) in sampled.items()}
+    start_token = sampled["train"][1]
     start, source = 0, None
     if cfg.link is not None and (cfg.link / "meta.json").exists():
         link_meta = read_json(cfg.link / "meta.json")
@@ -49,6 +48,7 @@ def run(cfg: StageConfig) -> None:
     with Timer() as timer, torch.inference_mode():
         for split, split_ids in ids.items():
             save_array(out / f"{split}_ids.npy", split_ids)
+            save_array(out / f"{split}_docs.npy", sampled[split][0].doc)
             prev = np.load(source / f"{split}_h.npy", mmap_mode="r") if source else None
             dest = np.lib.format.open_memmap(out / f"{split}_h.npy", mode="w+", dtype=np.float32,
                                              shape=(*split_ids.shape, ad.d))  # fmt: skip
@@ -70,4 +70,7 @@ def run(cfg: StageConfig) -> None:
         "layer": layer, "n_layers": ad.n_layers, "d": ad.d, "seq_len": T, "batch_size": bs,
         "n_train": b["n_train"], "n_val": b["n_val"], "continued_from_layer": start,
         "seconds": timer.seconds, "backbone": bb.location,
+        "block_start": {"id": start_token.id, "text": start_token.text, "rule": start_token.rule},
+        "blocks": {k: blocks.stats for k, (blocks, _, _) in sampled.items()},
+        "special_ids": sorted(sampled["train"][2]),
     })  # fmt: skip

@@ -24,9 +24,27 @@ def denoiser_config(p: dict, d: int) -> dict:
             "max_len": p["seq_len"], "time_cond": p["time_cond"], "pos": p["pos"], "seed": p["seed"]}  # fmt: skip
 
 
+def fit_standardizer(train_h: torch.Tensor, ids: np.ndarray, specials, prefix: int, outliers: dict):
+    """The Standardizer, fit on the states the bridge generates and nothing else.
+
+    Clamped prefix positions and special tokens are excluded, and massive-activation
+    states are handled by the same rule as the geometry's: one state with a norm of
+    ~27k among medians of ~100 would otherwise set a channel's std to 100x its typical
+    value and squash that channel for every other state.
+    """
+    from dihal.blocks import content_mask
+    from dihal.bridge.standardize import Standardizer
+    from dihal.geometry.outliers import apply_rule
+
+    mask = content_mask(ids, set(int(i) for i in specials), skip=prefix)
+    rows = train_h.numpy()[mask]
+    kept, _, report = apply_rule(rows, outliers["rule"], outliers["threshold"])
+    std = Standardizer.fit(torch.from_numpy(kept))
+    return std, {**report.to_dict(), "positions_excluded": int((~mask).sum())}
+
+
 def run(cfg: StageConfig) -> None:
     from dihal.bridge.denoiser import Denoiser
-    from dihal.bridge.standardize import Standardizer
     from dihal.bridge.train import TrainConfig, train_denoiser
 
     p = cfg.params
@@ -34,7 +52,8 @@ def run(cfg: StageConfig) -> None:
     meta = read_json(src / "meta.json")
     train_h = torch.from_numpy(np.load(src / "train_h.npy"))
     prefix = p["prefix"]
-    std = Standardizer.fit(train_h[:, prefix:].reshape(-1, train_h.shape[-1]))
+    std, fit_report = fit_standardizer(train_h, np.load(src / "train_ids.npy"), meta.get("special_ids", []), prefix,
+                                       p["outliers"])  # fmt: skip
     x0 = std.transform(train_h)
     dcfg = denoiser_config(p, train_h.shape[-1])
     den = Denoiser(**dcfg).to(p.get("device", "cpu"))
@@ -60,5 +79,6 @@ def run(cfg: StageConfig) -> None:
         "resumed_from": result.resumed_from,
         "tokens_per_s": trained_steps * p["batch_size"] * p["seq_len"] / max(timer.seconds, 1e-9),
         "n_params": sum(x.numel() for x in den.parameters()),
+        "standardizer_fit": fit_report,
     })  # fmt: skip
     shutil.rmtree(ckpt.parent, ignore_errors=True)
