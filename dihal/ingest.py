@@ -14,13 +14,37 @@ def _prov(run: dict) -> dict:
     return {"run_id": run["run_id"], "code_version": run["code_version"], "packages": run["packages"]}
 
 
-def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int) -> dict[str, list[dict]]:
+def _stability(score_dir: Path) -> dict | None:
+    path = score_dir / "stability.json"
+    return read_json(path) if path.exists() else None
+
+
+def selection_warning(scores: dict, layer: int, limit: float) -> str | None:
+    """A sentence when the top 0.1% of states carry more than `limit` of ℓ*'s variance after the outlier rule."""
+    o = (scores.get("outliers") or {}).get(str(layer))
+    if not o or o["top_share_after"] <= limit:
+        return None
+    k = max(1, -(-o["n_kept"] // 1000))
+    return (f"at ℓ* = {layer} the top 0.1% of states ({k} of {o['n_kept']}) carry {o['top_share_after']:.0%} of the "
+            f"variance after the outlier rule ({scores.get('outlier_rule')}; limit {limit:.0%}): a handful of states "
+            "may decide the proxies there; see the massive-activation panel, or try a lower outliers.threshold")
+
+
+def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
+                  warn_top_share: float = 0.05) -> dict[str, list[dict]]:  # fmt: skip
     scores = read_json(root / plan.score.out / "scores.json")
     sel = read_json(root / plan.select.out / "selection.json")
+    stab = _stability(root / plan.score.out)
+    interval = {}
+    if stab:
+        interval = {layer: (lo, hi, sh) for layer, lo, hi, sh in
+                    zip(stab["layers"], stab["g_lo"], stab["g_hi"], stab["argmax_share"])}  # fmt: skip
     rows = []
     for i, layer in enumerate(scores["layers"]):
         vals = scores["values"][str(layer)]
         z = {name: scores["z"][name][i] for name in scores["z"]}
+        o = (scores.get("outliers") or {}).get(str(layer), {})
+        lo, hi, share = interval.get(layer, (None, None, None))
         rows.append({
             "spec_hash": spec_hash, "layer": layer,
             **{p: vals.get(p) for p in STANDARD},
@@ -28,13 +52,45 @@ def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int) 
             **{f"z_{p}": z.get(p) for p in STANDARD},
             "score": scores["score"][i], "selected": layer == sel["layer"],
             "proxies": {"values": vals, "z": z, "weights": scores["weights"]},
+            "n_states": o.get("n_kept"), "norm_ratio_max": o.get("norm_ratio_max"),
+            "n_over_threshold": o.get("n_over_threshold"), "top_share_before": o.get("top_share_before"),
+            "top_share_after": o.get("top_share_after"), "g_lo": lo, "g_hi": hi, "argmax_share": share,
             **_prov(run), "seed": seed,
         })  # fmt: skip
+    start = scores.get("block_start") or {}
     selection = [{
         "spec_hash": spec_hash, "rule": sel["rule"], "layer": sel["layer"], "score": sel["score"],
-        "n_candidates": len(scores["layers"]), **_prov(run), "seed": seed,
+        "n_candidates": len(scores["layers"]), "argmax_share": sel.get("argmax_share"),
+        "n_boot": stab["n_boot"] if stab else None, "n_documents": scores.get("n_documents"),
+        "block_start": start.get("text"), "outlier_rule": scores.get("outlier_rule"),
+        "warning": selection_warning(scores, sel["layer"], warn_top_share), **_prov(run), "seed": seed,
     }]  # fmt: skip
-    return {"layer_geometry": rows, "selections": selection}
+    stability = _stability_rows("main", {}, scores, stab, spec_hash, run, seed)
+    for name, score_stage in plan.variants.items():
+        v_scores = read_json(root / score_stage.out / "scores.json")
+        stability += _stability_rows(name, plan.variant_settings.get(name, {}), v_scores,
+                                     _stability(root / score_stage.out), spec_hash, run, seed)  # fmt: skip
+    return {"layer_geometry": rows, "selections": selection, "selection_stability": stability}
+
+
+def _stability_rows(variant: str, settings: dict, scores: dict, stab: dict | None, spec_hash: str, run: dict,
+                    seed: int) -> list[dict]:  # fmt: skip
+    """One row per layer: G, its interval and argmax share; `selected` marks the argmax of G."""
+    by_layer = {}
+    if stab:
+        by_layer = {layer: (lo, hi, sh) for layer, lo, hi, sh in
+                    zip(stab["layers"], stab["g_lo"], stab["g_hi"], stab["argmax_share"])}  # fmt: skip
+    rows = []
+    for layer, g in zip(scores["layers"], scores["score"]):
+        lo, hi, share = by_layer.get(layer, (None, None, None))
+        o = (scores.get("outliers") or {}).get(str(layer), {})
+        rows.append({
+            "spec_hash": spec_hash, "variant": variant, "layer": layer, "score": g, "g_lo": lo, "g_hi": hi,
+            "argmax_share": share, "selected": layer == scores["best"], "n_boot": stab["n_boot"] if stab else None,
+            "n_documents": scores.get("n_documents"), "top_share_after": o.get("top_share_after"),
+            "settings": settings, **_prov(run), "seed": seed,
+        })  # fmt: skip
+    return rows
 
 
 def bridge_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, list[dict]]:
@@ -69,5 +125,5 @@ def correlation_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: in
     c = read_json(root / plan.correlate.out / "correlation.json")
     keys = ("spearman_rho", "spearman_lo", "spearman_hi", "kendall_tau", "kendall_lo", "kendall_hi",
             "selected_layer", "selected_rank", "best_layer", "in_top_k", "top_k", "n_layers", "n_seeds",
-            "n_batches", "n_boot")  # fmt: skip
+            "n_batches", "n_boot", "spearman_p", "kendall_p", "n_perm", "interval_method", "resampled")  # fmt: skip
     return {"correlations": [{"spec_hash": spec_hash, **{k: c.get(k) for k in keys}, **_prov(run), "seed": seed}]}

@@ -85,11 +85,13 @@ class Plan:
     select: Stage
     evaluations: list[Stage] = field(default_factory=list)
     correlate: Stage | None = None
+    variants: dict[str, Stage] = field(default_factory=dict)  # sensitivity variant -> its score stage
+    variant_settings: dict[str, dict] = field(default_factory=dict)  # sensitivity variant -> what it changes
 
     @property
     def targets(self) -> list[str]:
         """The stages `dvc repro` is asked for: everything else is upstream of them."""
-        ends = [self.select, *self.evaluations]
+        ends = [self.select, *self.variants.values(), *self.evaluations]
         if self.correlate:
             ends.append(self.correlate)
         return [s.name for s in ends]
@@ -102,7 +104,12 @@ def _pick(section: dict, keys: list[str]) -> dict:
     return {k: section[k] for k in keys}
 
 
-def plan(spec: Spec, n_layers: int | None = None) -> Plan:
+def _locate(spec: Spec, n_layers: int | None) -> tuple[Stage, Stage, Stage]:
+    """extract → score → select for one spec (the spec itself or one of its sensitivity variants).
+
+    Variant stages carry no label: a variant whose extraction equals another spec's
+    must be the very same DVC stage, or the two would claim one output directory.
+    """
     s = semantic_dict(spec)
     geo = dict(s["geometry"])
     if geo["layers"] is None and n_layers is not None:
@@ -111,8 +118,21 @@ def plan(spec: Spec, n_layers: int | None = None) -> Plan:
     extract = Stage("extract", {**base, "geometry": _pick(geo, EXTRACT_KEYS)})
     score = Stage("score", {"geometry": _pick(geo, SCORE_KEYS), "seed": s["seed"]}, {"extract": extract})
     select = Stage("select", {"select": s["select"]}, {"score": score})
+    return extract, score, select
+
+
+def plan(spec: Spec, n_layers: int | None = None) -> Plan:
+    s = semantic_dict(spec)
+    extract, score, select = _locate(spec, n_layers)
+    base = {"backbone": s["backbone"], "data": s["data"], "seed": s["seed"]}
     stages = [extract, score, select]
     result = Plan(stages, extract, score, select)
+    for v in spec.sensitivity:
+        # A variant's ℓ* is its argmax of G (read from its score stage), whatever the spec's select rule.
+        v_extract, v_score, _ = _locate(spec.variant(v.name), n_layers)
+        stages += [st for st in (v_extract, v_score) if st.hash not in {x.hash for x in stages if x.kind == st.kind}]
+        result.variants[v.name] = v_score
+        result.variant_settings[v.name] = {k: d for k, d in (("data", v.data), ("geometry", v.geometry)) if d}
     if spec.bridge is None:
         return result
 

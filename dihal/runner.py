@@ -128,7 +128,7 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResul
         if code != 0:
             raise RunFailed(f"dvc repro failed (exit {code}):\n{_error_summary(tail)}", run["run_id"])
         tables = {
-            **ingest.geometry_rows(plan, root, h, run, spec.seed),
+            **ingest.geometry_rows(plan, root, h, run, spec.seed, spec.geometry.warn_top_share),
             **ingest.bridge_rows(plan, root, h, run),
             **ingest.correlation_rows(plan, root, h, run, spec.seed),
         }

@@ -254,6 +254,14 @@ class EvalSpec(_Section):
     top_k: PosInt = 3
 
 
+class Variant(_Section):
+    """One sensitivity run of Locate: the spec's data and geometry with some fields changed, no bridge."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$", description="a short slug, unique in the spec")
+    data: dict = Field(default_factory=dict, description="data fields to change (e.g. block_start)")
+    geometry: dict = Field(default_factory=dict, description="geometry fields to change (e.g. outliers, n_tokens)")
+
+
 class Spec(_Section):
     """A whole DiHAL experiment."""
 
@@ -266,6 +274,28 @@ class Spec(_Section):
     select: SelectSpec = SelectSpec()
     bridge: BridgeSpec | None = BridgeSpec()
     eval: EvalSpec = EvalSpec()
+    sensitivity: tuple[Variant, ...] = Field(
+        default=(), description="variants of Locate whose ℓ* and stability are reported next to the spec's own"
+    )
+
+    @field_validator("sensitivity")
+    @classmethod
+    def _variant_names(cls, v: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        names = [x.name for x in v]
+        if "main" in names:
+            raise ValueError("'main' names the spec itself; pick another variant name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be distinct, got {names}")
+        return v
+
+    def variant(self, name: str) -> Spec:
+        """The spec with one variant's changes applied (no bridge, no further variants); already validated."""
+        v = next(x for x in self.sensitivity if x.name == name)
+        return self.model_copy(update={
+            "data": DataSpec.model_validate(_deep_merge(self.data.model_dump(), v.data)),
+            "geometry": GeometrySpec.model_validate(_deep_merge(self.geometry.model_dump(), v.geometry)),
+            "bridge": None, "sensitivity": (),
+        })  # fmt: skip
 
     @property
     def bridge_seeds(self) -> tuple[int, ...]:
@@ -361,13 +391,48 @@ def _merge_union_branches(found: list[tuple]) -> list[tuple[str, object, str]]:
     return list(merged.values())
 
 
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _variant_problems(spec: Spec, raw: dict) -> list[tuple[str, object, str]]:
+    """Each variant must make a valid spec, and a different one; errors carry the variant's own path."""
+    problems: list[tuple[str, object, str]] = []
+    for i, v in enumerate(spec.sensitivity):
+        changed, before = False, len(problems)
+        for section, model in (("data", DataSpec), ("geometry", GeometrySpec)):
+            override = getattr(v, section)
+            if not override:
+                continue
+            base = getattr(spec, section).model_dump()
+            try:
+                merged = model.model_validate(_deep_merge(base, override))
+            except ValidationError as err:
+                sub = raw["sensitivity"][i][section]
+                problems += [(f"sensitivity[{i}].{section}" + ("." if not p.startswith("[") else "") + p, val,
+                              msg.replace("not a field of the spec", f"not a field of {section}"))
+                             for p, val, msg in _problems(err, sub)]  # fmt: skip
+                continue
+            changed = changed or merged != getattr(spec, section)
+        if not changed and len(problems) == before:
+            problems.append((f"sensitivity[{i}]", v.name, "a variant that changes at least one data or geometry field"))
+    return problems
+
+
 def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     if not isinstance(raw, dict):
         raise SpecError(source, [("<root>", raw, "expected a mapping of spec fields")])
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(source, _problems(err, raw)) from None
+    problems = _variant_problems(spec, raw)
+    if problems:
+        raise SpecError(source, problems)
+    return spec
 
 
 def read_yaml(path: Path) -> tuple[dict, str]:

@@ -16,32 +16,66 @@ def _f(v, fmt: str = ".4g") -> str:
 
 def print_summary(con: Console, root: Path, result) -> None:
     h = result.spec_hash
-    cols, rows = ledger.query(root, "SELECT layer, kappa, sigma, erank, z_kappa, z_sigma, z_erank, score, selected "
-                                    "FROM layer_geometry WHERE spec_hash = ? ORDER BY layer", [h])  # fmt: skip
+    cols, rows = ledger.query(root, "SELECT layer, kappa, sigma, erank, z_kappa, z_sigma, z_erank, score, g_lo, g_hi, "
+                                    "argmax_share, top_share_after, selected FROM layer_geometry WHERE spec_hash = ? "
+                                    "ORDER BY layer", [h])  # fmt: skip
     t = Table(title=f"{result.spec.name}: layer geometry (spec {h[:12]})")
-    for c in ("layer", "κ", "σ", "r", "z(κ)", "z(σ)", "z(r)", "G", ""):
+    for c in ("layer", "κ", "σ", "r", "z(κ)", "z(σ)", "z(r)", "G", "G 95%", "argmax", "top 0.1%", ""):
         t.add_column(c, justify="right")
-    for layer, k, s, r, zk, zs, zr, g, sel in rows:
+    for layer, k, s, r, zk, zs, zr, g, lo, hi, share, top, sel in rows:
         style = "bold green" if sel else None
+        interval = "" if lo is None else f"[{lo:+.2f}, {hi:+.2f}]"
         t.add_row(str(layer), _f(k), _f(s), _f(r, ".1f"), _f(zk, "+.2f"), _f(zs, "+.2f"), _f(zr, "+.2f"),
-                  _f(g, "+.2f"), "← ℓ*" if sel else "", style=style)  # fmt: skip
+                  _f(g, "+.2f"), interval, _f(share, ".0%"), _f(top, ".1%"), "← ℓ*" if sel else "", style=style)  # fmt: skip
     con.print(t)
-    _, sel = ledger.query(root, "SELECT rule, layer, score FROM selections WHERE spec_hash = ?", [h])
-    if sel:
-        con.print(f"selected layer ℓ* = [bold]{sel[0][1]}[/bold] (rule {sel[0][0]}, G = {_f(sel[0][2], '+.3f')})")
+    _selection(con, root, h)
+    _variants(con, root, h)
     _bridge(con, root, h)
     _, corr = ledger.query(root, "SELECT spearman_rho, spearman_lo, spearman_hi, kendall_tau, kendall_lo, kendall_hi, "
-                                 "best_layer, selected_rank FROM correlations WHERE spec_hash = ?", [h])  # fmt: skip
+                                 "best_layer, selected_rank, spearman_p, kendall_p, resampled FROM correlations "
+                                 "WHERE spec_hash = ?", [h])  # fmt: skip
     if corr:
         r = corr[0]
-        con.print(f"C1: Spearman ρ(G, loss) = {r[0]:+.3f} [{r[1]:+.3f}, {r[2]:+.3f}], Kendall τ = {r[3]:+.3f} "
-                  f"[{r[4]:+.3f}, {r[5]:+.3f}]; best layer by loss {r[6]}; ℓ* ranks {r[7]}")  # fmt: skip
+        con.print(f"C1: Spearman ρ(G, loss) = {r[0]:+.3f} [{r[1]:+.3f}, {r[2]:+.3f}] (permutation p = {_f(r[8], '.3g')}), "
+                  f"Kendall τ = {r[3]:+.3f} [{r[4]:+.3f}, {r[5]:+.3f}] (p = {_f(r[9], '.3g')}); best layer by loss "
+                  f"{r[6]}; ℓ* ranks {r[7]}", highlight=False)  # fmt: skip
+        if r[10]:
+            con.print(f"[dim]  the intervals resample {r[10]}[/dim]", highlight=False)
     n = len(result.stages_run)
     con.print(f"stages run this time: {n} of {len(result.plan.stages)}"
               + ("" if n else " (DVC: everything up to date)"))  # fmt: skip
     con.print(f"artifacts: {root / 'artifacts'}   ledger: {ledger.ledger_path(root)}   run: {result.run_id}")
     if result.report:
         con.print(f"report: {result.report}")
+
+
+def _selection(con: Console, root: Path, h: str) -> None:
+    _, sel = ledger.query(root, "SELECT rule, layer, score, argmax_share, n_boot, n_documents, block_start, "
+                                "outlier_rule, warning FROM selections WHERE spec_hash = ?", [h])  # fmt: skip
+    if not sel:
+        return
+    rule, layer, g, share, n_boot, n_docs, start, outliers, warning = sel[0]
+    how = f"argmax in {share:.0%} of {n_boot} document resamples" if share is not None else "no stability bootstrap"
+    con.print(f"ℓ* = [bold]{layer}[/bold] ({how}; rule {rule}, G = {_f(g, '+.3f')})", highlight=False)
+    con.print(f"[dim]  geometry sample: {n_docs} documents, blocks start with {start}, outliers: {outliers}[/dim]",
+              highlight=False)  # fmt: skip
+    if warning:
+        con.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False)
+
+
+def _variants(con: Console, root: Path, h: str) -> None:
+    _, rows = ledger.query(root, "SELECT variant, layer, argmax_share, score, top_share_after, settings "
+                                 "FROM selection_stability WHERE spec_hash = ? AND selected ORDER BY variant != 'main', "
+                                 "variant", [h])  # fmt: skip
+    if len(rows) < 2:
+        return
+    t = Table(title="sensitivity: ℓ* per variant of Locate")
+    for c in ("variant", "changes", "ℓ*", "argmax share", "G", "top 0.1% at ℓ*"):
+        t.add_column(c, justify="right")
+    for variant, layer, share, g, top, settings in rows:
+        t.add_row(variant, "" if variant == "main" else str(settings), str(layer), _f(share, ".0%"), _f(g, "+.2f"),
+                  _f(top, ".1%"))  # fmt: skip
+    con.print(t)
 
 
 def _bridge(con: Console, root: Path, h: str) -> None:

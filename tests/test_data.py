@@ -1,13 +1,11 @@
-"""Document-level splits and BOS-first blocks, on the embedded corpus, text files and a HF dataset on disk."""
+"""Document-level splits, on the embedded corpus, text files and a HF dataset on disk (blocks: test_blocks.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from dihal.data import DataError, Document, assign_split, load_documents, split_documents, token_blocks
+from dihal.data import DataError, Document, assign_split, load_documents, split_documents
 from dihal.spec import DataSpec, SplitFractions
-from tests.tiny import make_tokenizer
 
 
 def test_kjv_is_one_document_per_chapter_and_splits_are_disjoint():
@@ -26,20 +24,6 @@ def test_split_depends_only_on_the_document():
     assert assign_split(doc, fr) == assign_split(Document("b", "some text"), fr)
     others = split_documents([Document(str(i), f"doc {i}") for i in range(50)] + [doc], fr)
     assert doc in others[assign_split(doc, fr)]
-
-
-def test_blocks_start_with_bos_and_are_deterministic():
-    tok = make_tokenizer()
-    docs = [Document(str(i), f"And God said, let there be light number {i}.") for i in range(40)]
-    a = token_blocks(docs, tok, bos_id=1, seq_len=16, n_blocks=5, seed=3)
-    b = token_blocks(docs, tok, bos_id=1, seq_len=16, n_blocks=5, seed=3)
-    c = token_blocks(docs, tok, bos_id=1, seq_len=16, n_blocks=5, seed=4)
-    assert a.shape == (5, 16) and (a[:, 0] == 1).all() and np.array_equal(a, b) and not np.array_equal(a, c)
-
-
-def test_too_little_text_is_a_clear_error():
-    with pytest.raises(DataError, match="fewer than"):
-        token_blocks([Document("a", "short")], make_tokenizer(), bos_id=1, seq_len=64, n_blocks=10, seed=0, split="geometry")
 
 
 def test_text_files_split_into_paragraph_documents(tmp_path):

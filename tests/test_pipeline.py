@@ -22,7 +22,7 @@ def compiled(spec_file: str, tmp_path: Path, n_layers: int = 30) -> str:
     return (tmp_path / "dvc.yaml").read_text()
 
 
-@pytest.mark.parametrize("spec_file", ["quickstart.yaml", "sweep.yaml"])
+@pytest.mark.parametrize("spec_file", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml"])
 def test_dvc_yaml_matches_golden(spec_file, tmp_path):
     text = compiled(spec_file, tmp_path)
     golden = GOLDEN / spec_file.replace(".yaml", ".dvc.yaml")
@@ -68,3 +68,18 @@ def test_adding_a_layer_keeps_every_trained_bridge():
     old = {s.name for s in plan(spec, 30).stages if s.kind == "train"}
     new = {s.name for s in plan(more, 30).stages if s.kind == "train"}
     assert old <= new and len(new - old) == len(spec.bridge_seeds)
+
+
+def test_sensitivity_variants_share_what_they_do_not_change():
+    """Outlier-rule variants rescore the spec's own extraction; a block-start variant extracts anew."""
+    spec, _ = load_spec(ROOT / "specs" / "sensitivity.yaml")
+    p = plan(spec, 30)
+    assert set(p.variants) == {v.name for v in spec.sensitivity}
+    assert p.variants["keep-outliers"].upstream["extract"].hash == p.extract.hash
+    assert p.variants["keep-outliers"].hash != p.score.hash
+    assert p.variants["chat-marker-start"].upstream["extract"].hash != p.extract.hash
+    names = [s.name for s in p.stages]
+    assert len(names) == len(set(names))  # shared stages appear once
+    assert all(v.name in p.targets for v in p.variants.values())
+    assert p.variant_settings["unguarded"] == {"data": {"block_start": "bos", "block_align": "any"},
+                                               "geometry": {"outliers": {"rule": "keep"}}}

@@ -96,6 +96,36 @@ def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
     assert (project / "reports" / "tiny.html").exists() and (project / "reports" / "index.html").exists()
 
 
+def test_run_records_how_sure_the_selection_is(project, first_run):
+    spec, result = first_run
+    (layer, share, n_boot, n_docs, start, rule), = ledger_rows(
+        project, "SELECT layer, argmax_share, n_boot, n_documents, block_start, outlier_rule FROM selections")
+    assert n_boot == 200 and 0 < share <= 1 and start == "<s>" and rule == "drop>20x median norm"
+    assert f"argmax in {share:.0%} of 200 document resamples" in result.output
+    shares = ledger_rows(project, "SELECT argmax_share, g_lo, score, g_hi, top_share_after, n_states FROM "
+                                  "layer_geometry ORDER BY layer")  # fmt: skip
+    assert sum(r[0] for r in shares) == pytest.approx(1.0)
+    assert all(r[1] <= r[3] and 0 <= r[4] <= 1 and r[5] > 0 for r in shares)
+    stab = ledger_rows(project, "SELECT variant, count(*), sum(argmax_share) FROM selection_stability GROUP BY ALL")
+    assert stab == [("main", 3, pytest.approx(1.0))]
+    assert n_docs >= 10  # the 35 blocks are spread over the geometry split's documents
+
+
+def test_sensitivity_variants_report_their_own_selection(project, first_run):
+    spec = write_spec(project, "tiny-sens", bridge=None, sensitivity=[
+        {"name": "keep", "geometry": {"outliers": {"rule": "keep"}}},
+        {"name": "bos-any", "data": {"block_align": "any"}},
+    ])  # fmt: skip
+    result = invoke(project, "run", str(spec), "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "sensitivity" in result.output
+    rows = ledger_rows(project, "SELECT variant, count(*), sum(argmax_share), any_value(settings) FROM "
+                                "selection_stability s JOIN specs USING (spec_hash) WHERE name = 'tiny-sens' "
+                                "GROUP BY variant ORDER BY variant")  # fmt: skip
+    assert [r[0] for r in rows] == ["bos-any", "keep", "main"] and all(r[1] == 3 for r in rows)
+    assert json.loads(rows[1][3]) == {"geometry": {"outliers": {"rule": "keep"}}}
+
+
 def test_second_run_computes_nothing_and_adds_no_result_rows(project, first_run):
     spec, _ = first_run
     before = ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0] + ledger_rows(
@@ -170,9 +200,11 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     assert result.exit_code == 0, result.output
     kinds = [s.split("-")[0] for s in stages_ran(result.output)]
     assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-1] == "correlate"
-    (rho, lo, hi, best, n_layers), = ledger_rows(
-        project, "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers FROM correlations")
-    assert -1 <= lo <= hi <= 1 and -1 <= rho <= 1 and best in (1, 2, 3) and n_layers == 3
+    (rho, lo, hi, best, n_layers, p, method, resampled), = ledger_rows(
+        project, "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers, spearman_p, interval_method, "
+                 "resampled FROM correlations")  # fmt: skip
+    assert -1 <= lo <= rho <= hi <= 1 and best in (1, 2, 3) and n_layers == 3
+    assert 0 < p <= 1 and method == "symmetric" and "geometry document-resamples" in resampled
     html = (project / "reports" / "tiny-sweep.html").read_text()
     assert "data:image/png;base64" in html
 

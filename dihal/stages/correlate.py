@@ -1,4 +1,9 @@
-"""correlate: does the geometry score predict insertion quality across layers (C1)?"""
+"""correlate: does the geometry score predict insertion quality across layers (C1)?
+
+When the score stage ran the document bootstrap, its replicates of G enter the interval
+jointly with the resampled seeds and validation batches, so the interval also carries
+the uncertainty of G itself (which documents the geometry sample happened to hold).
+"""
 
 from __future__ import annotations
 
@@ -20,9 +25,15 @@ def run(cfg: StageConfig) -> None:
     missing = [layer for layer in swept if layer not in g]
     if missing:
         raise ValueError(f"bridge.layers {missing} are not geometry candidate layers, so they have no score G")
+    replicates = None
+    stab_path = cfg.inputs["score"] / "stability.json"
+    if stab_path.exists():
+        stab = read_json(stab_path)
+        cols = {layer: i for i, layer in enumerate(stab["layers"])}
+        replicates = {layer: [row[cols[layer]] for row in stab["replicates"]] for layer in swept}
     result = correlate({layer: g[layer] for layer in swept}, losses, selected_layer=selected if selected in swept
                        else min(swept, key=lambda x: -g[x]), n_boot=cfg.params["n_boot"],
-                       top_k=cfg.params["top_k"], seed=cfg.params["seed"])  # fmt: skip
+                       top_k=cfg.params["top_k"], seed=cfg.params["seed"], score_replicates=replicates)  # fmt: skip
     out = result.to_dict()
     out["selected_layer"] = selected
     out["selected_swept"] = selected in swept

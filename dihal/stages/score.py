@@ -2,9 +2,7 @@
 
 Per layer: the outlier rule (massive activations, `geometry/outliers.py`) first, with
 its diagnostics recorded; then the proxies on what is left; then the document
-bootstrap (`geometry/stability.py`), whose replicates reuse the point estimate's
-intermediates. The document draws are made once and shared by every layer, so the
-replicates of different layers are paired, as the argmax needs.
+bootstrap (`geometry/stability.py`). `geometry/locate.py` holds the whole path.
 """
 
 from __future__ import annotations
@@ -19,59 +17,41 @@ STANDARD = ("kappa", "sigma", "erank")  # always computed: the ledger has a colu
 
 
 def run_score(cfg: StageConfig) -> None:
-    from dihal.geometry import ProxyContext, score_layers
-    from dihal.geometry.outliers import apply_rule, describe
-    from dihal.geometry.proxies import evaluate_proxies
-    from dihal.geometry.stability import document_counts, layer_replicates, stability
+    from dihal.geometry.locate import locate
+    from dihal.geometry.outliers import describe
 
     geo, seed = cfg.params["geometry"], cfg.params["seed"]
     src = cfg.inputs["extract"]
     meta = read_json(src / "meta.json")
-    weights = geo["proxies"]
-    names = list(dict.fromkeys([*STANDARD, *weights]))
     rule, threshold = geo["outliers"]["rule"], geo["outliers"]["threshold"]
-    doc = np.load(src / "documents.npy").astype(np.int64)
-    n_docs = int(doc.max()) + 1
-    n_boot = geo["n_boot"]
-    counts = document_counts(n_docs, n_boot, seed) if n_boot else None
-    per_layer: dict[int, dict[str, float]] = {}
-    outliers: dict[str, dict] = {}
-    boot: dict[int, dict[str, np.ndarray]] = {}
-    boot_seconds = 0.0
     with Timer() as timer:
-        for layer in progress.bar(meta["layers"], desc="score layers", unit="layer"):
-            states = np.load(src / layer_file(layer), mmap_mode="r")
-            kept, keep, report = apply_rule(np.asarray(states), rule, threshold)
-            outliers[str(layer)] = report.to_dict()
-            ctx = ProxyContext.from_states(kept, anchors=geo["anchors"], k=geo["k"], pairs=geo["pairs"],
-                                           ridge=geo["ridge"], seed=seed)  # fmt: skip
-            per_layer[layer] = evaluate_proxies(ctx, names)
-            if counts is not None:
-                with Timer() as bt:
-                    boot[layer] = layer_replicates(ctx, doc[keep], counts, list(weights))
-                boot_seconds += bt.seconds
-    table = score_layers(per_layer, weights)
-    stab = stability(boot, weights).to_dict() if boot else None
+        res = locate(
+            meta["layers"], lambda layer: np.load(src / layer_file(layer), mmap_mode="r"),
+            np.load(src / "documents.npy"), weights=geo["proxies"], names=STANDARD, rule=rule, threshold=threshold,
+            anchors=geo["anchors"], k=geo["k"], pairs=geo["pairs"], ridge=geo["ridge"], seed=seed,
+            n_boot=geo["n_boot"], progress=progress.bar,
+        )  # fmt: skip
+    table = res.table
     write_json(cfg.out / "scores.json", {
         "layers": table.layers,
-        "values": {str(k): v for k, v in per_layer.items()},
+        "values": {str(k): v for k, v in res.values.items()},
         "z": table.z,
         "score": table.score,
-        "weights": weights,
+        "weights": geo["proxies"],
         "best": table.best(),
         "seconds": timer.seconds,
-        "bootstrap_seconds": boot_seconds,
+        "bootstrap_seconds": res.bootstrap_seconds,
         "n_tokens": meta["n_tokens"],
         "d": meta["d"],
         "n_layers": meta["n_layers"],
-        "n_documents": n_docs,
+        "n_documents": res.n_documents,
         "block_start": meta.get("block_start"),
         "outlier_rule": describe(rule, threshold),
-        "outliers": outliers,
+        "outliers": {str(k): v for k, v in res.outliers.items()},
     })  # fmt: skip
-    if stab is not None:
-        write_json(cfg.out / "stability.json", {**stab, "n_documents": n_docs, "seed": seed,
-                                                "resampled": f"{n_boot} resamples of {n_docs} documents"})  # fmt: skip
+    if res.stability is not None:
+        write_json(cfg.out / "stability.json", {**res.stability.to_dict(), "n_documents": res.n_documents,
+                                                "seed": seed})  # fmt: skip
 
 
 def run_select(cfg: StageConfig) -> None:
