@@ -54,7 +54,8 @@ def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
             "proxies": {"values": vals, "z": z, "weights": scores["weights"]},
             "n_states": o.get("n_kept"), "norm_ratio_max": o.get("norm_ratio_max"),
             "n_over_threshold": o.get("n_over_threshold"), "top_share_before": o.get("top_share_before"),
-            "top_share_after": o.get("top_share_after"), "g_lo": lo, "g_hi": hi, "argmax_share": share,
+            "top_share_after": o.get("top_share_after"), "top_channel": o.get("top_channel"),
+            "top_channel_share": o.get("top_channel_share"), "g_lo": lo, "g_hi": hi, "argmax_share": share,
             **_prov(run), "seed": seed,
         })  # fmt: skip
     start = scores.get("block_start") or {}

@@ -71,6 +71,8 @@ MIGRATIONS = [
     ("layer_geometry", "n_over_threshold", "INTEGER"),  # states above outliers.threshold x median norm
     ("layer_geometry", "top_share_before", "DOUBLE"),  # variance share of the top 0.1% states, before the rule
     ("layer_geometry", "top_share_after", "DOUBLE"),  # ... and after it
+    ("layer_geometry", "top_channel", "INTEGER"),  # coordinate with the most variance after the rule
+    ("layer_geometry", "top_channel_share", "DOUBLE"),  # ... and its share of the layer's variance
     ("layer_geometry", "g_lo", "DOUBLE"),
     ("layer_geometry", "g_hi", "DOUBLE"),
     ("layer_geometry", "argmax_share", "DOUBLE"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -61,6 +62,11 @@ def _selection(con: Console, root: Path, h: str) -> None:
               highlight=False)  # fmt: skip
     if warning:
         con.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False)
+    _, top = ledger.query(root, "SELECT top_channel, top_channel_share FROM layer_geometry WHERE spec_hash = ? AND "
+                                "layer = ?", [h, layer])  # fmt: skip
+    if top and top[0][1] is not None and top[0][1] > 0.5:
+        con.print(f"[dim]  at ℓ*, channel {top[0][0]} carries {top[0][1]:.0%} of the variance (a massive activation "
+                  "shared by many tokens; see the report's massive-activation panel)[/dim]", highlight=False)  # fmt: skip
 
 
 def _variants(con: Console, root: Path, h: str) -> None:
@@ -71,10 +77,12 @@ def _variants(con: Console, root: Path, h: str) -> None:
         return
     t = Table(title="sensitivity: ℓ* per variant of Locate")
     for c in ("variant", "changes", "ℓ*", "argmax share", "G", "top 0.1% at ℓ*"):
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="left" if c == "changes" else "right")
+    from dihal.report.trust import settings_lines
+
     for variant, layer, share, g, top, settings in rows:
-        t.add_row(variant, "" if variant == "main" else str(settings), str(layer), _f(share, ".0%"), _f(g, "+.2f"),
-                  _f(top, ".1%"))  # fmt: skip
+        changes = "" if variant == "main" else "\n".join(settings_lines(json.loads(settings) if settings else None))
+        t.add_row(variant, changes, str(layer), _f(share, ".0%"), _f(g, "+.2f"), _f(top, ".1%"))
     con.print(t)
 
 
