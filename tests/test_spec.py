@@ -51,6 +51,14 @@ SEMANTIC_CHANGES = [
     {"bridge": {"objective": "eps"}},
     {"eval": {"n_samples": 8}},
     {"bridge": None},
+    {"data": {"block_start": "bos"}},
+    {"data": {"block_align": "any"}},
+    {"data": {"max_blocks_per_document": 2}},
+    {"geometry": {"outliers": {"rule": "keep"}}},
+    {"geometry": {"outliers": {"threshold": 8}}},
+    {"geometry": {"n_boot": 400}},
+    {"bridge": {"outliers": {"rule": "clip"}}},
+    {"sensitivity": [{"name": "keep", "geometry": {"outliers": {"rule": "keep"}}}]},
 ]
 
 
@@ -85,6 +93,30 @@ def test_stage_identities_follow_their_own_fields():
     assert [s.name for s in renamed.stages] == [s.name for s in base.stages]
 
 
+def test_geometry_options_rescore_without_reextracting_and_bridge_outliers_retrain():
+    sweep = {**MINIMAL, "bridge": {"layers": [2, 3, 4]}}
+    base = plan(parse_spec(sweep), n_layers=30)
+    rule = plan(parse_spec({**sweep, "geometry": {"outliers": {"rule": "keep"}, "n_boot": 50}}), n_layers=30)
+    assert rule.extract.hash == base.extract.hash and rule.score.hash != base.score.hash
+    assert [t.hash for t in rule.by_kind("train")] == [t.hash for t in base.by_kind("train")]  # swept: kept
+    warn = plan(parse_spec({**sweep, "geometry": {"warn_top_share": 0.2}}), n_layers=30)
+    assert [s.name for s in warn.stages] == [s.name for s in base.stages]  # a display threshold recomputes nothing
+    std = plan(parse_spec({**MINIMAL, "bridge": {"layers": [2, 3, 4], "outliers": {"rule": "keep"}}}), n_layers=30)
+    assert std.score.hash == base.score.hash and std.by_kind("train")[0].hash != base.by_kind("train")[0].hash
+    blocks = plan(parse_spec({**MINIMAL, "data": {"block_start": "eos"}}), n_layers=30)
+    assert blocks.extract.hash != base.extract.hash
+
+
+def test_a_variant_is_the_spec_with_its_changes():
+    spec = parse_spec({**MINIMAL, "geometry": {"k": 8}, "sensitivity": [
+        {"name": "keep", "geometry": {"outliers": {"rule": "keep"}}}]})  # fmt: skip
+    v = spec.variant("keep")
+    assert v.geometry.k == 8 and v.geometry.outliers.rule == "keep" and v.geometry.outliers.threshold == 20
+    assert v.bridge is None and v.sensitivity == () and spec.geometry.outliers.rule == "drop"
+    with pytest.raises(SpecError, match="distinct"):
+        parse_spec({**MINIMAL, "sensitivity": [{"name": "a", "data": {"block_align": "any"}}] * 2})
+
+
 def test_digest_is_order_insensitive():
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
 
@@ -109,6 +141,18 @@ def problems(raw) -> list[tuple[str, object, str]]:
         ({"name": "a", "bridge": {"d_model": 130, "heads": 4}}, "bridge", {"d_model": 130, "heads": 4}, "divisible"),
         ({"name": "a", "geometry": {"layers": [3]}}, "geometry.layers", [3], "at least 2"),
         ({"geometry": {}}, "name", "<missing>", "required"),
+        ({"name": "a", "geometry": {"outliers": {"rule": "trim"}}}, "geometry.outliers.rule", "trim", "'drop'"),
+        ({"name": "a", "geometry": {"outliers": {"threshold": 1}}}, "geometry.outliers.threshold", 1, "greater than 1"),
+        ({"name": "a", "geometry": {"n_boot": 5}}, "geometry.n_boot", 5, "at least 20"),
+        ({"name": "a", "data": {"block_align": "word"}}, "data.block_align", "word", "'sentence'"),
+        ({"name": "a", "sensitivity": [{"name": "v", "geometry": {"outliers": {"rule": "x"}}}]},
+         "sensitivity[0].geometry.outliers.rule", "x", "'drop'"),
+        ({"name": "a", "sensitivity": [{"name": "v", "data": {"blok_start": "bos"}}]},
+         "sensitivity[0].data.blok_start", "bos", "not a field of data"),
+        ({"name": "a", "sensitivity": [{"name": "v", "geometry": {"n_boot": 200}}]}, "sensitivity[0]", "v",
+         "changes at least one"),
+        ({"name": "a", "sensitivity": [{"name": "bad name!", "data": {"block_align": "any"}}]},
+         "sensitivity[0].name", "bad name!", "pattern"),
     ],
 )
 def test_errors_name_the_field_the_value_and_the_expectation(raw, path, value, expect):
