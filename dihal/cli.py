@@ -77,7 +77,7 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
 @app.command()
 def run(spec_path: Path = SpecArg, project: Path = RootOpt,
         report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end.")) -> None:  # fmt: skip
-    """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary."""
+    """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability)."""
     from dihal.runner import RunFailed, run_spec
     from dihal.summary import print_summary
 

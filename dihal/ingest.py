@@ -19,6 +19,14 @@ def _stability(score_dir: Path) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
+def _intervals(stab: dict | None) -> dict[int, tuple[float, float, float]]:
+    """layer -> (G low, G high, argmax share) from a stability.json, empty without one."""
+    if not stab:
+        return {}
+    return {layer: (lo, hi, sh) for layer, lo, hi, sh in
+            zip(stab["layers"], stab["g_lo"], stab["g_hi"], stab["argmax_share"])}  # fmt: skip
+
+
 def selection_warning(scores: dict, layer: int, limit: float) -> str | None:
     """A sentence when the top 0.1% of states carry more than `limit` of ℓ*'s variance after the outlier rule."""
     o = (scores.get("outliers") or {}).get(str(layer))
@@ -35,10 +43,7 @@ def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
     scores = read_json(root / plan.score.out / "scores.json")
     sel = read_json(root / plan.select.out / "selection.json")
     stab = _stability(root / plan.score.out)
-    interval = {}
-    if stab:
-        interval = {layer: (lo, hi, sh) for layer, lo, hi, sh in
-                    zip(stab["layers"], stab["g_lo"], stab["g_hi"], stab["argmax_share"])}  # fmt: skip
+    interval = _intervals(stab)
     rows = []
     for i, layer in enumerate(scores["layers"]):
         vals = scores["values"][str(layer)]
@@ -77,10 +82,7 @@ def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
 def _stability_rows(variant: str, settings: dict, scores: dict, stab: dict | None, spec_hash: str, run: dict,
                     seed: int) -> list[dict]:  # fmt: skip
     """One row per layer: G, its interval and argmax share; `selected` marks the argmax of G."""
-    by_layer = {}
-    if stab:
-        by_layer = {layer: (lo, hi, sh) for layer, lo, hi, sh in
-                    zip(stab["layers"], stab["g_lo"], stab["g_hi"], stab["argmax_share"])}  # fmt: skip
+    by_layer = _intervals(stab)
     rows = []
     for layer, g in zip(scores["layers"], scores["score"]):
         lo, hi, share = by_layer.get(layer, (None, None, None))
