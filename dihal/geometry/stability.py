@@ -43,7 +43,6 @@ import scipy.sparse as sp
 from dihal.geometry.proxies import ProxyContext
 
 RITZ_RANK = 32
-_BATCH = 50  # replicates per block in sigma's rotation product: bounds memory at 50 x pairs x r doubles
 REPLICATORS: dict[str, Callable[["Resample"], dict[str, np.ndarray]]] = {}
 
 
@@ -209,14 +208,13 @@ def _sigma(rs: Resample) -> dict[str, np.ndarray]:
     a = (x[i] - x[j]) @ ctx.eigvecs.cpu().numpy()[:, d - r :]  # pair differences on the top-r directions
     # The replicate's tail eigenvalues (unbiased, replicate-normalised) are c_b^2 * tail_scale_b * the full sample's.
     num = _tail_quotients(coords[ok][:, : d - r], ctx.eigvals.cpu().numpy()[: d - r], c2[:, 0] * rs.tail_scale, lam)
-    inv_top = (1.0 / (c2 * mu * unbiased + lam)).astype(np.float32)  # (B, r), aligned with u's columns
-    a = a.astype(np.float32)  # float32 GEMM: quotients need ~1e-5, not 1e-15, and this is the costly product
-    u = u.astype(np.float32)
-    for lo in range(0, len(u), _BATCH):
-        ub = u[lo : lo + _BATCH]
-        # One GEMM for the block: coordinates of every pair on every replicate's top eigenvectors.
-        proj = (a @ ub.transpose(1, 0, 2).reshape(r, -1)).reshape(len(a), len(ub), r)
-        num[:, lo : lo + _BATCH] += np.einsum("pbr,br->pb", proj * proj, inv_top[lo : lo + _BATCH])
+    # a' Q_b a with Q_b = U_b diag(1 / (c^2 mu + lam)) U_b' (r x r, symmetric): one GEMM of the pairs' outer
+    # products (upper triangle, off-diagonal doubled) against every replicate's Q, no (pairs, B, r) block.
+    q = np.einsum("bkm,bm,blm->bkl", u, 1.0 / (c2 * mu * unbiased + lam), u)
+    iu = np.triu_indices(r)
+    twice = np.where(iu[0] == iu[1], 1.0, 2.0)
+    outer = a[:, iu[0]] * a[:, iu[1]] * twice  # float64: the off-diagonal terms cancel
+    num += outer @ q[:, iu[0], iu[1]].T
     return {"sigma": weighted_median((num / den[ok][:, None]).T, rs.pair_w[:, ok])}
 
 
