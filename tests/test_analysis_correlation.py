@@ -293,7 +293,7 @@ def test_resampled_sentence():
     scores, losses, reps = geometry_case(0.1)
     res = correlate(scores, losses, selected_layer=0, n_boot=20, score_replicates=reps)
     assert res.resampled == (
-        "3 seeds, 6 validation batches (one block per document) and 200 geometry document-resamples, jointly."
+        "3 seeds, 6 validation batches (blocks drawn round-robin over documents) and 200 geometry document-resamples, jointly."
     )
     one_seed = {k: v for k, v in losses.items() if k[1] == 0}
     res = correlate(scores, one_seed, selected_layer=0, n_boot=20)

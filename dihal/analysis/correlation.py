@@ -287,7 +287,7 @@ def _describe(n_seeds: int, n_batches: int, n_geometry: int) -> str:
     """One plain-English sentence saying what the interval resampled."""
     seeds = f"{n_seeds} seeds" if n_seeds > 1 else "1 seed (so seed-to-seed variance is not covered)"
     batches = (
-        f"{n_batches} validation batches (one block per document)"
+        f"{n_batches} validation batches (blocks drawn round-robin over documents)"
         if n_batches > 1
         else "1 validation batch (so batch-to-batch variance is not covered)"
     )
