@@ -90,10 +90,12 @@ def _stage_config(root: Path, name: str, steps: int) -> Path:
         targets.mkdir()
         rng = np.random.default_rng(0)
         np.save(targets / "train_h.npy", rng.standard_normal((64, 8, 6)).astype(np.float32))
-        (targets / "meta.json").write_text(json.dumps({"layer": 2}))
+        np.save(targets / "train_ids.npy", rng.integers(3, 100, (64, 8)))
+        (targets / "meta.json").write_text(json.dumps({"layer": 2, "special_ids": [0, 1, 2]}))
     params = {"seq_len": 8, "prefix": 1, "d_model": 16, "depth": 1, "heads": 2, "time_cond": "adaln",
               "pos": "sinusoidal", "objective": "x0", "steps": steps, "batch_size": 8, "lr": 1e-3, "warmup": 5,
-              "weight_decay": 0.01, "grad_clip": 1.0, "seed": 0, "device": "cpu"}  # fmt: skip
+              "weight_decay": 0.01, "grad_clip": 1.0, "outliers": {"rule": "drop", "threshold": 20.0}, "seed": 0,
+              "device": "cpu"}  # fmt: skip
     cfg = {"kind": "train", "hash": name, "params": params, "inputs": {"targets": str(targets)}, "link": None,
            "out": str(root / "out" / name), "runtime": {"checkpoint_every": 50}}  # fmt: skip
     path = root / f"{name}.json"
