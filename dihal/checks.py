@@ -11,23 +11,28 @@ from pathlib import Path
 from dihal.spec import Spec, SpecError
 
 
-def check_resources(spec: Spec, source: str = "<spec>") -> int | None:
-    """Raise SpecError listing every problem; return the backbone depth when it could be read."""
-    from dihal.backbone.loading import BackboneError, backbone_depth
+def check_resources(spec: Spec, source: str = "<spec>", root: Path | str = ".") -> int | None:
+    """Raise SpecError listing every problem; return the backbone depth when it could be read.
 
+    `spec` has gone through `dihal.paths.resolve_paths`, so its relative paths are relative to `root`."""
+    from dihal.backbone.depth import BackboneError, backbone_depth
+    from dihal.paths import at_root
+
+    root = Path(root)
     problems: list[tuple[str, object, str]] = []
     for i, p in enumerate(spec.data.paths):
-        if not Path(p).is_file():
-            problems.append((f"data.paths[{i}]", p, "an existing text file (relative to the project root)"))
-    if spec.backbone.source == "local" and not Path(spec.backbone.id).is_dir():
+        if not (root / p).is_file():
+            problems.append((f"data.paths[{i}]", p, f"an existing text file (relative paths are read from the spec "
+                                                    f"file's folder; looked for {(root / p).resolve()})"))  # fmt: skip
+    if spec.backbone.source == "local" and not (root / spec.backbone.id).is_dir():
         problems.append(("backbone.id", spec.backbone.id, "an existing local model directory"))
     if spec.data.source == "hf" and spec.data.dataset and spec.data.dataset.startswith((".", "/")):
-        if not Path(spec.data.dataset).is_dir():
+        if not (root / spec.data.dataset).is_dir():
             problems.append(("data.dataset", spec.data.dataset, "an existing dataset directory (save_to_disk)"))
     depth = None
     if not problems:
         try:
-            depth = backbone_depth(spec.backbone)
+            depth = backbone_depth(at_root(spec.backbone, root))
         except BackboneError as err:
             problems.append(("backbone", spec.backbone.id or spec.backbone.source, str(err)))
     if depth is not None:

@@ -21,13 +21,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-ledger_app = typer.Typer(help="Query the DuckDB ledger (read-only).", no_args_is_help=True)
+ledger_app = typer.Typer(help="Query the DuckDB ledger (read-only); replay queued runs; rebuild it from artifacts/.",
+                         no_args_is_help=True)  # fmt: skip
 app.add_typer(ledger_app, name="ledger")
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 EXIT_SPEC = 2
+EXIT_QUEUED = 75  # EX_TEMPFAIL: the run's results are on disk, its ledger rows wait in ledger/pending/
 
 SpecArg = typer.Argument(..., exists=False, help="Path to a YAML experiment spec.")
 RootOpt = typer.Option(Path("."), "--project", "-C", help="Project root: holds dvc.yaml, ledger/, reports/, artifacts/.")
@@ -38,24 +40,25 @@ def _fail_spec(e: SpecError) -> None:
     raise typer.Exit(EXIT_SPEC)
 
 
-def _load_checked(spec_path: Path):
+def _load_checked(spec_path: Path, project: Path):
+    """The spec with its relative paths resolved (against the spec file's folder), checked, and its depth."""
     from dihal.checks import check_resources
-    from dihal.spec import load_spec
+    from dihal.paths import load_project_spec
 
     try:
-        spec, _ = load_spec(spec_path)
-        depth = check_resources(spec, str(spec_path))
+        spec, _ = load_project_spec(spec_path, project)
+        depth = check_resources(spec, str(spec_path), project)
     except SpecError as e:
         _fail_spec(e)
     return spec, depth
 
 
 @app.command()
-def validate(spec_path: Path = SpecArg) -> None:
+def validate(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Check a spec (schema, files, layers against the backbone's depth) without computing anything."""
     from dihal.hashing import spec_hash
 
-    spec, depth = _load_checked(spec_path)
+    spec, depth = _load_checked(spec_path, project)
     depth_note = (f"backbone has {depth} blocks" if depth else
                   "layer numbers not checked against the backbone (its config is not available offline)")  # fmt: skip
     out.print(f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}; {depth_note}", highlight=False, soft_wrap=True)
@@ -67,7 +70,7 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     from dihal.pipeline import compile_spec
     from dihal.runner import ensure_project
 
-    spec, depth = _load_checked(spec_path)
+    spec, depth = _load_checked(spec_path, project)
     ensure_project(project)
     plan = compile_spec(spec, project, depth)
     for st in plan.stages:
@@ -78,6 +81,7 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
 def run(spec_path: Path = SpecArg, project: Path = RootOpt,
         report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end.")) -> None:  # fmt: skip
     """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability)."""
+    from dihal.ledger_queue import LedgerQueued
     from dihal.runner import RunFailed, run_spec
     from dihal.summary import print_summary
 
@@ -86,8 +90,12 @@ def run(spec_path: Path = SpecArg, project: Path = RootOpt,
     except SpecError as e:
         _fail_spec(e)
     except RunFailed as e:
-        err.print(f"[red]run {e.run_id} failed[/red] (recorded in the ledger):\n{e}", highlight=False)
+        where = f"queued in {e.queued}" if e.queued else "recorded in the ledger"
+        err.print(f"[red]run {e.run_id} failed[/red] ({where}):\n{e}", highlight=False)
         raise typer.Exit(1) from None
+    except LedgerQueued as e:
+        err.print(f"[yellow]the run finished but the ledger could not be written[/yellow]: {e}", highlight=False)
+        raise typer.Exit(EXIT_QUEUED) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: the ledger keeps its earlier results; the run is logged.")
         raise typer.Exit(130) from None
@@ -120,7 +128,7 @@ def sample(
     """Generate text with the hybrid (bridge + retained upper blocks + final norm + LM head) of a run spec."""
     from dihal.sampling import SampleError, sample_texts
 
-    spec, depth = _load_checked(spec_path)
+    spec, depth = _load_checked(spec_path, project)
     try:
         texts = sample_texts(spec, project, depth, n=n, prompt=prompt, seed=seed, steps=steps,
                              temperature=temperature, layer=layer)  # fmt: skip
@@ -138,7 +146,7 @@ def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     from dihal.ledger import LedgerError
     from dihal.report import write_reports
 
-    spec, _ = _load_checked(spec_path)
+    spec, _ = _load_checked(spec_path, project)
     try:
         path = write_reports(project, spec_hash(spec))
     except LedgerError as e:
@@ -198,6 +206,56 @@ def ledger_runs(limit: int = typer.Option(20, min=1), fmt: Format = typer.Option
         err.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(1) from None
     _emit(*with_rows, fmt)
+
+
+@ledger_app.command("replay")
+def ledger_replay(project: Path = RootOpt) -> None:
+    """Write the runs queued in ledger/pending/ (left there while another process held the ledger)."""
+    from dihal.ledger import LedgerError, writer
+    from dihal.ledger_queue import pending
+
+    n = len(pending(project))
+    try:
+        with writer(project, notify=lambda m: err.print(m, highlight=False, markup=False)):
+            pass  # opening a writer replays the queue first
+    except LedgerError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    left = len(pending(project))
+    out.print(f"replayed {n - left} queued run(s)" + (f"; {left} could not be applied (named above)" if left else ""))
+
+
+@ledger_app.command("rebuild")
+def ledger_rebuild(specs: list[Path] = typer.Argument(None, help="Spec files to include besides the ledger's and "
+                                                                  "ledger/specs/ records (for specs run before records)."),
+                   project: Path = RootOpt) -> None:  # fmt: skip
+    """Re-create ledger/dihal.duckdb from the stage outputs under artifacts/ and the records in ledger/."""
+    from dihal.hashing import canonical_json, semantic_dict, spec_hash
+    from dihal.ledger import LedgerError
+    from dihal.paths import load_project_spec
+    from dihal.rebuild import rebuild
+
+    named = []
+    for path in specs or []:
+        try:
+            spec, text = load_project_spec(path, project)
+        except SpecError as e:
+            _fail_spec(e)
+        named.append((spec, text, None, spec_hash(spec), canonical_json(semantic_dict(spec))))
+    try:
+        res = rebuild(project, named, notify=lambda m: err.print(m, highlight=False, markup=False))
+    except LedgerError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"rebuilt {res.path}: {len(res.from_artifacts)} spec(s) from artifacts/, {res.n_runs} run(s)"
+              + (f"; previous ledger kept as {res.backup}" if res.backup else ""), highlight=False)  # fmt: skip
+    for label, names in (("results carried over from the previous ledger (artifacts incomplete)", res.carried),
+                         ("results LOST (artifacts incomplete, no previous ledger)", res.missing),
+                         ("no successful run, so no results", res.no_results)):  # fmt: skip
+        if names:
+            out.print(f"  {label}: {', '.join(names)}", highlight=False)
+    if res.missing:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from dihal.pipeline import Plan
+from dihal.proxy_names import STANDARD
 from dihal.stages.common import read_json
-from dihal.stages.score import STANDARD
 
 
 def _prov(run: dict) -> dict:

@@ -7,13 +7,26 @@ spec hash (same spec → same rows, never duplicates); the runs table is the log
 every attempt, failed ones included. Queries go through a read-only connection
 with external access disabled, so a query can neither change the ledger nor
 write files.
+
+The ledger is derived data. Any other process that holds the file open -- even a
+read-only notebook or the DuckDB CLI -- makes DuckDB refuse a writer, so a writer
+waits for it with a bounded back-off (`DIHAL_LEDGER_WAIT` seconds), says once
+which process holds the file, and then gives up cleanly: the caller queues its
+transaction (`dihal.ledger_queue`) and the next writer replays it. Everything in
+the file can be re-created from `artifacts/` and the records under `ledger/`
+(`dihal ledger rebuild`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -91,31 +104,150 @@ MIGRATIONS = [
 RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_curves", "samples", "correlations",
                  "selection_stability")
 
-
-def ensure_schema(con) -> None:
-    for stmt in SCHEMA:
-        con.execute(stmt)
-    for table, column, kind in MIGRATIONS:
-        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+# The schema's history. A ledger records in `schema_version` each version it was brought to, and a writer runs
+# the steps above the highest one. A ledger without that table predates it (it may be at any point up to
+# version 2) and runs every step: steps 1 and 2 are idempotent (CREATE ... IF NOT EXISTS, ADD COLUMN IF NOT
+# EXISTS), which is what makes that safe. A schema change appends a step; a ledger written by a newer dihal
+# (a version above SCHEMA_VERSION) is never written to.
+SCHEMA_STEPS: list[tuple[int, str, list[str]]] = [
+    (1, "the tables, without the columns MIGRATIONS adds", SCHEMA),
+    (2, "outlier diagnostics, stability intervals, permutation p-values (MIGRATIONS)",
+     [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MIGRATIONS]),
+]  # fmt: skip
+SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP, note VARCHAR)"
 
 
 class LedgerError(RuntimeError):
     pass
 
 
+class LedgerUnavailable(LedgerError):
+    """The ledger file could not be opened for writing (held by another process, or unreadable)."""
+
+
+class LedgerBusy(LedgerUnavailable):
+    """Another process held the file for the whole wait; `holder` names it as DuckDB reported it."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
+
+
+def schema_version(con) -> int:
+    """The highest version recorded in the ledger; 0 for a ledger that predates the version table."""
+    con.execute(_VERSION_TABLE)
+    found = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    return int(found or 0)
+
+
+def ensure_schema(con) -> None:
+    """Run the schema steps above the ledger's recorded version, and record each one applied."""
+    found = schema_version(con)
+    if found > SCHEMA_VERSION:
+        raise LedgerUnavailable(f"the ledger has schema version {found}, newer than this dihal's {SCHEMA_VERSION}: "
+                                "upgrade dihal before writing to it")  # fmt: skip
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    for version, note, statements in SCHEMA_STEPS:
+        if version > found:
+            for stmt in statements:
+                con.execute(stmt)
+            con.execute("INSERT OR IGNORE INTO schema_version VALUES (?, ?, ?)", [version, now, note])
+
+
 def ledger_path(root: Path) -> Path:
     return Path(root) / "ledger" / LEDGER_FILE
 
 
+def ledger_wait() -> float:
+    """Seconds a writer waits for another process to release the file (`DIHAL_LEDGER_WAIT`, default 60)."""
+    try:
+        return max(0.0, float(os.environ.get("DIHAL_LEDGER_WAIT", "60")))
+    except ValueError:
+        return 60.0
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def lock_holder(error_text: str) -> str:
+    """'PID 123: python3 -m jupyter ...' from DuckDB's lock error, with the command line when /proc has it."""
+    m = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", error_text)
+    if not m:
+        return "another process"
+    exe, pid = m.group(1), m.group(2)
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    cmd = cmd or exe
+    return f"PID {pid}: {cmd[:117] + '...' if len(cmd) > 120 else cmd}"
+
+
+def connect_writable(path: Path, wait: float | None = None, notify: Callable[[str], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep):  # fmt: skip
+    """Open the ledger for writing, waiting up to `wait` seconds (doubling back-off) while another process holds it.
+
+    DuckDB's own error names the holding process; it is shown once, with what to do, so a user whose notebook
+    holds the file can close it while the run waits instead of finding the run failed afterwards.
+    """
+    wait = ledger_wait() if wait is None else wait
+    notify = notify or _stderr
+    deadline, delay, told = time.monotonic() + wait, 0.25, False
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as err:
+            text = str(err)
+            if "lock" not in text.lower():
+                raise LedgerUnavailable(f"could not open the ledger {path} for writing: {text}") from None
+            holder = lock_holder(text)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LedgerBusy(f"the ledger {path} stayed open in another process ({holder}) for {wait:g} s",
+                                 holder) from None  # fmt: skip
+            if not told:
+                notify(f"ledger: {path} is open in another process ({holder}). Close that connection (a notebook's "
+                       f"duckdb.connect, the DuckDB CLI); waiting up to {wait:g} s (DIHAL_LEDGER_WAIT) ...")
+                told = True
+            sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
+
+
+_LOCKS: dict[str, FileLock] = {}
+
+
 @contextmanager
-def writer(root: Path):
-    """A write transaction under the ledger's lock; rolled back on any error, so nothing half-written lands."""
+def file_lock(root: Path):
+    """Serialises dihal's own writers (and the records they keep next to the ledger) across processes.
+
+    One FileLock object per path, so that a holder may take it again (commit → writer) without deadlocking."""
     path = ledger_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=600):
-        con = duckdb.connect(str(path))
+    key = str(path.resolve()) + ".lock"
+    lock = _LOCKS.setdefault(key, FileLock(key, timeout=600))
+    with lock:
+        yield path
+
+
+@contextmanager
+def writer(root: Path, *, wait: float | None = None, notify: Callable[[str], None] | None = None,
+           replay: bool = True):  # fmt: skip
+    """A write transaction under the ledger's lock; rolled back on any error, so nothing half-written lands.
+
+    Transactions queued by earlier writers that could not open the file are replayed first (each in its own
+    transaction), so a queued run lands as soon as any writer gets through. Raises LedgerBusy when another
+    process holds the file longer than `wait`.
+    """
+    with file_lock(root) as path:
+        con = connect_writable(path, wait, notify)
         try:
             ensure_schema(con)
+            if replay:
+                from dihal.ledger_queue import replay_pending
+
+                replay_pending(con, root, notify or _stderr)
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -127,13 +259,20 @@ def writer(root: Path):
             con.close()
 
 
+_BATCH = 256  # rows per INSERT: DuckDB's executemany binds row by row (~0.5 s of a warm quickstart run)
+
+
 def insert_rows(con, table: str, rows: Iterable[dict]) -> int:
+    """INSERT OR REPLACE rows (dicts with the same keys) in multi-row statements."""
     rows = list(rows)
     if not rows:
         return 0
     cols = list(rows[0])
-    sql = f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
-    con.executemany(sql, [[_cell(r[c]) for c in cols] for r in rows])
+    one = f"({', '.join('?' for _ in cols)})"
+    head = f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES "
+    for start in range(0, len(rows), _BATCH):
+        chunk = rows[start : start + _BATCH]
+        con.execute(head + ", ".join([one] * len(chunk)), [_cell(r[c]) for r in chunk for c in cols])
     return len(rows)
 
 

@@ -3,7 +3,9 @@
 DVC decides what to recompute; dihal only asks it for the spec's final stages. The
 ledger is written once at the end, in one transaction, so an interrupted or failed
 run leaves earlier results as they were and adds only a `runs` row saying how it
-ended.
+ended. When another process holds the ledger file that transaction is queued
+(`dihal.ledger_queue`) rather than lost, and the failure path never retries a
+writer that just timed out.
 """
 
 from __future__ import annotations
@@ -17,20 +19,26 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from filelock import FileLock
 
-from dihal import ingest, ledger, provenance
+from dihal import ingest, ledger_queue, provenance
 from dihal.checks import check_resources
 from dihal.hashing import canonical_json, semantic_dict, spec_hash
+from dihal.ledger_queue import LedgerQueued
+from dihal.paths import load_project_spec
 from dihal.pipeline import Plan, compile_spec
-from dihal.spec import Spec, load_spec
+from dihal.spec import Spec
 
 
 class RunFailed(RuntimeError):
-    def __init__(self, message: str, run_id: str):
+    """The run failed; its `runs` row is in the ledger, or queued in `queued` when the ledger was held."""
+
+    def __init__(self, message: str, run_id: str, queued: Path | None = None):
         super().__init__(message)
         self.run_id = run_id
+        self.queued = queued
 
 
 @dataclass
@@ -110,8 +118,8 @@ def _error_summary(tail: str) -> str:
 
 def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResult:
     root = Path(root).resolve()
-    spec, text = load_spec(path)  # both raise SpecError before anything is written
-    depth = check_resources(spec, str(path))
+    spec, text = load_project_spec(path, root)  # both raise SpecError before anything is written
+    depth = check_resources(spec, str(path), root)
     h = spec_hash(spec)
     ensure_project(root)
     with FileLock(str(root / ".dihal" / "dvc.yaml.lock")):
@@ -120,8 +128,10 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResul
         "run_id": uuid.uuid4().hex[:16], "spec_hash": h, "spec_name": spec.name,
         "git_revision": provenance.git_revision(root), "code_version": provenance.code_version(),
         "packages": provenance.package_versions(), "seed": spec.seed, "host": provenance.host(),
-        "started_at": datetime.now(timezone.utc).replace(tzinfo=None), "stages_total": len(plan.stages),
+        "started_at": _now(), "stages_total": len(plan.stages),
     }  # fmt: skip
+    record = {"spec_hash": h, "name": spec.name, "canonical_json": canonical_json(semantic_dict(spec)),
+              "yaml_text": text}  # fmt: skip
     ran: list[str] = []
     try:
         code, tail, ran = dvc_repro(plan.targets, root, echo=echo)
@@ -132,33 +142,41 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResul
             **ingest.bridge_rows(plan, root, h, run),
             **ingest.correlation_rows(plan, root, h, run, spec.seed),
         }
-        with ledger.writer(root) as con:
-            _record_spec(con, spec, h, text)
-            ledger.replace_results(con, h, tables)
-            _record_run(con, run, "succeeded", None, ran)
     except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        with ledger.writer(root) as con:
-            _record_spec(con, spec, h, text)
-            _record_run(con, run, status, str(err) or type(err).__name__, ran)
-        if isinstance(err, RunFailed):
-            raise
-        if isinstance(err, Exception):
-            raise RunFailed(f"{type(err).__name__}: {err}", run["run_id"]) from err
-        raise
+        _record_failure(root, record, run, err, ran, depth)
+    try:
+        _commit(root, record, run, "succeeded", None, ran, tables, depth)
+    except (LedgerQueued, KeyboardInterrupt):
+        raise  # queued: the results are on disk and the rows land with the next writer
+    except Exception as err:  # the rows could not be written (a bug): say so in a runs row of its own
+        _record_failure(root, record, run, err, ran, depth)
     return RunResult(spec, h, plan, run["run_id"], ran)
 
 
-def _record_spec(con, spec: Spec, h: str, text: str) -> None:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    con.execute(
-        "INSERT INTO specs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (spec_hash) DO UPDATE SET "
-        "name = excluded.name, yaml_text = excluded.yaml_text, last_seen = excluded.last_seen",
-        [h, spec.name, canonical_json(semantic_dict(spec)), text, now, now],
-    )
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _record_run(con, run: dict, status: str, error: str | None, ran: list[str]) -> None:
-    row = {**run, "ended_at": datetime.now(timezone.utc).replace(tzinfo=None), "status": status,
-           "error": error, "stages_run": len(ran)}  # fmt: skip
-    ledger.insert_rows(con, "runs", [row])
+def _record_failure(root: Path, record: dict, run: dict, err: BaseException, ran: list[str],
+                    depth: int | None) -> NoReturn:  # fmt: skip
+    """Log how the run ended (no result rows) and re-raise: RunFailed for errors, KeyboardInterrupt as it came."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    queued = None
+    try:
+        _commit(root, record, run, status, str(err) or type(err).__name__, ran, None, depth)
+    except LedgerQueued as q:
+        queued = q.path
+        print(f"ledger: {q}", file=sys.stderr, flush=True)
+    if isinstance(err, RunFailed):
+        err.queued = queued
+        raise err
+    if isinstance(err, Exception):
+        raise RunFailed(f"{type(err).__name__}: {err}", run["run_id"], queued) from err
+    raise err
+
+
+def _commit(root: Path, record: dict, run: dict, status: str, error: str | None, ran: list[str],
+            results: dict | None, depth: int | None) -> None:  # fmt: skip
+    now = _now()
+    row = {**run, "ended_at": now, "status": status, "error": error, "stages_run": len(ran)}
+    ledger_queue.commit(root, ledger_queue.transaction({**record, "seen_at": now}, row, results, depth))

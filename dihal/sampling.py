@@ -33,7 +33,9 @@ def sample_texts(spec: Spec, root: Path, depth: int | None, *, n: int, prompt: s
     match = [t for t, m in trained if m["layer"] == layer]
     if not match:
         raise SampleError(f"no bridge trained at layer {layer}; trained: {sorted({m['layer'] for _, m in trained})}")
-    bb, ad = open_backbone(spec.backbone)
+    from dihal.paths import at_root
+
+    bb, ad = open_backbone(at_root(spec.backbone, root))  # the spec's paths are relative to the project root
     hybrid = HybridLM.load(root / match[0].out / "bridge.pt", ad)
     from dihal.tokens import resolve_block_start
 

@@ -64,3 +64,97 @@ def test_compile_writes_stages_without_computing(tmp_path):
     res = runner.invoke(app, ["compile", str(ROOT / "specs" / "quickstart.yaml"), "--project", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "dvc.yaml").exists() and not (tmp_path / "artifacts").exists()
+
+
+# --- validate stays light; relative paths follow the spec file; shipped specs keep their identities ----------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import yaml  # noqa: E402
+
+
+def test_validate_imports_neither_torch_nor_transformers():
+    code = ("import sys\nfrom dihal.cli import app\nsys.argv = ['dihal', 'validate', sys.argv[1]]\n"
+            "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'datasets', 'dvc'}))")
+    res = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "quickstart.yaml")], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
+
+
+def test_the_torch_free_proxy_names_are_the_registry():
+    from dihal.geometry.proxies import PROXIES
+    from dihal.proxy_names import BUILTIN, known_proxies
+
+    from dihal.proxy_names import STANDARD
+    from dihal.stages import score
+
+    assert BUILTIN == {name: p.higher_is_better for name, p in PROXIES.items()}
+    assert known_proxies() == set(PROXIES)
+    assert STANDARD == score.STANDARD
+
+
+def _model_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"num_hidden_layers": 4}))
+    return path
+
+
+def test_relative_paths_resolve_against_the_spec_folder_from_any_directory(tmp_path, monkeypatch):
+    root, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    _model_dir(root / "model")
+    (root / "exp").mkdir()
+    (root / "exp" / "corpus.txt").write_text("In the beginning.\n\nAnd the earth.\n")
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # neither the project root nor the spec's folder
+    body = {"backbone": {"source": "local", "id": "../model"}, "data": {"source": "text", "paths": ["corpus.txt"]},
+            "sensitivity": [{"name": "other", "data": {"paths": ["corpus.txt"], "max_documents": 1}}]}  # fmt: skip
+    (root / "exp" / "spec.yaml").write_text(yaml.safe_dump({"name": "in-exp", **body}))
+    at_root = {"backbone": {"source": "local", "id": "model"}, "data": {"source": "text", "paths": ["exp/corpus.txt"]},
+               "sensitivity": [{"name": "other", "data": {"paths": ["exp/corpus.txt"], "max_documents": 1}}]}  # fmt: skip
+    (root / "same.yaml").write_text(yaml.safe_dump({"name": "at-root", **at_root}))
+    hashes = []
+    for spec in (root / "exp" / "spec.yaml", root / "same.yaml"):
+        res = runner.invoke(app, ["validate", str(spec), "--project", str(root)])
+        assert res.exit_code == 0, res.output
+        hashes.append(res.output.split("spec hash ")[1].split(";")[0])
+    assert hashes[0] == hashes[1], "the same files, named from two folders, are the same spec"
+    res = runner.invoke(app, ["compile", str(root / "exp" / "spec.yaml"), "--project", str(root)])
+    assert res.exit_code == 0, res.output
+    extract = [json.loads(p.read_text()) for p in (root / ".dihal" / "stages").glob("extract-*.json")]
+    assert sorted(tuple(c["params"]["data"]["paths"]) for c in extract) == [("exp/corpus.txt",)] * 2
+    assert {c["params"]["backbone"]["id"] for c in extract} == {"model"}
+    (root / "exp" / "corpus.txt").unlink()
+    res = runner.invoke(app, ["validate", str(root / "exp" / "spec.yaml"), "--project", str(root)])
+    assert res.exit_code == 2 and "data.paths[0]" in res.output
+    assert str((root / "exp" / "corpus.txt").resolve()) in res.output.replace("\n", "")
+
+
+@pytest.mark.parametrize("spec", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml"])
+def test_compiling_shipped_specs_through_the_cli_matches_the_golden_dvc_yaml(spec, tmp_path, monkeypatch):
+    """The path rule must not move a shipped spec's stage identities (specs/ is not the project root)."""
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["compile", str(ROOT / "specs" / spec), "--project", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    golden = ROOT / "tests" / "golden" / spec.replace(".yaml", ".dvc.yaml")
+    assert (tmp_path / "p" / "dvc.yaml").read_text() == golden.read_text()
+
+
+def test_a_hub_backbone_depth_comes_from_the_cached_config_without_transformers(tmp_path):
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps({"num_hidden_layers": 4}))
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    (tmp_path / "hub.yaml").write_text("name: hub\nbackbone: {source: hf, id: org/tiny}\ngeometry: {layers: [1, 5]}\n")
+    code = ("import sys\nfrom dihal.cli import app\nsys.argv = ['dihal', 'validate', sys.argv[1]]\n"
+            "try:\n    app()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert "geometry.layers[1]" in res.stdout + res.stderr and "1..4" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-2:] == ["exit 2", "[]"], res.stdout

@@ -54,3 +54,165 @@ def test_queries_cannot_write(tmp_path, sql):
         ledger.query(tmp_path, sql)
     assert ledger.query(tmp_path, "SELECT sum(kappa) FROM layer_geometry")[1] == [(10.0,)]
     assert not (tmp_path / "other.db").exists()
+
+
+# --- a reader holding the file, the queue, the schema version ----------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from datetime import datetime, timedelta  # noqa: E402
+
+import duckdb  # noqa: E402
+
+from dihal import ledger_queue, records  # noqa: E402
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, 123456)
+
+
+@contextmanager
+def held_read_only(path, seconds: float | None = None):
+    """Another process (a notebook, the DuckDB CLI) holding the ledger open read-only, until released."""
+    code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True); "
+            "time.sleep(float(sys.argv[2])) if sys.argv[2] != 'stdin' else sys.stdin.read(); c.close()")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), "stdin" if seconds is None else str(seconds)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+
+
+def _txn(spec_hash: str, run_id: str, minutes: int, kappa: float | None = 1.0, status: str = "succeeded") -> dict:
+    ended = T0 + timedelta(minutes=minutes)
+    spec = {"spec_hash": spec_hash, "name": f"spec-{spec_hash}", "canonical_json": json.dumps({"seed": 0}),
+            "yaml_text": "name: x\n", "seen_at": ended}  # fmt: skip
+    run = {"run_id": run_id, "spec_hash": spec_hash, "spec_name": spec["name"], "git_revision": None,
+           "code_version": "v", "packages": {"torch": "x"}, "seed": 0, "host": "h", "started_at": ended,
+           "ended_at": ended, "status": status, "error": None, "stages_run": 1, "stages_total": 1}  # fmt: skip
+    results = None
+    if kappa is not None:
+        rows = [{**r, "kappa": kappa, "run_id": run_id} for r in _rows(spec_hash, 3)]
+        results = {"layer_geometry": rows}
+    return ledger_queue.transaction(spec, run, results, depth=30)
+
+
+def test_a_reader_makes_the_writer_wait_say_who_then_queue_and_the_next_writer_replays(tmp_path):
+    _ingest(tmp_path, "old")
+    messages: list[str] = []
+    with held_read_only(ledger.ledger_path(tmp_path)) as holder:
+        t = time.monotonic()
+        with pytest.raises(ledger_queue.LedgerQueued) as info:
+            ledger_queue.commit(tmp_path, _txn("a", "run-a", 0, kappa=7.0), wait=1.5, notify=messages.append)
+        waited = time.monotonic() - t
+    assert 1.5 <= waited < 10, waited
+    assert len(messages) == 1, messages  # said once, not once per retry
+    assert f"PID {holder.pid}" in messages[0] and "Close that connection" in messages[0]
+    assert f"PID {holder.pid}" in str(info.value) and "artifacts/" in str(info.value)
+    queued = tmp_path / "ledger" / "pending" / "run-a.json"
+    assert info.value.path == queued and queued.exists()
+    data = json.loads(queued.read_text())
+    assert data["run"]["run_id"] == "run-a" and len(data["results"]["layer_geometry"]) == 3
+    # the durable records were kept before DuckDB was tried
+    assert records.read_spec_record(tmp_path, "a")["results_run"]["run_id"] == "run-a"
+    assert [r["run_id"] for r in records.run_rows(tmp_path)] == ["run-a"]
+    assert ledger.query(tmp_path, "SELECT count(*) FROM runs")[1] == [(0,)]
+
+    replayed: list[str] = []
+    ledger_queue.commit(tmp_path, _txn("b", "run-b", 5), notify=replayed.append)  # the reader is gone
+    assert not queued.exists() and any("replayed queued run run-a" in m for m in replayed)
+    assert ledger.query(tmp_path, "SELECT run_id, status FROM runs ORDER BY run_id")[1] == [
+        ("run-a", "succeeded"), ("run-b", "succeeded")]
+    assert ledger.query(tmp_path, "SELECT sum(kappa) FROM layer_geometry WHERE spec_hash = 'a'")[1] == [(21.0,)]
+    assert ledger.query(tmp_path, "SELECT count(*) FROM layer_geometry WHERE spec_hash = 'old'")[1] == [(5,)]
+
+
+def test_the_writer_goes_on_when_the_reader_closes_within_the_wait(tmp_path):
+    _ingest(tmp_path, "old")
+    messages: list[str] = []
+    with held_read_only(ledger.ledger_path(tmp_path), seconds=1.0):
+        t = time.monotonic()
+        ledger_queue.commit(tmp_path, _txn("a", "run-a", 0), wait=30, notify=messages.append)
+        waited = time.monotonic() - t
+    assert 0.5 < waited < 20 and len(messages) == 1 and "waiting up to 30 s" in messages[0]
+    assert not list((tmp_path / "ledger" / "pending").glob("*")) if (tmp_path / "ledger" / "pending").exists() else True
+    assert ledger.query(tmp_path, "SELECT run_id FROM runs")[1] == [("run-a",)]
+
+
+def test_the_wait_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DIHAL_LEDGER_WAIT", "2.5")
+    assert ledger.ledger_wait() == 2.5
+    monkeypatch.setenv("DIHAL_LEDGER_WAIT", "soon")
+    assert ledger.ledger_wait() == 60.0
+
+
+def test_a_replayed_older_run_never_replaces_a_newer_runs_results(tmp_path):
+    ledger_queue.commit(tmp_path, _txn("a", "new", 10, kappa=2.0))
+    ledger_queue.queue(tmp_path, _txn("a", "old", 0, kappa=1.0))  # queued earlier, replayed only now
+    with ledger.writer(tmp_path, notify=lambda m: None):
+        pass
+    assert ledger.query(tmp_path, "SELECT DISTINCT kappa, run_id FROM layer_geometry")[1] == [(2.0, "new")]
+    assert ledger.query(tmp_path, "SELECT run_id FROM runs ORDER BY ended_at")[1] == [("old",), ("new",)]
+
+
+def test_a_pending_file_that_cannot_be_applied_stays_and_is_named(tmp_path):
+    bad = ledger_queue.pending_dir(tmp_path) / "broken.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    messages: list[str] = []
+    ledger_queue.commit(tmp_path, _txn("a", "run-a", 0), notify=messages.append)
+    assert bad.exists() and any("broken.json" in m and "stays queued" in m for m in messages)
+    assert ledger.query(tmp_path, "SELECT run_id FROM runs")[1] == [("run-a",)]
+
+
+def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
+    path = ledger.ledger_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    con = duckdb.connect(str(path))  # a ledger as the first release wrote it: base tables, no migrated columns
+    for stmt in ledger.SCHEMA:
+        con.execute(stmt)
+    con.execute("INSERT INTO selections (spec_hash, rule, layer) VALUES ('a', 'argmax', 3)")
+    con.close()
+    _ingest(tmp_path, "b")
+    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,)]
+    assert ledger.query(tmp_path, "SELECT layer, argmax_share FROM selections")[1] == [(3, None)]
+    cols = {c for c, in ledger.query(tmp_path, "SELECT column_name FROM information_schema.columns "
+                                                "WHERE table_name = 'layer_geometry'")[1]}  # fmt: skip
+    assert {table_col for t, table_col, _ in ledger.MIGRATIONS if t == "layer_geometry"} <= cols
+    _ingest(tmp_path, "c")  # a second writer finds version 2 and applies nothing twice
+    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(2,)]
+
+
+def test_a_ledger_from_a_newer_dihal_is_not_written_and_the_run_is_queued(tmp_path):
+    _ingest(tmp_path, "a")
+    con = duckdb.connect(str(ledger.ledger_path(tmp_path)))
+    con.execute("INSERT INTO schema_version VALUES (99, NULL, 'from the future')")
+    con.close()
+    with pytest.raises(ledger_queue.LedgerQueued, match="schema version 99"):
+        ledger_queue.commit(tmp_path, _txn("b", "run-b", 0), notify=lambda m: None)
+    assert (ledger_queue.pending_dir(tmp_path) / "run-b.json").exists()
+
+
+def test_a_failed_run_whose_ledger_is_held_is_queued_once_and_says_where(tmp_path, monkeypatch, capsys):
+    """The failure path tries the writer once (no second wait) and the RunFailed names the queued file."""
+    from dihal.runner import RunFailed, _record_failure
+
+    _ingest(tmp_path, "old")
+    monkeypatch.setenv("DIHAL_LEDGER_WAIT", "1")
+    txn = _txn("a", "run-f", 0, kappa=None, status="failed")
+    record = {k: v for k, v in txn["spec"].items() if k != "seen_at"}
+    run = {k: v for k, v in txn["run"].items() if k not in ("ended_at", "status", "error", "stages_run")}
+    with held_read_only(ledger.ledger_path(tmp_path)) as holder:
+        t = time.monotonic()
+        with pytest.raises(RunFailed, match="boom") as info:
+            _record_failure(tmp_path, record, run, RuntimeError("boom"), [], None)
+        waited = time.monotonic() - t
+    assert 1 <= waited < 8, waited
+    queued = ledger_queue.pending_dir(tmp_path) / "run-f.json"
+    assert info.value.queued == queued and json.loads(queued.read_text())["run"]["status"] == "failed"
+    err = capsys.readouterr().err
+    assert err.count(f"PID {holder.pid}") == 2  # the notice while waiting, then where the row waits

