@@ -120,7 +120,8 @@ class Resample:
 
     @cached_property
     def _moments(self):
-        """Replicate mean, total variance and top-r block of the covariance (population, normalised units)."""
+        """Replicate total variance and top-r covariance block (population, normalised units), r, and the
+        states' coordinates on the top-r directions (sigma's pair differences are differences of these)."""
         x = self.ctx.x.cpu().numpy()
         n, d = x.shape
         r = min(self.rank, d)
@@ -142,26 +143,25 @@ class Resample:
         total = (w @ per_doc_sq) / nb - np.einsum("bj,bj->b", mean, mean)
         mz = mean @ vecs
         top = (w @ per_doc_outer).reshape(-1, r, r) / nb[:, None, None] - mz[:, :, None] * mz[:, None, :]
-        return total, top, r
+        return total, top, r, z
 
     @cached_property
-    def spectrum(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tail eigenvalues (B, d-r), top Ritz eigenvalues (B, r), their eigenvectors (B, r, r)), population units."""
-        total, top, r = self._moments
+    def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tail eigenvalues (B, d-r), top Ritz eigenvalues (B, r)), population units."""
+        total, top, r, _ = self._moments
         n = self.ctx.n
         full = self.ctx.eigvals.cpu().numpy() * (n - 1) / n
         tail_full = full[: len(full) - r]
-        mu, u = np.linalg.eigh(top)
-        mu = np.clip(mu, 0.0, None)
+        mu = np.clip(np.linalg.eigvalsh(top), 0.0, None)
         rest = np.clip(total - mu.sum(axis=1), 0.0, None)
         base = tail_full.sum()
         tail = tail_full[None, :] * (rest / base)[:, None] if base > 0 else np.zeros((len(total), 0))
-        return tail, mu, u
+        return tail, mu
 
     @cached_property
     def tail_scale(self) -> np.ndarray:
         """(B,) factor the replicate applies to the full sample's tail eigenvalues."""
-        total, top, r = self._moments
+        total, top, r, _ = self._moments
         mu = self.spectrum[1]
         n = self.ctx.n
         base = float(self.ctx.eigvals.cpu().numpy()[: self.ctx.d - r].sum()) * (n - 1) / n
@@ -170,13 +170,13 @@ class Resample:
     @cached_property
     def scale2(self) -> np.ndarray:
         """c_b^2: the factor the replicate's normalisation would multiply squared lengths by."""
-        total, _, _ = self._moments
+        total, _, _, _ = self._moments
         return self.ctx.d / total
 
 
 @replicates("erank")
 def _erank(rs: Resample) -> dict[str, np.ndarray]:
-    tail, mu, _ = rs.spectrum
+    tail, mu = rs.spectrum
     ev = np.concatenate([tail, mu], axis=1)
     p = ev / ev.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -196,26 +196,27 @@ def _sigma(rs: Resample) -> dict[str, np.ndarray]:
     with the tail's eigenvectors held fixed and its eigenvalues rescaled."""
     ctx = rs.ctx
     n, d = ctx.n, ctx.d
-    tail, mu, u = rs.spectrum
-    r = mu.shape[1]
+    total, top, r, z = rs._moments  # z: the states on the top-r directions
     unbiased = n / (n - 1)
     lam = ctx.ridge * float(ctx.cov.diagonal().sum()) / d  # normalised units: the same in every replicate
     c2 = rs.scale2[:, None]
     coords, den = (t.cpu().numpy() for t in ctx.pair_terms)
     ok = den > 0
-    i, j = (t.cpu().numpy()[ok] for t in ctx.pair_index)
-    x = ctx.x.cpu().numpy()
-    a = (x[i] - x[j]) @ ctx.eigvecs.cpu().numpy()[:, d - r :]  # pair differences on the top-r directions
+    i, j = (t.cpu().numpy() for t in ctx.pair_index)
+    a = z[i] - z[j]  # pair differences on the top-r directions
+    tail_coords = coords[:, : d - r]
+    if not ok.all():
+        a, tail_coords, den = a[ok], tail_coords[ok], den[ok]
     # The replicate's tail eigenvalues (unbiased, replicate-normalised) are c_b^2 * tail_scale_b * the full sample's.
-    num = _tail_quotients(coords[ok][:, : d - r], ctx.eigvals.cpu().numpy()[: d - r], c2[:, 0] * rs.tail_scale, lam)
-    # a' Q_b a with Q_b = U_b diag(1 / (c^2 mu + lam)) U_b' (r x r, symmetric): one GEMM of the pairs' outer
-    # products (upper triangle, off-diagonal doubled) against every replicate's Q, no (pairs, B, r) block.
-    q = np.einsum("bkm,bm,blm->bkl", u, 1.0 / (c2 * mu * unbiased + lam), u)
+    num = _tail_quotients(tail_coords, ctx.eigvals.cpu().numpy()[: d - r], c2[:, 0] * rs.tail_scale, lam)
+    # On the top block P is exactly Q_b = (c_b^2 E_b + lam I)^-1, E_b the replicate's r x r covariance block: one
+    # batched inverse, then one GEMM of the pairs' outer products (upper triangle, off-diagonal doubled) against
+    # every replicate's Q. float64: the off-diagonal terms cancel.
+    q = np.linalg.inv(c2[:, :, None] * unbiased * top + lam * np.eye(r))
     iu = np.triu_indices(r)
     twice = np.where(iu[0] == iu[1], 1.0, 2.0)
-    outer = a[:, iu[0]] * a[:, iu[1]] * twice  # float64: the off-diagonal terms cancel
-    num += outer @ q[:, iu[0], iu[1]].T
-    return {"sigma": weighted_median((num / den[ok][:, None]).T, rs.pair_w[:, ok])}
+    num += (a[:, iu[0]] * a[:, iu[1]] * twice) @ q[:, iu[0], iu[1]].T
+    return {"sigma": weighted_median((num / den[:, None]).T, rs.pair_w[:, ok])}
 
 
 def _tail_quotients(coords: np.ndarray, ev: np.ndarray, t: np.ndarray, lam: float, nodes: int = 8) -> np.ndarray:
