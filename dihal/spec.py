@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dihal.proxy_names import DEFAULT_WEIGHTS
+
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -129,7 +131,7 @@ class GeometrySpec(_Section):
         default=0.05, description="warn when the top 0.1% of states carry more than this share of ℓ*'s variance"
     )
     proxies: dict[str, float] = Field(
-        default_factory=lambda: {"kappa": 1.0, "sigma": 1.0, "erank": -1.0},
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="proxy name -> weight of its z-score in G",
     )
 

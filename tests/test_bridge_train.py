@@ -78,6 +78,18 @@ def test_train_config_errors_name_the_field(kwargs, field):
         TrainConfig(**kwargs)
 
 
+def test_train_config_and_spec_agree_on_warmup():
+    """warmup == steps is refused by both (it would leave lr_at(steps) no cosine phase to divide by)."""
+    from pydantic import ValidationError
+
+    from dihal.spec import BridgeSpec
+
+    for make in (TrainConfig, BridgeSpec):
+        make(steps=10, warmup=9)
+        with pytest.raises((ValueError, ValidationError), match="warmup"):
+            make(steps=10, warmup=10)
+
+
 def test_prefix_must_leave_something_to_generate():
     assert prefix_mask(2, 4, 1).tolist() == [[True, False, False, False]] * 2
     with pytest.raises(ValueError, match="prefix"):

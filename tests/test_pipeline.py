@@ -39,6 +39,7 @@ def test_repository_dvc_yaml_is_the_compiled_quickstart(tmp_path):
 
 
 def test_dag_order_and_shared_extraction(tmp_path):
+    """quickstart and sweep agree on backbone, data and geometry: one extract (and score) stage serves both."""
     text = compiled("quickstart.yaml", tmp_path)
     stages = list(yaml.safe_load(text)["stages"])
     kinds = [s.split("-")[0] for s in stages]
@@ -46,6 +47,14 @@ def test_dag_order_and_shared_extraction(tmp_path):
     text2 = compiled("sweep.yaml", tmp_path)  # merged into the same dvc.yaml
     merged = yaml.safe_load(text2)["stages"]
     assert set(stages) <= set(merged)
+    quick = plan(load_spec(ROOT / "specs" / "quickstart.yaml")[0], 30)
+    sweep = plan(load_spec(ROOT / "specs" / "sweep.yaml")[0], 30)
+    assert sweep.extract.name == quick.extract.name and sweep.score.name == quick.score.name
+    assert [s for s in merged if s.startswith("extract")] == [quick.extract.name], "one extraction, not two"
+    assert [s for s in merged if s.startswith("score")] == [quick.score.name]
+    assert str(quick.extract.out) in merged[sweep.score.name]["deps"]
+    sweep_own = {s.name for s in sweep.stages if s.kind in ("targets", "train", "evaluate", "correlate")}
+    assert sweep_own <= set(merged) and not sweep_own & set(stages)
 
 
 def test_sweep_has_one_stage_per_layer_and_seed_and_adding_a_seed_adds_only_its_stages():

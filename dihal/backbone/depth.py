@@ -91,6 +91,33 @@ def _embedded_depth(gguf: Path) -> int | None:
     return depth
 
 
+def embedded_gguf_sha256(gguf: Path) -> str:
+    """The GGUF file's sha256, memoised by file identity (path, size, mtime): hashing 100 MB costs
+    0.3 s, paid once per file instead of on every compile. It keys the converted-model cache and is
+    part of the identity of every stage that loads the embedded backbone."""
+    import hashlib
+
+    stat = gguf.stat()
+    ident = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = cache_root() / "embedded-sha256.json"
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.get("file") == ident:
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({"file": ident, "sha256": h.hexdigest()}))
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return h.hexdigest()
+
+
 def _depth_of(config: dict) -> int | None:
     return config.get("num_hidden_layers", config.get("n_layer"))
 

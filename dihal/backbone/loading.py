@@ -9,7 +9,6 @@ about a second.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -26,24 +25,17 @@ from dihal.backbone.depth import (  # noqa: F401 - re-exported: the torch-free h
     backbone_depth,
     cache_root,
     embedded_gguf,
+    embedded_gguf_sha256,
 )
 from dihal.spec import BackboneSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def embedded_dir() -> Path:
     """Directory of the converted embedded model, converting it on first use."""
     gguf = embedded_gguf()
-    key = _sha256(gguf)  # 0.3 s for 100 MB: cheap enough to key the cache on content, not mtime
+    key = embedded_gguf_sha256(gguf)  # content, memoised by file identity (also in stage identities)
     target = cache_root() / "backbones" / f"smollm2-135m-{key[:16]}"
     if (target / "config.json").exists():
         return target

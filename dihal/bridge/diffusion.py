@@ -43,6 +43,19 @@ def _check_mask(clamp_mask: torch.Tensor, x: torch.Tensor) -> None:
         )
 
 
+def prefix_mask(batch: int, length: int, prefix: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(batch, length) bool clamp mask with the first `prefix` positions clamped.
+
+    The one place this mask is built: training, validation loss, recovery and sampling must
+    all clamp the same positions, or the bridge is evaluated on a conditional it never learned."""
+    if not 0 <= prefix < length:
+        raise ValueError(f"prefix must be in [0, T) = [0, {length}), got {prefix}: "
+                         "at least one position has to be generated")
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    mask[:, :prefix] = True
+    return mask
+
+
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = alpha(t) x0 + sigma(t) noise, with t of shape (B,)."""
     if noise.shape != x0.shape:
@@ -115,7 +128,10 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, clamp_mask: torch.Tensor) -> to
     return (((a - b) ** 2) * keep).sum() / count
 
 
-def _noised_input(x0, clamp_mask, t, noise):
+def noised_input(x0: torch.Tensor, clamp_mask: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What the network sees at time t: x0 noised by the forward process, clamped positions clean.
+
+    Shared by the training loss, the validation loss and recovery, so all three corrupt x0 the same way."""
     _check_mask(clamp_mask, x0)
     return inpaint(q_sample(x0, t, noise), x0, clamp_mask)
 
@@ -133,7 +149,7 @@ def training_loss(
     t and noise are arguments, not drawn here, so the caller owns all randomness (the
     training loop draws them from its own generator; evaluation uses a fixed grid)."""
     _check_objective(objective)
-    x_t = _noised_input(x0, clamp_mask, t, noise)
+    x_t = noised_input(x0, clamp_mask, t, noise)
     out = denoiser(x_t, t, clamp_mask)
     return masked_mse(out, objective_target(x0, noise, t, objective), clamp_mask)
 
@@ -149,7 +165,7 @@ def x0_mse(
 ) -> torch.Tensor:
     """x0-MSE of the x0 estimate on unclamped positions: the one metric comparable across
     objectives (their training losses live on different scales). No gradients."""
-    x_t = _noised_input(x0, clamp_mask, t, noise)
+    x_t = noised_input(x0, clamp_mask, t, noise)
     return masked_mse(model_x0(denoiser, x_t, t, clamp_mask, objective), x0, clamp_mask)
 
 

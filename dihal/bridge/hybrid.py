@@ -16,7 +16,7 @@ import torch
 
 from dihal.backbone.adapter import BackboneAdapter
 from dihal.bridge.denoiser import Denoiser
-from dihal.bridge.diffusion import ddim_sample
+from dihal.bridge.diffusion import ddim_sample, prefix_mask
 from dihal.bridge.standardize import Standardizer
 
 
@@ -84,8 +84,7 @@ class HybridLM(torch.nn.Module):
         clamp = torch.zeros(b, self.seq_len, d)
         prompt_states = self.prefix_states(prompt_ids).float().cpu()
         clamp[:, :p] = self.standardizer.transform(prompt_states)
-        mask = torch.zeros(b, self.seq_len, dtype=torch.bool)
-        mask[:, :p] = True
+        mask = prefix_mask(b, self.seq_len, p)
         dev = self.adapter.device
         generator = generator or torch.Generator().manual_seed(0)  # never the global RNG
         noise_gen = generator

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dihal.bridge.diffusion import OBJECTIVES, training_loss
+from dihal.atomic import atomic_open
+from dihal.bridge.diffusion import OBJECTIVES, prefix_mask, training_loss
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "lr_at", "prefix_mask", "train_denoiser"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -41,6 +43,14 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The fixed training protocol.
+
+    Its checks repeat BridgeSpec's on purpose, with the same rules: a TrainConfig is also
+    built outside a validated spec (bench/bridge.py, tests, notebooks using the library),
+    and a bad value there must fail here, by name, not deep inside the loop. The train
+    stage builds it from already-validated fields, where the checks cannot fire.
+    """
+
     steps: int = 600
     batch_size: int = 32
     lr: float = 1e-3
@@ -61,8 +71,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        if self.warmup > self.steps:
-            raise ValueError(f"warmup ({self.warmup}) must not exceed steps ({self.steps})")
+        if self.warmup >= self.steps:  # the same rule as BridgeSpec: lr_at(steps) needs a cosine phase
+            raise ValueError(f"warmup ({self.warmup}) must be smaller than steps ({self.steps})")
         for name in ("lr", "grad_clip"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -92,16 +102,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def prefix_mask(batch: int, length: int, prefix: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(batch, length) bool mask with the first `prefix` positions clamped."""
-    if not 0 <= prefix < length:
-        raise ValueError(f"prefix must be in [0, T) = [0, {length}), got {prefix}: "
-                         "at least one position has to be generated")
-    mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
-    mask[:, :prefix] = True
-    return mask
-
-
 def data_fingerprint(x: torch.Tensor) -> str:
     """Hash of shape, dtype and bytes: resuming on different data must fail loudly."""
     h = hashlib.blake2b(digest_size=16)
@@ -112,13 +112,8 @@ def data_fingerprint(x: torch.Tensor) -> str:
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write then atomically rename, fsync'd, so a kill never leaves a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb", fsync=True) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Path, expect: dict) -> dict:

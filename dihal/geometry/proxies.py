@@ -29,6 +29,7 @@ import torch
 
 from dihal.geometry.knn import knn
 from dihal.geometry.normalize import as_states, normalize_states
+from dihal.proxy_names import STANDARD
 
 _CHUNK = 256
 
@@ -219,7 +220,7 @@ class ProxyContext:
 def compute_layer_proxies(
     states,
     *,
-    proxies: Sequence[str] = ("kappa", "sigma", "erank"),
+    proxies: Sequence[str] = STANDARD,
     anchors: int = 1024,
     k: int = 16,
     pairs: int = 4096,

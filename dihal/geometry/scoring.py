@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dihal.proxy_names import DEFAULT_WEIGHTS
+
 __all__ = ["DEFAULT_WEIGHTS", "LayerScores", "score_layers", "zscore"]
 
-DEFAULT_WEIGHTS: dict[str, float] = {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}
 
 # Spreads below this fraction of the values' magnitude are rounding, not signal.
 _CONSTANT_RTOL = 1e-12

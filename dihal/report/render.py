@@ -21,8 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from dihal import __version__
+from dihal.atomic import write_atomic
 from dihal.ledger import reader
 from dihal.report import plots, plots_geometry, trust
 from dihal.report.data import SpecReport, SpecSummary, all_slugs, load_spec, summarize
@@ -208,18 +207,6 @@ def render_index(rows: list[SpecSummary], linked: set[str]) -> str:
     )  # fmt: skip
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(root: Path | str, spec_hash: str) -> Path:
     """Render reports/<slug>.html for that spec, re-render reports/index.html, return the spec report's path.
 
@@ -233,7 +220,7 @@ def write_reports(root: Path | str, spec_hash: str) -> Path:
     out_dir = root / REPORTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{slugs[spec_hash]}.html"
-    _atomic_write(path, render_spec(report, slugs[spec_hash]))
+    write_atomic(path, render_spec(report, slugs[spec_hash]))
     linked = {s.slug for s in rows if (out_dir / f"{s.slug}.html").is_file()}
-    _atomic_write(out_dir / "index.html", render_index(rows, linked))
+    write_atomic(out_dir / "index.html", render_index(rows, linked))
     return path

@@ -12,6 +12,7 @@ def run_stage(config_path: Path | str) -> None:
     from dihal.stages.common import StageConfig
 
     cfg = StageConfig.read(config_path)
+    _check_code(config_path, cfg.kind)
     torch.use_deterministic_algorithms(True, warn_only=True)
     runners = {
         "extract": extract.run,
@@ -25,3 +26,18 @@ def run_stage(config_path: Path | str) -> None:
     if cfg.kind not in runners:
         raise ValueError(f"unknown stage kind {cfg.kind!r} in {config_path}")
     runners[cfg.kind](cfg)
+
+
+def _check_code(config_path: Path | str, kind: str) -> None:
+    """Refuse to fill a stage's outputs with code other than the code its name was compiled for: a stage
+    name promises its outputs came from that code (`dihal.identity`). Configs without a code hash (made
+    before code entered stage identities) are run as before."""
+    import json
+
+    from dihal.identity import code_hash
+
+    want = (json.loads(Path(config_path).read_text()).get("identity") or {}).get("code")
+    if want is not None and want != code_hash(kind):
+        raise RuntimeError(f"{config_path} was compiled for dihal {kind} code {want}, but this dihal's is "
+                           f"{code_hash(kind)}: run `dihal compile` (or `dihal run`) on the spec again, which "
+                           "gives the stage a new name instead of mixing outputs of two versions of the code")

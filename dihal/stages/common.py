@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dihal.atomic import write_atomic
 from dihal.spec import BackboneSpec, DataSpec
 
 
@@ -21,6 +22,8 @@ class StageConfig:
     link: Path | None
     out: Path
     runtime: dict
+    results: dict = field(default_factory=dict)  # DVC metrics/plots files (dihal.dvc_results); none in old configs
+    identity: dict = field(default_factory=dict)  # code hash, model pin (dihal.identity); none in old configs
 
     @classmethod
     def read(cls, path: Path | str) -> StageConfig:
@@ -33,20 +36,34 @@ class StageConfig:
             link=Path(raw["link"]) if raw.get("link") else None,
             out=Path(raw["out"]),
             runtime=raw.get("runtime", {}),
+            results=raw.get("results", {}),
+            identity=raw.get("identity") or {},
         )
 
     def backbone_spec(self) -> BackboneSpec:
-        return BackboneSpec.model_validate(self.params["backbone"])
+        """The spec's backbone; an unpinned hub model is loaded at the commit the stage's identity names
+        (resolved from the local HF cache at compile time), so the weights are the ones the name promises."""
+        spec = BackboneSpec.model_validate(self.params["backbone"])
+        commit = (self.identity.get("model") or {}).get("commit")
+        if spec.source == "hf" and spec.revision is None and commit:
+            spec = spec.model_copy(update={"revision": commit})
+        return spec
 
     def data_spec(self) -> DataSpec:
         return DataSpec.model_validate(self.params["data"])
 
 
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def write_results(cfg: StageConfig, metrics: dict | None = None, plots: dict[str, list] | None = None) -> None:
+    """The stage's DVC metrics and plot files (see dihal.dvc_results), where its config names them."""
+    if metrics is not None and "metrics" in cfg.results:
+        write_json(Path(cfg.results["metrics"]), metrics)
+    for name, rows in (plots or {}).items():
+        if name in cfg.results.get("plots", {}):
+            write_json(Path(cfg.results["plots"][name]), rows)
 
 
 def read_json(path: Path):

@@ -7,7 +7,8 @@ the uncertainty of G itself (which documents the geometry sample happened to hol
 
 from __future__ import annotations
 
-from dihal.stages.common import StageConfig, read_json, write_json
+from dihal import dvc_results
+from dihal.stages.common import StageConfig, read_json, write_json, write_results
 
 
 def run(cfg: StageConfig) -> None:
@@ -41,3 +42,4 @@ def run(cfg: StageConfig) -> None:
         out["selected_rank"], out["in_top_k"] = None, None
     out["layers"] = swept
     write_json(cfg.out / "correlation.json", out)
+    write_results(cfg, *dvc_results.correlate_results(out, g, losses))

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dihal import progress
-from dihal.stages.common import StageConfig, Timer, open_backbone, write_json
+from dihal import dvc_results, progress
+from dihal.stages.common import StageConfig, Timer, open_backbone, write_json, write_results
 
 
 def _gen(seed: int, salt: int) -> torch.Generator:
@@ -24,11 +24,10 @@ def _gen(seed: int, salt: int) -> torch.Generator:
 
 def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_batches: int, seed: int) -> list[float]:
     """x0-MSE per validation batch, averaged over the fixed t grid (fixed noise)."""
-    from dihal.bridge.diffusion import x0_mse
+    from dihal.bridge.diffusion import prefix_mask, x0_mse
 
     dev = hybrid.adapter.device
-    mask = torch.zeros(x0.shape[:2], dtype=torch.bool)
-    mask[:, :prefix] = True
+    mask = prefix_mask(*x0.shape[:2], prefix)
     g = _gen(seed, 1)  # noise is drawn on the CPU so every device sees the same draws
     out = []
     for chunk, m in zip(torch.tensor_split(x0, n_batches), torch.tensor_split(mask, n_batches)):
@@ -45,16 +44,15 @@ def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_bat
 def recovery(hybrid, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, prefix: int, t: float, seed: int,
              batch: int = 16) -> dict:  # fmt: skip
     """Noise at t, denoise once, decode; CE against the true next tokens at generated positions."""
-    from dihal.bridge.diffusion import model_x0, q_sample
+    from dihal.bridge.diffusion import model_x0, noised_input, prefix_mask
 
     g = _gen(seed, 2)
     nll, correct, agree, count = 0.0, 0, 0, 0
     for i in range(0, len(x0), batch):
         xb, hb, ib = x0[i : i + batch], true_h[i : i + batch], ids[i : i + batch]
-        mask = torch.zeros(xb.shape[:2], dtype=torch.bool)
-        mask[:, :prefix] = True
+        mask = prefix_mask(*xb.shape[:2], prefix)
         tt = torch.full((xb.shape[0],), float(t))
-        xt = torch.where(mask[..., None], xb, q_sample(xb, tt, torch.randn(xb.shape, generator=g)))
+        xt = noised_input(xb, mask, tt, torch.randn(xb.shape, generator=g))
         dev = hybrid.adapter.device
         with torch.no_grad():
             x0_hat = model_x0(hybrid.denoiser, xt.to(dev), tt.to(dev), mask.to(dev), hybrid.objective).cpu()
@@ -127,3 +125,4 @@ def run(cfg: StageConfig) -> None:
         "samples_digest": digest, "seconds": timer.seconds,
     }  # fmt: skip
     write_json(out / "metrics.json", metrics)
+    write_results(cfg, dvc_results.evaluate_metrics(metrics))

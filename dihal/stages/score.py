@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from dihal import progress
-from dihal.stages.common import StageConfig, Timer, read_json, write_json
+from dihal.proxy_names import STANDARD  # always computed: the ledger has a column for each
+from dihal import dvc_results
+from dihal.stages.common import StageConfig, Timer, read_json, write_json, write_results
 from dihal.stages.extract import layer_file
-
-STANDARD = ("kappa", "sigma", "erank")  # always computed: the ledger has a column for each
 
 
 def run_score(cfg: StageConfig) -> None:
@@ -32,7 +32,7 @@ def run_score(cfg: StageConfig) -> None:
             n_boot=geo["n_boot"], progress=progress.bar,
         )  # fmt: skip
     table = res.table
-    write_json(cfg.out / "scores.json", {
+    scores = {
         "layers": table.layers,
         "values": {str(k): v for k, v in res.values.items()},
         "z": table.z,
@@ -48,10 +48,15 @@ def run_score(cfg: StageConfig) -> None:
         "block_start": meta.get("block_start"),
         "outlier_rule": describe(rule, threshold),
         "outliers": {str(k): v for k, v in res.outliers.items()},
-    })  # fmt: skip
+    }  # fmt: skip
+    write_json(cfg.out / "scores.json", scores)
+    stability = None
     if res.stability is not None:
-        write_json(cfg.out / "stability.json", {**res.stability.to_dict(), "n_documents": res.n_documents,
-                                                "seed": seed})  # fmt: skip
+        stability = {**res.stability.to_dict(), "n_documents": res.n_documents, "seed": seed}
+        write_json(cfg.out / "stability.json", stability)
+    # from the stored JSON, so the DVC metrics carry exactly the numbers in artifacts/ and the ledger
+    write_results(cfg, *dvc_results.score_results(read_json(cfg.out / "scores.json"),
+                                                  stability and read_json(cfg.out / "stability.json")))
 
 
 def run_select(cfg: StageConfig) -> None:
@@ -63,15 +68,18 @@ def run_select(cfg: StageConfig) -> None:
         layer = scores["best"]
     else:
         layer = rule["layer"]
-        if layer not in layers and not 1 <= layer < scores["n_layers"]:
-            raise ValueError(f"select.layer: {layer} is not a layer of the backbone (1..{scores['n_layers'] - 1})")
+        # dihal.checks refuses the same before any compute; this guards a config run by `dvc repro` alone
+        if not 1 <= layer <= scores["n_layers"]:
+            raise ValueError(f"select.layer: {layer} is not a layer of the backbone (1..{scores['n_layers']})")
     by_layer = dict(zip(layers, g))
     share = None
     if (src / "stability.json").exists():
         stab = read_json(src / "stability.json")
         share = dict(zip(stab["layers"], stab["argmax_share"])).get(layer)
-    write_json(cfg.out / "selection.json", {
+    selection = {
         "layer": layer, "rule": rule["rule"], "score": by_layer.get(layer),
         "rank_by_score": sorted(layers, key=lambda x: -by_layer[x]).index(layer) + 1 if layer in by_layer else None,
         "n_layers": scores["n_layers"], "argmax_share": share,
-    })  # fmt: skip
+    }  # fmt: skip
+    write_json(cfg.out / "selection.json", selection)
+    write_results(cfg, dvc_results.select_metrics(selection))

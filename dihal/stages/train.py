@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dihal import progress
-from dihal.stages.common import StageConfig, Timer, read_json, write_json
+from dihal import dvc_results, progress
+from dihal.stages.common import StageConfig, Timer, read_json, write_json, write_results
 
 CHECKPOINTS = Path("artifacts") / "checkpoints"
 
@@ -74,11 +74,13 @@ def run(cfg: StageConfig) -> None:
     }, out / "bridge.pt")  # fmt: skip
     trained_steps = p["steps"] - (result.resumed_from or 0)
     write_json(out / "curve.json", result.curve)
-    write_json(out / "meta.json", {
+    train_meta = {
         "layer": meta["layer"], "seed": p["seed"], "steps": p["steps"], "seconds": timer.seconds,
         "resumed_from": result.resumed_from,
         "tokens_per_s": trained_steps * p["batch_size"] * p["seq_len"] / max(timer.seconds, 1e-9),
         "n_params": sum(x.numel() for x in den.parameters()),
         "standardizer_fit": fit_report,
-    })  # fmt: skip
+    }  # fmt: skip
+    write_json(out / "meta.json", train_meta)
+    write_results(cfg, *dvc_results.train_results(result.curve, train_meta))
     shutil.rmtree(ckpt.parent, ignore_errors=True)

@@ -1,0 +1,114 @@
+"""dihal's results seen through DVC alone: `dvc metrics show`, `dvc plots show`, `dvc exp show`, `dvc params diff`.
+
+A tiny spec is run in a git-backed project (DVC's experiments need git), then only `dvc` commands are asked.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dihal.cli import app
+from dihal.dvc_results import METRICS_DIR, PLOTS_DIR, dvc_fields
+from dihal.pipeline import plan
+from dihal.spec import load_spec
+from tests.test_run_tiny import BASE
+from tests.tiny import save_tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dvc(root: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dvcproject")
+    save_tiny(root / "tiny")
+    git(root, "init", "-q")
+    spec = json.loads(json.dumps(BASE))
+    spec["bridge"]["layers"] = [1, 2, 3]  # a sweep: every stage kind, correlate included
+    (root / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    result = CliRunner().invoke(app, ["run", str(root / "tiny.yaml"), "--no-report", "--project", str(root)])
+    assert result.exit_code == 0, result.output
+    yield root
+    mp.undo()
+
+
+def test_metrics_and_plots_live_outside_every_output_and_are_uncached():
+    spec, _ = load_spec(ROOT / "specs" / "sweep.yaml")
+    p = plan(spec, 30)
+    outs = [str(s.out) for s in p.stages]
+    for st in p.stages:
+        entry = st.dvc_entry()
+        assert entry["params"] == [{str(st.config_path): ["params"]}] and str(st.config_path) in entry["deps"]
+        files = [next(iter(m)) for m in entry.get("metrics", []) + entry.get("plots", [])]
+        if st.kind in ("score", "select", "train", "evaluate", "correlate"):
+            assert files and files[0] == str(METRICS_DIR / f"{st.name}.json")
+        assert all(not f.startswith(o + "/") for f in files for o in outs), "DVC refuses overlapping outputs"
+        assert all(Path(f).parts[0] in (str(METRICS_DIR), str(PLOTS_DIR)) for f in files)
+        assert all(v["cache"] is False for m in entry.get("metrics", []) + entry.get("plots", []) for v in m.values())
+        assert st.config()["results"].get("metrics") == (files[0] if files else None)
+    assert dvc_fields("extract", "extract-x", "c.json") == {"params": [{"c.json": ["params"]}]}
+
+
+def test_dvc_metrics_show_has_g_ell_star_and_the_bridge_loss(project):
+    shown = json.loads(dvc(project, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]  # the workspace's files (DVC keys the workspace as "" here)
+    by_kind: dict[str, list[dict]] = {}
+    for path, entry in files.items():
+        by_kind.setdefault(Path(path).name.split("-")[0], []).append(entry["data"])
+    score = by_kind["score"][0]
+    assert set(score["G"]) == {"L01", "L02", "L03"} and score["ell_star"] in (1, 2, 3)
+    assert score["ell_star"] == max((v, int(k[1:])) for k, v in score["G"].items())[1]
+    assert 0 < score["argmax_share"] <= 1
+    evals = by_kind["evaluate"]
+    assert sorted(e["layer"] for e in evals) == [1, 2, 3] and all(e["bridge_val_loss"] > 0 for e in evals)
+    corr = by_kind["correlate"][0]
+    assert -1 <= corr["spearman_rho"] <= 1 and 0 < corr["spearman_p"] <= 1 and "kendall_tau" in corr
+    # the DVC metrics are the stage outputs' own numbers
+    metrics_json = next(project.glob("artifacts/evaluate/*/metrics.json"))
+    stored = json.loads(metrics_json.read_text())
+    match = [e for e in evals if e["layer"] == stored["layer"] and e["seed"] == stored["seed"]]
+    assert match[0]["bridge_val_loss"] == stored["bridge_val_loss"]
+
+
+def test_dvc_plots_show_finds_the_geometry_profile_curves_and_g_vs_loss(project):
+    data = json.loads(dvc(project, "plots", "show", "--json"))["data"]
+    names = {Path(p).name for p in data}
+    assert {"geometry.json", "curve.json", "g_vs_loss.json"} <= names
+    geometry = next(v for p, v in data.items() if p.endswith("geometry.json"))[0]["content"]["data"]["values"]
+    assert sorted(r["layer"] for r in geometry) == [1, 2, 3] and all("G" in r for r in geometry)
+    assert len([p for p in data if p.endswith("curve.json")]) == 3  # one training curve per (layer, seed)
+    dvc(project, "plots", "show")
+    assert (project / "dvc_plots" / "index.html").exists()
+
+
+def test_dvc_exp_show_and_params_diff_see_dihal_settings_and_results(project):
+    git(project, "add", "dvc.yaml", "dvc.lock", ".dihal/stages", "metrics", "plots")
+    git(project, "commit", "-qm", "tiny run")
+    rows = json.loads(dvc(project, "exp", "show", "--json"))
+    workspace = rows[0]["data"]
+    metrics = {Path(p).name.split("-")[0]: v["data"] for p, v in workspace["metrics"].items()}
+    assert "ell_star" in metrics["score"] and "bridge_val_loss" in metrics["evaluate"]
+    params = {Path(p).name.split("-")[0]: v["data"] for p, v in workspace["params"].items()}
+    assert params["score"]["params"]["geometry"]["k"] == BASE["geometry"]["k"]
+    assert params["train"]["params"]["lr"] == 1e-3
+    diff = json.loads(dvc(project, "params", "diff", "--all", "--json"))
+    assert any("params.geometry.k" in keys for keys in diff.values())
