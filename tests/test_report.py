@@ -462,3 +462,30 @@ def test_quickstart_and_degenerate_values_render(tmp_path):
     assert 'id="geometry-plot"' in html and 'id="scatter-plot"' in html and 'id="curves-plot"' not in html
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
     assert not re.search(r"\bnan\b", text, re.I), "NaN must read as a dash"
+
+
+def test_figures_are_reused_while_their_inputs_are_unchanged(project, monkeypatch):
+    """A warm run re-renders the report without drawing (or importing matplotlib for) unchanged figures."""
+    import importlib
+
+    from dihal.report import render
+
+    root, hashes, _ = project
+    h = next(iter(hashes.values()))
+    first = render.write_reports(root, h).read_text()
+    cache = root / "reports" / render.FIGURE_CACHE
+    assert any(cache.rglob("*.uri"))
+    real = importlib.import_module
+
+    def no_plotting(name, *a, **k):
+        if name.startswith("dihal.report.plots"):
+            raise AssertionError(f"{name} imported although its figures are cached")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(render.importlib, "import_module", no_plotting)
+    again = render.write_reports(root, h).read_text()
+    strip = lambda html: re.sub(r"[Rr]endered[^<]*", "", html)  # noqa: E731
+    assert strip(again) == strip(first)
+    monkeypatch.setattr(render, "_plot_code", lambda: "other plotting code")
+    with pytest.raises(AssertionError, match="imported although"):
+        render.write_reports(root, h)  # new plotting code: figures are drawn again

@@ -19,7 +19,9 @@ Why it is built this way:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import importlib
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,11 +32,12 @@ from markupsafe import Markup
 from dihal import __version__
 from dihal.atomic import write_atomic
 from dihal.ledger import reader
-from dihal.report import plots, plots_geometry, trust
+from dihal.report import trust
 from dihal.report.data import SpecReport, SpecSummary, all_slugs, load_spec, summarize
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORTS_DIR = "reports"
+FIGURE_CACHE = ".figures"  # under REPORTS_DIR: drawn figures, reused while their inputs are unchanged
 METRIC_LABELS = {  # column -> (header, hint shown as the header's tooltip)
     "bridge_val_loss": ("bridge val loss", "x0-MSE on standardised validation targets over the t grid; lower is better"),
     "recovery_ce": ("recovery CE", "cross-entropy of tokens decoded from once-denoised states; lower is better"),
@@ -170,19 +173,52 @@ def stability_sentence(f: dict | None) -> Markup | None:
     return text
 
 
-def render_spec(r: SpecReport, slug: str) -> str:
+_PLOT_MODULES = ("plots", "plots_geometry")
+
+
+@functools.cache
+def _plot_code() -> str:
+    """Hash of the plotting code: a cached figure is reused only while the code that drew it is unchanged."""
+    h = hashlib.sha256()
+    for name in _PLOT_MODULES:
+        h.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
+def _figure(cache: Path | None, key: str, module: str, fn: str, *args) -> str | None:
+    """The figure's data URI, drawn by dihal.report.<module>.<fn>(*args), or reused from `cache`.
+
+    A run that computed nothing re-renders the report (its run list changed) but not its figures:
+    each is stored under the spec's folder with a hash of its inputs and of the plotting code, so
+    matplotlib is not even imported when nothing it would draw has changed. One file per figure and
+    spec, overwritten when the inputs change, so the cache cannot grow without bound.
+    """
+    digest = hashlib.sha256(repr((module, fn, args, _plot_code())).encode()).hexdigest()
+    path = cache / f"{key}.{digest[:32]}.uri" if cache is not None else None
+    if path is not None and path.is_file():
+        return path.read_text() or None
+    uri = getattr(importlib.import_module(f"dihal.report.{module}"), fn)(*args)
+    if cache is not None:
+        for old in cache.glob(f"{key}.*.uri"):
+            old.unlink(missing_ok=True)
+        write_atomic(path, uri or "")
+    return uri
+
+
+def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
     sel = r.selected_layer
     t = _trust(r)
     sens = r.stability if t["sensitivity"] else {}
+    fig = functools.partial(_figure, cache)
     figures = {
-        "geometry": plots.geometry_figure(r.geometry, sel),
-        "stability": plots_geometry.stability_figure(t["profile"], sel),
-        "outliers": plots_geometry.outliers_figure(t["outliers"]["rows"], sel, t["outliers"]["threshold"])
-        if t["outliers"] else None,
-        "sensitivity": plots_geometry.sensitivity_figure(sens, {v["variant"]: v["layer"] for v in t["sensitivity"]})
-        if sens else None,
-        "curves": plots.curves_figure(r.curves, sel),
-        "scatter": plots.scatter_figure(r.layers, sel, r.correlation) if r.correlation else None,
+        "geometry": fig("geometry", "plots", "geometry_figure", r.geometry, sel),
+        "stability": fig("stability", "plots_geometry", "stability_figure", t["profile"], sel),
+        "outliers": fig("outliers", "plots_geometry", "outliers_figure", t["outliers"]["rows"], sel,
+                        t["outliers"]["threshold"]) if t["outliers"] else None,
+        "sensitivity": fig("sensitivity", "plots_geometry", "sensitivity_figure", sens,
+                           {v["variant"]: v["layer"] for v in t["sensitivity"]}) if sens else None,
+        "curves": fig("curves", "plots", "curves_figure", r.curves, sel),
+        "scatter": fig("scatter", "plots", "scatter_figure", r.layers, sel, r.correlation) if r.correlation else None,
     }  # fmt: skip
     prov = r.provenance_run or {}
     return _env().get_template("spec.j2").render(
@@ -220,7 +256,7 @@ def write_reports(root: Path | str, spec_hash: str) -> Path:
     out_dir = root / REPORTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{slugs[spec_hash]}.html"
-    write_atomic(path, render_spec(report, slugs[spec_hash]))
+    write_atomic(path, render_spec(report, slugs[spec_hash], out_dir / FIGURE_CACHE / slugs[spec_hash]))
     linked = {s.slug for s in rows if (out_dir / f"{s.slug}.html").is_file()}
     write_atomic(out_dir / "index.html", render_index(rows, linked))
     return path
