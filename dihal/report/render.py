@@ -185,6 +185,18 @@ def _plot_code() -> str:
     return h.hexdigest()
 
 
+_NOT_DRAWN = frozenset({"run_id", "code_version", "packages"})  # provenance: new every run, never plotted
+
+
+def _drawn(obj):
+    """`obj` without the provenance columns ledger rows carry, which change on every run but are never drawn."""
+    if isinstance(obj, dict):
+        return {k: _drawn(v) for k, v in obj.items() if k not in _NOT_DRAWN}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_drawn(v) for v in obj)
+    return obj
+
+
 def _figure(cache: Path | None, key: str, module: str, fn: str, *args) -> str | None:
     """The figure's data URI, drawn by dihal.report.<module>.<fn>(*args), or reused from `cache`.
 
@@ -193,7 +205,7 @@ def _figure(cache: Path | None, key: str, module: str, fn: str, *args) -> str | 
     matplotlib is not even imported when nothing it would draw has changed. One file per figure and
     spec, overwritten when the inputs change, so the cache cannot grow without bound.
     """
-    digest = hashlib.sha256(repr((module, fn, args, _plot_code())).encode()).hexdigest()
+    digest = hashlib.sha256(repr((module, fn, _drawn(args), _plot_code())).encode()).hexdigest()
     path = cache / f"{key}.{digest[:32]}.uri" if cache is not None else None
     if path is not None and path.is_file():
         return path.read_text() or None
