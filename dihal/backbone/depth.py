@@ -66,56 +66,59 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
         return None
 
 
-def _embedded_depth(gguf: Path) -> int | None:
-    """Block count from the GGUF header, memoised by file identity: parsing the header costs
-    about two seconds, which would dominate a warm `dihal run` that computes nothing."""
+def _memoised_by_file(gguf: Path, memo_name: str, field: str, compute):
+    """compute(gguf), remembered in the dihal cache under the file's identity (path, size, mtime).
+
+    A read-only or corrupt memo only costs speed: the value is then computed again.
+    """
     stat = gguf.stat()
     ident = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
-    memo = cache_root() / "embedded-depth.json"
+    memo = cache_root() / memo_name
     try:
         saved = json.loads(memo.read_text())
         if saved.get("file") == ident:
-            return int(saved["depth"])
+            return saved[field]
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    value = compute(gguf)
+    if value is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps({"file": ident, field: value}))
+        except OSError:
+            pass
+    return value
+
+
+def _gguf_block_count(gguf: Path) -> int | None:
     from gguf import GGUFReader
 
     reader = GGUFReader(str(gguf))
-    depth = next((int(f.parts[f.data[0]][0]) for k, f in reader.fields.items() if k.endswith(".block_count")), None)
-    if depth is not None:
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            memo.write_text(json.dumps({"file": ident, "depth": depth}))
-        except OSError:
-            pass  # a read-only cache only costs speed
-    return depth
+    return next((int(f.parts[f.data[0]][0]) for k, f in reader.fields.items() if k.endswith(".block_count")), None)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _embedded_depth(gguf: Path) -> int | None:
+    """Block count from the GGUF header, memoised: parsing the header costs about two seconds,
+    which would dominate a warm `dihal run` that computes nothing."""
+    depth = _memoised_by_file(gguf, "embedded-depth.json", "depth", _gguf_block_count)
+    return None if depth is None else int(depth)
 
 
 def embedded_gguf_sha256(gguf: Path) -> str:
-    """The GGUF file's sha256, memoised by file identity (path, size, mtime): hashing 100 MB costs
-    0.3 s, paid once per file instead of on every compile. It keys the converted-model cache and is
-    part of the identity of every stage that loads the embedded backbone."""
-    import hashlib
-
-    stat = gguf.stat()
-    ident = f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}"
-    memo = cache_root() / "embedded-sha256.json"
-    try:
-        saved = json.loads(memo.read_text())
-        if saved.get("file") == ident:
-            return str(saved["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    h = hashlib.sha256()
-    with open(gguf, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps({"file": ident, "sha256": h.hexdigest()}))
-    except OSError:
-        pass  # a read-only cache only costs speed
-    return h.hexdigest()
+    """The GGUF file's sha256, memoised: hashing 100 MB costs 0.3 s, paid once per file instead of on
+    every compile. It keys the converted-model cache and is part of the identity of every stage that
+    loads the embedded backbone."""
+    return str(_memoised_by_file(gguf, "embedded-sha256.json", "sha256", _file_sha256))
 
 
 def _depth_of(config: dict) -> int | None:

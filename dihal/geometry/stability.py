@@ -146,26 +146,29 @@ class Resample:
         return total, top, r, z
 
     @cached_property
-    def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
-        """(tail eigenvalues (B, d-r), top Ritz eigenvalues (B, r)), population units."""
-        total, top, r, _ = self._moments
+    def ritz(self) -> np.ndarray:
+        """(B, r) eigenvalues of each replicate's top-r covariance block, population units."""
+        _, top, _, _ = self._moments
+        return np.clip(np.linalg.eigvalsh(top), 0.0, None)
+
+    @cached_property
+    def _tail_full(self) -> np.ndarray:
+        """The full sample's eigenvalues outside the top r (population units, ascending)."""
+        r = self._moments[2]
         n = self.ctx.n
-        full = self.ctx.eigvals.cpu().numpy() * (n - 1) / n
-        tail_full = full[: len(full) - r]
-        mu = np.clip(np.linalg.eigvalsh(top), 0.0, None)
-        rest = np.clip(total - mu.sum(axis=1), 0.0, None)
-        base = tail_full.sum()
-        tail = tail_full[None, :] * (rest / base)[:, None] if base > 0 else np.zeros((len(total), 0))
-        return tail, mu
+        return self.ctx.eigvals.cpu().numpy()[: self.ctx.d - r] * (n - 1) / n
 
     @cached_property
     def tail_scale(self) -> np.ndarray:
-        """(B,) factor the replicate applies to the full sample's tail eigenvalues."""
-        total, top, r, _ = self._moments
-        mu = self.spectrum[1]
-        n = self.ctx.n
-        base = float(self.ctx.eigvals.cpu().numpy()[: self.ctx.d - r].sum()) * (n - 1) / n
-        return np.clip(total - mu.sum(axis=1), 0.0, None) / base if base > 0 else np.ones(len(total))
+        """(B,) factor the replicate applies to the full sample's tail eigenvalues: its remaining variance."""
+        total = self._moments[0]
+        base = float(self._tail_full.sum())
+        return np.clip(total - self.ritz.sum(axis=1), 0.0, None) / base if base > 0 else np.ones(len(total))
+
+    @cached_property
+    def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tail eigenvalues (B, d-r), top Ritz eigenvalues (B, r)), population units."""
+        return self._tail_full[None, :] * self.tail_scale[:, None], self.ritz
 
     @cached_property
     def scale2(self) -> np.ndarray:
