@@ -6,6 +6,7 @@ same form as schema errors: field path, bad value, what was expected.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from dihal.spec import Spec, SpecError
@@ -24,6 +25,8 @@ def check_resources(spec: Spec, source: str = "<spec>", root: Path | str = ".") 
         if not (root / p).is_file():
             problems.append((f"data.paths[{i}]", p, f"an existing text file (relative paths are read from the spec "
                                                     f"file's folder; looked for {(root / p).resolve()})"))  # fmt: skip
+        elif (bad := _not_utf8(root / p)) is not None:
+            problems.append((f"data.paths[{i}]", p, f"a UTF-8 text file ({bad}; re-save it as UTF-8)"))
     if spec.backbone.source == "local" and not (root / spec.backbone.id).is_dir():
         problems.append(("backbone.id", spec.backbone.id, "an existing local model directory"))
     if spec.data.source == "hf" and spec.data.dataset and spec.data.dataset.startswith((".", "/")):
@@ -54,3 +57,27 @@ def check_resources(spec: Spec, source: str = "<spec>", root: Path | str = ".") 
     if problems:
         raise SpecError(source, problems)
     return depth
+
+
+def _not_utf8(path: Path, chunk: int = 1 << 22) -> str | None:
+    """Where a text file stops being UTF-8 (or looks binary), read in chunks: a corpus may be large,
+    and extract would otherwise fail on it minutes into a run."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, offset = 0, 0  # newlines and bytes before the current chunk
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            nul = data.find(b"\x00")
+            if nul >= 0:
+                return f"a NUL byte at offset {offset + nul}: this looks like a binary file"
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                buf = err.object  # the chunk, after any bytes held back from the previous one
+                at = offset - (len(buf) - len(data)) + err.start
+                line = lines + 1 + buf[: err.start].count(b"\n")
+                return f"byte 0x{buf[err.start:err.start + 1].hex()} at line {line} (offset {at}) is not UTF-8"
+            if not data:
+                return None
+            lines += data.count(b"\n")
+            offset += len(data)

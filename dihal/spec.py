@@ -11,19 +11,25 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dihal.proxy_names import DEFAULT_WEIGHTS
+from dihal.spec_errors import INT32_MAX, SpecError
+from dihal.spec_errors import problems_of as _problems
+from dihal.spec_yaml import read_yaml
 
-PosInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "read_yaml"]
+
+# Every integer fits the ledger's 32-bit INTEGER columns; larger ones are refused here, not at ingest.
+PosInt = Annotated[int, Field(gt=0, le=INT32_MAX)]
+NonNegInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
 PosFloat = Annotated[float, Field(gt=0)]
 Prob = Annotated[float, Field(gt=0, lt=1)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Finite floats only: .inf/.nan cannot be hashed (canonical JSON) and would only fail later, mid-run.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class BackboneSpec(_Section):
@@ -117,7 +123,7 @@ class OutlierSpec(_Section):
 class GeometrySpec(_Section):
     """Locate: the hidden-state sample and the proxies that score it."""
 
-    seq_len: Annotated[int, Field(ge=2)] = 64
+    seq_len: Annotated[int, Field(ge=2, le=INT32_MAX)] = 64
     n_tokens: PosInt = 8192
     batch_size: PosInt = 16
     layers: tuple[PosInt, ...] | None = Field(default=None, description="candidate layers; default 1..L-1")
@@ -195,7 +201,7 @@ class BridgeSpec(_Section):
         default="selected", description="'selected' trains at l*; a list sweeps those layers"
     )
     seeds: tuple[NonNegInt, ...] | None = Field(default=None, description="bridge seeds; default [seed]")
-    seq_len: Annotated[int, Field(ge=2)] = 64
+    seq_len: Annotated[int, Field(ge=2, le=INT32_MAX)] = 64
     n_train: PosInt = 512
     n_val: PosInt = 64
     prefix: PosInt = 1
@@ -247,7 +253,7 @@ class BridgeSpec(_Section):
 
 
 class EvalSpec(_Section):
-    t_grid: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    t_grid: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field(default=(0.1, 0.3, 0.5, 0.7, 0.9), min_length=1)
     val_batches: PosInt = 4
     recovery_t: Prob = 0.5
     n_samples: PosInt = 16
@@ -280,6 +286,9 @@ class Spec(_Section):
     sensitivity: tuple[Variant, ...] = Field(
         default=(), description="variants of Locate whose ℓ* and stability are reported next to the spec's own"
     )
+    allow_large: tuple[str, ...] = Field(
+        default=(), description="fields whose upper bound (dihal/spec_limits.py) this spec means to exceed"
+    )
 
     @field_validator("sensitivity")
     @classmethod
@@ -310,88 +319,8 @@ class Spec(_Section):
         return self.bridge is not None and self.bridge.layers != "selected"
 
 
-LABEL_FIELDS = frozenset({"name", "description"})
-
-
-class SpecError(Exception):
-    """A spec problem a user must fix: each item is (field path, bad value, what was expected)."""
-
-    def __init__(self, source: str, problems: list[tuple[str, object, str]]):
-        self.source = source
-        self.problems = problems
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = [f"{self.source}: {len(self.problems)} problem(s) in the spec"]
-        for path, value, expected in self.problems:
-            lines.append(f"  {path}: got {_short(value)} — {expected}")
-        return "\n".join(lines)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _path(loc: tuple) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif "[" in str(item):
-            continue  # a union branch label from pydantic ("tuple[int, ...]"), not part of the user's path
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "<root>"
-
-
-_MISSING = object()
-
-
-def _value_at(raw: object, loc: tuple) -> object:
-    cur = raw
-    for item in loc:
-        if isinstance(cur, dict) and item in cur:
-            cur = cur[item]
-        elif isinstance(cur, (list, tuple)) and isinstance(item, int) and item < len(cur):
-            cur = cur[item]
-        else:
-            return _MISSING
-    return cur
-
-
-def _problems(err: ValidationError, raw: object) -> list[tuple[str, object, str]]:
-    out = []
-    for e in err.errors(include_url=False):
-        loc = tuple(e["loc"])
-        value = _value_at(raw, loc)
-        msg = e["msg"].removeprefix("Value error, ").replace("a valid tuple", "a list")
-        if e["type"] == "extra_forbidden":
-            parent = _path(loc[:-1])
-            msg = f"unknown key (not a field of {parent if loc[:-1] else 'the spec'})"
-        elif e["type"] == "missing":
-            value = "<missing>"
-        out.append((_path(loc), e.get("input") if value is _MISSING else value, msg, e["type"]))
-    return _merge_union_branches(out)
-
-
-def _merge_union_branches(found: list[tuple]) -> list[tuple[str, object, str]]:
-    """A union field (a list or 'selected') fails once per branch: report it once.
-
-    A branch error on a deeper path (`bridge.layers[0]`) is the real problem, so the
-    literal branch's complaint about the parent is dropped; same-path branch errors
-    are joined with "or".
-    """
-    merged: dict[str, tuple[str, object, str]] = {}
-    for path, value, msg, kind in found:
-        deeper = any(o[0].startswith(path + "[") or o[0].startswith(path + ".") for o in found if o[0] != path)
-        if kind == "literal_error" and deeper:
-            continue
-        if path in merged:
-            merged[path] = (path, value, merged[path][2] + " or " + msg.removeprefix("Input should be "))
-        else:
-            merged[path] = (path, value, msg)
-    return list(merged.values())
+# Fields that name a spec or permit a value, never change what is computed: not part of the spec hash.
+LABEL_FIELDS = frozenset({"name", "description", "allow_large"})
 
 
 def _deep_merge(base: dict, changes: dict) -> dict:
@@ -433,22 +362,22 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     except ValidationError as err:
         raise SpecError(source, _problems(err, raw)) from None
     problems = _variant_problems(spec, raw)
+    if not problems:  # limits read the variants' merged specs, which need valid variants
+        from dihal.spec_limits import limit_problems
+
+        problems = _sweep_problems(spec) + limit_problems(spec)
     if problems:
         raise SpecError(source, problems)
     return spec
 
 
-def read_yaml(path: Path) -> tuple[dict, str]:
-    """Return the parsed mapping and the text as written (the ledger keeps both)."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise SpecError(str(path), [("<file>", str(path), "a readable YAML spec file")]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise SpecError(str(path), [("<yaml>", str(err).splitlines()[0], "valid YAML")]) from None
-    return raw, text
+def _sweep_problems(spec: Spec) -> list[tuple[str, object, str]]:
+    """A sweep exists to correlate G with the bridge's loss across layers: that needs three layers at least."""
+    if spec.is_sweep and len(spec.bridge.layers) < 3:
+        return [("bridge.layers", list(spec.bridge.layers),
+                 "at least 3 layers (a sweep correlates G with the bridge loss across layers); to train at one "
+                 "chosen layer use select: {rule: fixed, layer: N} with bridge.layers: selected")]  # fmt: skip
+    return []
 
 
 def load_spec(path: Path | str) -> tuple[Spec, str]:

@@ -49,7 +49,7 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
         cfg = Path(spec.id) / "config.json"
         if not cfg.exists():
             raise BackboneError(f"backbone.id: {spec.id!r} has no config.json (expected a HF model directory)")
-        return _depth_of(json.loads(cfg.read_text()))
+        return _depth_of(_read_config(cfg))
     config = _cached_hub_config(spec)
     if config is None:
         return None  # not in the local cache: AutoConfig(local_files_only=True) could not find it either
@@ -121,8 +121,28 @@ def embedded_gguf_sha256(gguf: Path) -> str:
     return str(_memoised_by_file(gguf, "embedded-sha256.json", "sha256", _file_sha256))
 
 
+def _read_config(path: Path) -> dict:
+    """A local model's config.json as a mapping, or a BackboneError saying what is wrong with the file."""
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BackboneError(f"{path} is not UTF-8 text (expected a HF model config)") from None
+    except json.JSONDecodeError as err:
+        raise BackboneError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except (OSError, RecursionError, ValueError) as err:
+        raise BackboneError(f"{path} could not be read as JSON ({type(err).__name__})") from None
+    if not isinstance(config, dict):
+        raise BackboneError(f"{path} holds a JSON {type(config).__name__}, expected an object (a HF model config)")
+    return config
+
+
 def _depth_of(config: dict) -> int | None:
-    return config.get("num_hidden_layers", config.get("n_layer"))
+    depth = config.get("num_hidden_layers", config.get("n_layer"))
+    if depth is None:
+        return None
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise BackboneError(f"config.json gives the number of layers as {str(depth)[:40]!r}, expected a positive integer")
+    return depth
 
 
 def _cached_hub_config(spec: BackboneSpec) -> dict | None:
@@ -130,10 +150,10 @@ def _cached_hub_config(spec: BackboneSpec) -> dict | None:
     try:
         local = Path(spec.id) / "config.json"
         if local.is_file():
-            return json.loads(local.read_text())
+            return _read_config(local)
         from huggingface_hub import try_to_load_from_cache
 
         path = try_to_load_from_cache(spec.id, "config.json", revision=spec.revision)
-        return json.loads(Path(path).read_text()) if isinstance(path, str) else None
-    except (OSError, ValueError, ImportError):
+        return _read_config(Path(path)) if isinstance(path, str) else None
+    except (OSError, ValueError, ImportError):  # a hub id that is not a valid repo name, no cache: load time
         return None
