@@ -103,6 +103,21 @@ def mutated(draw) -> str:
     return yaml.safe_dump(spec, allow_unicode=True)
 
 
+@st.composite
+def valid(draw) -> str:
+    """Specs that must pass: unicode labels, any 32-bit seed, ordinary settings (the ok path hashes them)."""
+    spec = yaml.safe_load(yaml.safe_dump(QUICKSTART))
+    spec["name"] = draw(st.text(min_size=1, max_size=40))
+    spec["description"] = draw(st.text(max_size=200))
+    spec["seed"] = draw(st.integers(0, 2**31 - 1))
+    spec["geometry"]["k"] = draw(st.integers(1, 64))
+    spec["geometry"]["ridge"] = draw(st.floats(1e-9, 10))
+    spec["bridge"]["steps"] = draw(st.integers(51, 5000))
+    if draw(st.booleans()):
+        spec["select"] = {"rule": "fixed", "layer": draw(st.integers(1, 29))}
+    return yaml.safe_dump(spec, allow_unicode=draw(st.booleans()))
+
+
 TOKENS = ["[", "]", "{", "}", ": ", "- ", "\n", "  ", "&x ", "*x", "<<: *x\n", "!!binary ", "!!python/object ",
           "!!set ", "? ", "|\n", ">-\n", "'", '"', "#", ".inf", ".nan", "1e999", "0x1F", "0o17", "~", "name", "seed",
           "geometry", "bridge", "k", "2001-12-14", "\t", "\u2028", "\ufeff", "é", "𝔘", "%YAML 1.1\n", "---\n", "..."]  # fmt: skip
@@ -111,7 +126,8 @@ raw_bytes = st.binary(max_size=200)
 deep = st.tuples(st.integers(1, 20_000), st.sampled_from(["[", "{a: ", "- "])).map(
     lambda t: "name: x\nseed: " + t[1] * t[0] if t[1] != "- " else "name: x\nseed:\n" + "".join(
         "  " * i + "- \n" for i in range(min(t[0], 400))))  # fmt: skip
-specs = st.one_of(mutated(), structured(), bombs(), raw_text, raw_bytes, deep)
+specs = st.one_of(valid().map(lambda t: ("valid", t)),
+                  st.one_of(mutated(), structured(), bombs(), raw_text, raw_bytes, deep).map(lambda t: ("any", t)))
 
 STATS: dict[str, tuple[float, str]] = {"seconds": (0.0, ""), "bytes": (0.0, "")}
 EXITS: dict[int, int] = {0: 0, 2: 0}
@@ -133,8 +149,9 @@ def listing(root: Path) -> list[str]:
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
                                  HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(spec=specs)
-def test_validate_answers_every_spec_with_ok_or_a_spec_error(spec, project, tmp_path_factory):
+@given(example=specs)
+def test_validate_answers_every_spec_with_ok_or_a_spec_error(example, project):
+    kind, spec = example
     path = project.parent / "fuzz-spec.yaml"  # outside the project: the project must stay empty
     path.write_bytes(spec if isinstance(spec, bytes) else spec.encode("utf-8", "surrogatepass"))
     before = listing(project)
@@ -155,6 +172,8 @@ def test_validate_answers_every_spec_with_ok_or_a_spec_error(spec, project, tmp_
     assert seconds < MAX_SECONDS, f"validate took {seconds:.2f} s on {shown}"
     assert peak < MAX_BYTES, f"validate allocated {peak / 2**20:.0f} MiB on {shown}"
     assert listing(project) == before, f"validate wrote into the project for {shown}"
+    if kind == "valid":
+        assert result.exit_code == 0, f"a valid spec was refused: {shown}\n{result.output}"
     EXITS[result.exit_code] += 1
     for key, value in (("seconds", seconds), ("bytes", peak)):
         if value > STATS[key][0]:
