@@ -25,7 +25,13 @@ def run_stage(config_path: Path | str) -> None:
     }
     if cfg.kind not in runners:
         raise ValueError(f"unknown stage kind {cfg.kind!r} in {config_path}")
+    # Upstream outputs are checked against their manifests before anything reads them, and this
+    # stage's own output gets one once it is complete (dihal.manifest; not part of any code hash).
+    from dihal import manifest
+
+    manifest.verify_inputs(cfg)
     runners[cfg.kind](cfg)
+    manifest.write(cfg.out, cfg.kind, cfg.hash)
 
 
 def _check_code(config_path: Path | str, kind: str) -> None:
