@@ -5,16 +5,19 @@ in one transaction under a file lock, because DuckDB admits one writing process
 and parallel runs must neither corrupt nor lose rows. Results are replaced per
 spec hash (same spec → same rows, never duplicates); the runs table is the log of
 every attempt, failed ones included. Queries go through a read-only connection
-with external access disabled, so a query can neither change the ledger nor
-write files.
+with external access disabled and its configuration locked, and only single
+plain reads are accepted (`check_read_only`), so a query can neither change the
+ledger, its session settings, nor touch files.
 
 The ledger is derived data. Any other process that holds the file open -- even a
 read-only notebook or the DuckDB CLI -- makes DuckDB refuse a writer, so a writer
 waits for it with a bounded back-off (`DIHAL_LEDGER_WAIT` seconds), says once
 which process holds the file, and then gives up cleanly: the caller queues its
-transaction (`dihal.ledger_queue`) and the next writer replays it. Everything in
-the file can be re-created from `artifacts/` and the records under `ledger/`
-(`dihal ledger rebuild`).
+transaction (`dihal.ledger_queue`) and the next writer replays it. DuckDB refuses
+readers while another process writes, too, so readers (reports, `dihal ledger
+sql`, a concurrent run's summary) wait the same way, then fail with a LedgerError.
+Everything in the file can be re-created from `artifacts/` and the records under
+`ledger/` (`dihal ledger rebuild`).
 """
 
 from __future__ import annotations
@@ -192,27 +195,54 @@ def connect_writable(path: Path, wait: float | None = None, notify: Callable[[st
     DuckDB's own error names the holding process; it is shown once, with what to do, so a user whose notebook
     holds the file can close it while the run waits instead of finding the run failed afterwards.
     """
+    return _connect_waiting(path, "writing", {}, wait, notify, sleep)
+
+
+# What a read-only connection may do: nothing outside the ledger file (no file reads or writes, no extensions,
+# no ATTACH) and no setting changes (profiling output, threads, optimizer ...), enforced by DuckDB itself.
+READ_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+MAX_DELAY = 1.0  # longest pause between tries: a reader or writer notices a released file within a second
+
+
+def connect_readonly(path: Path, wait: float | None = None, notify: Callable[[str], None] | None = None,
+                     sleep: Callable[[float], None] = time.sleep):  # fmt: skip
+    """Open the ledger read-only, waiting like a writer while another process writes it.
+
+    DuckDB lets one process hold a writable connection and refuses every other process, readers included, so
+    a report rendered while a concurrent run ingests would otherwise fail at once; ingests are short
+    transactions, so waiting for them is the right thing to do.
+    """
+    return _connect_waiting(path, "reading", READ_CONFIG, wait, notify, sleep)
+
+
+def _connect_waiting(path: Path, purpose: str, config: dict, wait: float | None,
+                     notify: Callable[[str], None] | None, sleep: Callable[[float], None]):  # fmt: skip
+    """duckdb.connect, retried with a doubling back-off (capped at MAX_DELAY) while a lock conflict lasts.
+
+    The holder is named once; after `wait` seconds the conflict becomes LedgerBusy, any other I/O error
+    LedgerUnavailable -- never a raw duckdb exception."""
     wait = ledger_wait() if wait is None else wait
     notify = notify or _stderr
-    deadline, delay, told = time.monotonic() + wait, 0.25, False
+    deadline, delay, told = time.monotonic() + wait, 0.05, False
     while True:
         try:
-            return duckdb.connect(str(path))
+            return duckdb.connect(str(path), read_only=purpose == "reading", config=config)
         except duckdb.IOException as err:
             text = str(err)
             if "lock" not in text.lower():
-                raise LedgerUnavailable(f"could not open the ledger {path} for writing: {text}") from None
+                raise LedgerUnavailable(f"could not open the ledger {path} for {purpose}: {text}") from None
             holder = lock_holder(text)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LedgerBusy(f"the ledger {path} stayed open in another process ({holder}) for {wait:g} s",
-                                 holder) from None  # fmt: skip
+                raise LedgerBusy(f"the ledger {path} stayed open in another process ({holder}) for {wait:g} s; "
+                                 f"could not open it for {purpose}", holder) from None  # fmt: skip
             if not told:
                 notify(f"ledger: {path} is open in another process ({holder}). Close that connection (a notebook's "
-                       f"duckdb.connect, the DuckDB CLI); waiting up to {wait:g} s (DIHAL_LEDGER_WAIT) ...")
+                       f"duckdb.connect, the DuckDB CLI) if it is not a dihal run; waiting up to {wait:g} s "
+                       f"(DIHAL_LEDGER_WAIT) before {purpose} ...")  # fmt: skip
                 told = True
             sleep(min(delay, left))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_DELAY)
 
 
 _LOCKS: dict[str, FileLock] = {}
@@ -288,14 +318,15 @@ def replace_results(con, spec_hash: str, tables: dict[str, list[dict]]) -> None:
 
 
 @contextmanager
-def reader(root: Path):
+def reader(root: Path, *, wait: float | None = None, notify: Callable[[str], None] | None = None):
+    """A read-only connection (see READ_CONFIG), waiting up to `wait` s while another process writes the file.
+
+    Callers keep it open only while they fetch rows (render after closing), so a reader delays a concurrent
+    writer by one short read at most."""
     path = ledger_path(root)
     if not path.exists():
         raise LedgerError(f"no ledger at {path} yet: `dihal run SPEC` creates it")
-    try:
-        con = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
-    except duckdb.IOException as err:
-        raise LedgerError(f"could not open the ledger read-only ({err}); is a run ingesting right now?") from err
+    con = connect_readonly(path, wait, notify)
     try:
         yield con
     finally:
@@ -304,15 +335,50 @@ def reader(root: Path):
 
 WRITE_HINT = "the ledger is opened read-only: statements that write (INSERT, UPDATE, DELETE, CREATE, COPY ...) are refused"
 
+# PRAGMAs that only report (DuckDB rewrites each into a read of a table function); every other PRAGMA changes a
+# setting or the file and is refused, as are SET, CALL, ATTACH, COPY, EXPORT, LOAD/INSTALL and the rest.
+READ_PRAGMAS = frozenset({"table_info", "show", "show_tables", "show_tables_expanded", "show_databases",
+                          "database_list", "database_size", "storage_info", "metadata_info", "version", "platform",
+                          "functions", "collations", "user_agent"})  # fmt: skip
+READ_STATEMENTS = ("SELECT", "EXPLAIN")  # SELECT covers FROM-first, WITH, VALUES, SHOW, DESCRIBE, SUMMARIZE
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse (LedgerError) anything but one plain read, classified by DuckDB's own parser, before it runs.
+
+    The connection's settings (READ_CONFIG) stop writes, file access and setting changes too; this check is the
+    first line: it refuses with a message that says why, and it refuses what those settings let through (a
+    second statement, CALL, CHECKPOINT, PRAGMAs that are not settings)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise LedgerError(f"query failed: {err}") from None
+    if len(statements) != 1:
+        raise LedgerError(f"refused: give exactly one read-only statement (got {len(statements)}); a PRAGMA or SET "
+                          "in front of a query would change the session's settings")  # fmt: skip
+    stmt = statements[0]
+    kind = stmt.type.name
+    if kind == "PRAGMA":
+        m = re.match(r"\s*PRAGMA\s+(\w+)", stmt.query, re.IGNORECASE)
+        name = m.group(1).lower() if m else "?"
+        if name not in READ_PRAGMAS:
+            raise LedgerError(f"{WRITE_HINT}; PRAGMA {name} is refused (allowed: {', '.join(sorted(READ_PRAGMAS))})")
+    elif kind not in READ_STATEMENTS:
+        hint = "; for a table function use SELECT * FROM f(...)" if kind == "CALL" else ""
+        raise LedgerError(f"{WRITE_HINT}; a {kind} statement is refused: only SELECT (SHOW, DESCRIBE, ...), "
+                          f"EXPLAIN and read-only PRAGMAs run{hint}")  # fmt: skip
+
 
 def query(root: Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    """Columns and rows of one read-only statement; anything else, or any DuckDB error, is a LedgerError."""
+    check_read_only(sql)
     with reader(root) as con:
         try:
             cur = con.execute(sql, params or [])
+            if cur.description is None:
+                return [], []
+            return [d[0] for d in cur.description], cur.fetchall()
         except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
             raise LedgerError(f"{WRITE_HINT}.\n  DuckDB said: {str(err).splitlines()[0]}") from None
         except duckdb.Error as err:
             raise LedgerError(f"query failed: {err}") from None
-        if cur.description is None:
-            return [], []
-        return [d[0] for d in cur.description], cur.fetchall()
