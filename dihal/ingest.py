@@ -5,9 +5,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dihal.manifest import verify_stages
 from dihal.pipeline import Plan
 from dihal.proxy_names import STANDARD
-from dihal.stages.common import read_json
+from dihal.stages.common import RESULT_METRICS, check_finite, read_json
+
+# Ledger columns that are results (see RESULT_METRICS): a NaN or inf in any of them fails the ingest, so a run
+# whose stage files were written by older code (or edited) is never recorded `succeeded` with a broken number.
+ROW_METRICS: dict[str, tuple[str, ...]] = {
+    "layer_geometry": RESULT_METRICS["score"],
+    "selections": RESULT_METRICS["select"],
+    "selection_stability": RESULT_METRICS["score"],
+    "bridge_results": RESULT_METRICS["evaluate"],
+    "training_curves": RESULT_METRICS["train"],
+    "correlations": RESULT_METRICS["correlate"],
+}
+
+
+def check_rows(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The tables unchanged, or NonFiniteMetricError naming the table, the row (layer/seed/variant) and the value."""
+    for table, rows in tables.items():
+        for row in rows:
+            where = ", ".join(f"{k} {row[k]}" for k in ("variant", "layer", "seed", "step") if row.get(k) is not None)
+            check_finite(f"ingest {table} ({where})" if where else f"ingest {table}", row, ROW_METRICS.get(table, ()))
+    return tables
 
 
 def _prov(run: dict) -> dict:
@@ -40,6 +61,7 @@ def selection_warning(scores: dict, layer: int, limit: float) -> str | None:
 
 def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
                   warn_top_share: float = 0.05) -> dict[str, list[dict]]:  # fmt: skip
+    verify_stages(root, [plan.score, plan.select, *plan.variants.values()])  # before reading (dihal.manifest)
     scores = read_json(root / plan.score.out / "scores.json")
     sel = read_json(root / plan.select.out / "selection.json")
     stab = _stability(root / plan.score.out)
@@ -76,7 +98,7 @@ def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
         v_scores = read_json(root / score_stage.out / "scores.json")
         stability += _stability_rows(name, plan.variant_settings.get(name, {}), v_scores,
                                      _stability(root / score_stage.out), spec_hash, run, seed)  # fmt: skip
-    return {"layer_geometry": rows, "selections": selection, "selection_stability": stability}
+    return check_rows({"layer_geometry": rows, "selections": selection, "selection_stability": stability})
 
 
 def _stability_rows(variant: str, settings: dict, scores: dict, stab: dict | None, spec_hash: str, run: dict,
@@ -99,6 +121,7 @@ def _stability_rows(variant: str, settings: dict, scores: dict, stab: dict | Non
 def bridge_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, list[dict]]:
     results, curves, samples = [], [], []
     for ev in plan.evaluations:
+        verify_stages(root, [ev, ev.upstream["train"]])
         m = read_json(root / ev.out / "metrics.json")
         train_dir = root / ev.upstream["train"].out
         tmeta = read_json(train_dir / "meta.json")
@@ -119,14 +142,16 @@ def bridge_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, 
                 s = json.loads(line)
                 samples.append({"spec_hash": spec_hash, "layer": layer, "seed": seed, "idx": s["index"],
                                 "text": s["text"]})  # fmt: skip
-    return {"bridge_results": results, "training_curves": curves, "samples": samples}
+    return check_rows({"bridge_results": results, "training_curves": curves, "samples": samples})
 
 
 def correlation_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int) -> dict[str, list[dict]]:
     if plan.correlate is None:
         return {}
+    verify_stages(root, [plan.correlate])
     c = read_json(root / plan.correlate.out / "correlation.json")
     keys = ("spearman_rho", "spearman_lo", "spearman_hi", "kendall_tau", "kendall_lo", "kendall_hi",
             "selected_layer", "selected_rank", "best_layer", "in_top_k", "top_k", "n_layers", "n_seeds",
             "n_batches", "n_boot", "spearman_p", "kendall_p", "n_perm", "interval_method", "resampled")  # fmt: skip
-    return {"correlations": [{"spec_hash": spec_hash, **{k: c.get(k) for k in keys}, **_prov(run), "seed": seed}]}
+    return check_rows({"correlations": [{"spec_hash": spec_hash, **{k: c.get(k) for k in keys}, **_prov(run),
+                                         "seed": seed}]})  # fmt: skip

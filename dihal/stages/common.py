@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,58 @@ def write_results(cfg: StageConfig, metrics: dict | None = None, plots: dict[str
     for name, rows in (plots or {}).items():
         if name in cfg.results.get("plots", {}):
             write_json(Path(cfg.results["plots"][name]), rows)
+
+
+# The numbers each stage reports as its result: a NaN or inf among them fails the stage (check_stage_finite), and
+# the same columns of the ledger rows fail the ingest (dihal.ingest). Diagnostics that may be undefined (a proxy,
+# an interval or p-value with ties, outlier ratios) are deliberately not listed.
+RESULT_METRICS: dict[str, tuple[str, ...]] = {
+    "train": ("loss",),  # every logged point of the training curve
+    "evaluate": ("bridge_val_loss", "val_batch_losses", "recovery_ce", "recovery_token_acc", "recovery_clean_agreement",
+                 "gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy"),
+    "score": ("score",),  # G per layer
+    "select": ("score",),  # G at ℓ* (None when a fixed ℓ is not a candidate layer)
+    "correlate": ("spearman_rho", "kendall_tau"),
+}  # fmt: skip
+
+
+class NonFiniteMetricError(ValueError):
+    """A result metric is NaN or infinite: the stage (or the ingest) fails instead of recording it as a result."""
+
+
+def non_finite(metrics: dict, keys) -> list[tuple[str, object]]:
+    """(name, value) for each NaN/inf among `metrics[key]` (numbers or lists of numbers; None and absent keys are
+    skipped: they mean "not measured", which the reports show as such, not a broken number)."""
+    bad = []
+    for key in keys:
+        value = metrics.get(key)
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+                bad.append((key if i is None else f"{key}[{i}]", v))
+    return bad
+
+
+def check_finite(where: str, metrics: dict, keys) -> None:
+    """Raise NonFiniteMetricError naming `where`, each non-finite metric and its value.
+
+    A NaN loss (e.g. from an empty averaging grid) would otherwise be written, ingested and shown as a
+    succeeded result; failing here names the culprit instead of leaving a blank in the report."""
+    bad = non_finite(metrics, keys)
+    if bad:
+        shown = ", ".join(f"{k} = {v}" for k, v in bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
+        raise NonFiniteMetricError(f"{where}: non-finite result metric(s): {shown}")
+
+
+def stage_label(cfg: StageConfig) -> str:
+    """The stage's DVC name (its metrics file's stem, e.g. 'evaluate-L03-s0-26c8db07') or kind-hash."""
+    metrics = cfg.results.get("metrics")
+    return Path(metrics).stem if metrics else f"{cfg.kind}-{cfg.hash[:8]}"
+
+
+def check_stage_finite(cfg: StageConfig, metrics: dict, keys) -> None:
+    """check_finite for a stage's results, named by the stage, before anything is written."""
+    check_finite(f"stage {stage_label(cfg)}", metrics, keys)
 
 
 def read_json(path: Path):

@@ -8,7 +8,7 @@ the uncertainty of G itself (which documents the geometry sample happened to hol
 from __future__ import annotations
 
 from dihal import dvc_results
-from dihal.stages.common import StageConfig, read_json, write_json, write_results
+from dihal.stages.common import RESULT_METRICS, StageConfig, check_stage_finite, read_json, write_json, write_results
 
 
 def run(cfg: StageConfig) -> None:
@@ -41,5 +41,6 @@ def run(cfg: StageConfig) -> None:
     if selected not in swept:  # ℓ* was not trained: its rank by loss is unknown
         out["selected_rank"], out["in_top_k"] = None, None
     out["layers"] = swept
+    check_stage_finite(cfg, out, RESULT_METRICS["correlate"])
     write_json(cfg.out / "correlation.json", out)
     write_results(cfg, *dvc_results.correlate_results(out, g, losses))

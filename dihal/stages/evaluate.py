@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from dihal import dvc_results, progress
-from dihal.stages.common import StageConfig, Timer, open_backbone, write_json, write_results
+from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, open_backbone, write_json,
+                                 write_results)
 
 
 def _gen(seed: int, salt: int) -> torch.Generator:
@@ -124,5 +125,6 @@ def run(cfg: StageConfig) -> None:
         **text_metrics(generated),
         "samples_digest": digest, "seconds": timer.seconds,
     }  # fmt: skip
+    check_stage_finite(cfg, metrics, RESULT_METRICS["evaluate"])
     write_json(out / "metrics.json", metrics)
     write_results(cfg, dvc_results.evaluate_metrics(metrics))

@@ -12,7 +12,8 @@ import numpy as np
 from dihal import progress
 from dihal.proxy_names import STANDARD  # always computed: the ledger has a column for each
 from dihal import dvc_results
-from dihal.stages.common import StageConfig, Timer, read_json, write_json, write_results
+from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, read_json, write_json,
+                                 write_results)
 from dihal.stages.extract import layer_file
 
 
@@ -49,6 +50,7 @@ def run_score(cfg: StageConfig) -> None:
         "outlier_rule": describe(rule, threshold),
         "outliers": {str(k): v for k, v in res.outliers.items()},
     }  # fmt: skip
+    check_stage_finite(cfg, scores, RESULT_METRICS["score"])
     write_json(cfg.out / "scores.json", scores)
     stability = None
     if res.stability is not None:
@@ -81,5 +83,6 @@ def run_select(cfg: StageConfig) -> None:
         "rank_by_score": sorted(layers, key=lambda x: -by_layer[x]).index(layer) + 1 if layer in by_layer else None,
         "n_layers": scores["n_layers"], "argmax_share": share,
     }  # fmt: skip
+    check_stage_finite(cfg, selection, RESULT_METRICS["select"])
     write_json(cfg.out / "selection.json", selection)
     write_results(cfg, dvc_results.select_metrics(selection))

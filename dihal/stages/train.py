@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from dihal import dvc_results, progress
-from dihal.stages.common import StageConfig, Timer, read_json, write_json, write_results
+from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, read_json, write_json,
+                                 write_results)
 
 CHECKPOINTS = Path("artifacts") / "checkpoints"
 
@@ -66,6 +67,7 @@ def run(cfg: StageConfig) -> None:
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     with Timer() as timer:
         result = train_denoiser(den, x0, tcfg, checkpoint_path=ckpt, progress=progress.enabled())
+    check_stage_finite(cfg, {"loss": [point["loss"] for point in result.curve]}, RESULT_METRICS["train"])
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     torch.save({
