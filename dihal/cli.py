@@ -84,12 +84,14 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
 def run(spec_path: Path = SpecArg, project: Path = RootOpt,
         report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end.")) -> None:  # fmt: skip
     """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability)."""
+    from dihal import signals
     from dihal.ledger_queue import LedgerQueued
     from dihal.runner import RunFailed, run_spec
     from dihal.summary import print_summary
 
     try:
-        result = run_spec(spec_path, project)
+        with signals.raise_on_signals():  # SIGTERM and SIGHUP end the run as Ctrl-C does (`dihal.signals`)
+            result = run_spec(spec_path, project)
     except SpecError as e:
         _fail_spec(e)
     except RunFailed as e:
@@ -99,14 +101,49 @@ def run(spec_path: Path = SpecArg, project: Path = RootOpt,
     except LedgerQueued as e:
         err.print(f"[yellow]the run finished but the ledger could not be written[/yellow]: {e}", highlight=False)
         raise typer.Exit(EXIT_QUEUED) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]: the ledger keeps its earlier results; the run is logged.")
-        raise typer.Exit(130) from None
-    if report:
-        from dihal.report import write_reports
+    except KeyboardInterrupt as e:  # SIGINT, SIGTERM or SIGHUP: exit 128 + signum, as a shell reports it
+        try:
+            err.print(f"[yellow]{signals.describe(e)}[/yellow]: the ledger keeps its earlier results; the run is "
+                      "logged.")  # fmt: skip
+        except OSError:
+            pass  # SIGHUP: the terminal may be gone
+        raise typer.Exit(signals.exit_code(e)) from None
+    ok = _write_run_report(project, result, spec_path) if report else True
+    if not _print_run_summary(project, result, print_summary) or not ok:
+        raise typer.Exit(1)
 
+
+def _after_run(what: str, result, reason: str, retry: str) -> None:
+    """Say that the run itself succeeded and is recorded, what failed after it, and how to get it later."""
+    err.print(f"[yellow]run {result.run_id} succeeded and its results are recorded, but its {what} failed[/yellow]:"
+              f"\n{reason}\n{retry}", highlight=False)  # fmt: skip
+
+
+def _write_run_report(project: Path, result, spec_path: Path) -> bool:
+    """The run's report; a failure after a succeeded run (the ledger held too long, a rendering bug) is a message
+    and exit 1, never a traceback that reads as if the run had failed."""
+    from dihal.ledger import LedgerError
+    from dihal.report import write_reports
+
+    try:
         result.report = write_reports(project, result.spec_hash)
-    print_summary(out, project, result)
+    except Exception as e:  # noqa: BLE001 - the run is done; say what failed and how to redo it
+        reason = str(e) if isinstance(e, LedgerError) else f"{type(e).__name__}: {e}"
+        _after_run("report", result, reason, f"render it later with `dihal report {spec_path}`")
+        return False
+    return True
+
+
+def _print_run_summary(project: Path, result, print_summary) -> bool:
+    """The summary read back from the ledger; a ledger held by another process is a message, not a traceback."""
+    from dihal.ledger import LedgerError
+
+    try:
+        print_summary(out, project, result)
+    except LedgerError as e:
+        _after_run("summary", result, str(e), "query it later with `dihal ledger runs` or `dihal ledger sql`")
+        return False
+    return True
 
 
 @app.command()

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +24,7 @@ from typing import NoReturn
 
 from filelock import FileLock
 
-from dihal import ingest, ledger_queue, provenance
+from dihal import ingest, ledger_queue, manifest, provenance, signals
 from dihal.checks import check_resources
 from dihal.hashing import canonical_json, semantic_dict, spec_hash
 from dihal.ledger_queue import LedgerQueued
@@ -52,16 +53,21 @@ class RunResult:
 
 
 def ensure_project(root: Path) -> None:
-    """A DVC project at `root` (git-backed when it is a git work tree), with the dirs dihal writes."""
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / ".dvc").is_dir():
-        in_git = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True,
-                                text=True).stdout.strip()  # fmt: skip
-        args = [] if in_git and Path(in_git).resolve() == root.resolve() else ["--no-scm"]
-        _dvc(["init", "--quiet", *args], root, check=True)
-        _dvc(["config", "core.analytics", "false"], root, check=True)
-        _dvc(["config", "cache.type", "hardlink,copy"], root, check=True)
-    for d in ("ledger", "reports", ".dihal"):
+    """A DVC project at `root` (git-backed when it is a git work tree), with the dirs dihal writes.
+
+    Under a file lock: two first runs started together in a bare folder would both `dvc init` it."""
+    (root / ".dihal").mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".dihal" / "init.lock")):
+        if not (root / ".dvc").is_dir():
+            in_git = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True,
+                                    text=True).stdout.strip()  # fmt: skip
+            args = [] if in_git and Path(in_git).resolve() == root.resolve() else ["--no-scm"]
+            _dvc(["init", "--quiet", *args], root, check=True)
+            _dvc(["config", "core.analytics", "false"], root, check=True)
+            _dvc(["config", "cache.type", manifest.CACHE_TYPE], root, check=True)
+        if manifest.upgrade_cache_type(root, lambda args: _dvc(args, root, check=True)):  # old: hardlink,copy
+            _dvc(["checkout", "--relink", "--quiet"], root)  # best effort: copies replace the old hard links
+    for d in ("ledger", "reports"):
         (root / d).mkdir(exist_ok=True)
 
 
@@ -81,33 +87,81 @@ def _dvc(args: list[str], root: Path, check: bool = False) -> subprocess.Complet
 
 
 def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list[str]]:
-    """Run `dvc repro` on the targets, streaming its output; return (code, output tail, stages that ran)."""
+    """Run `dvc repro` on the targets, streaming its output; return (code, output tail, stages that ran).
+
+    DVC runs in a session of its own, so a signal meant for dihal (SIGTERM to its PID) never hits DVC
+    mid-write; on any interruption (SIGINT, SIGTERM, SIGHUP: `dihal.signals`) dihal ends DVC's whole
+    group the way Ctrl-C would, so DVC releases its locks and no stage keeps computing, then re-raises."""
     if echo is None:  # resolved per call: tests and callers may have swapped sys.stderr; False = silent
         echo = sys.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *targets], cwd=root, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     chunks: list[bytes] = []
 
     def pump() -> None:
+        nonlocal echo
         assert proc.stdout is not None
         for chunk in iter(lambda: proc.stdout.read1(4096), b""):
             chunks.append(chunk)
             if echo is not False:
-                echo.write(chunk.decode(errors="replace"))
-                echo.flush()
+                try:
+                    echo.write(chunk.decode(errors="replace"))
+                    echo.flush()
+                except (OSError, ValueError):  # the terminal went away (SIGHUP): keep draining DVC's pipe
+                    echo = False
 
+    proc = guard = None
     t = threading.Thread(target=pump, daemon=True)
-    t.start()
-    try:
-        code = proc.wait()
-    except BaseException:
-        proc.terminate()
-        proc.wait()
-        raise
-    t.join()
+    with signals.raise_on_signals():
+        try:
+            with signals.deferred():  # a signal landing mid-start is delivered once `proc` names the child
+                proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *targets], cwd=root, env=_env(),
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=signals.child_setup())  # fmt: skip
+                t.start()
+                guard = signals.watchdog(proc.pid)  # stops DVC should dihal itself be SIGKILLed
+            code = proc.wait()
+        except BaseException:
+            if proc is not None:
+                signals.stop_group(proc)
+            raise
+        finally:
+            if guard is not None:
+                guard.release()
+            if proc is not None:
+                t.join(timeout=10)
+                signals.release_dead_locks(root)
     text = b"".join(chunks).decode(errors="replace")
     ran = re.findall(r"Running stage '([^']+)'", text)
     return code, text[-4000:], ran
+
+
+# DVC's words when another process holds a stage's rwlock entry or the repo lock.
+_BUSY = re.compile(r"is busy, it is being blocked by|Unable to acquire lock")
+
+
+def dvc_wait() -> float:
+    """Seconds a run waits for another run computing a stage both share (`DIHAL_DVC_WAIT`, default 3600)."""
+    try:
+        return max(0.0, float(os.environ.get("DIHAL_DVC_WAIT", "3600")))
+    except ValueError:
+        return 3600.0
+
+
+def repro_waiting(targets: list[str], root: Path, echo=None, sleep=time.sleep) -> tuple[int, str, list[str]]:
+    """`dvc_repro`, again while another run holds a stage this spec shares (DVC refuses to run one stage
+    from two processes and fails the second at once): once that run has computed it, DVC finds it done
+    and goes on. Specs of one project share extract and score stages whenever their data and geometry
+    agree, so two specs started together meet here often."""
+    deadline, delay, ran_all = time.monotonic() + dvc_wait(), 2.0, []
+    while True:
+        code, tail, ran = dvc_repro(targets, root, echo=echo)
+        ran_all += ran
+        if code == 0 or not _BUSY.search(tail) or time.monotonic() >= deadline:
+            return code, tail, ran_all
+        signals.release_dead_locks(root)
+        print(f"dihal: another run holds a stage this spec needs; trying again in {delay:.0f} s "
+              f"(waiting up to {dvc_wait():g} s in all, DIHAL_DVC_WAIT)", file=sys.stderr, flush=True)  # fmt: skip
+        sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 30.0)
 
 
 def _error_summary(tail: str) -> str:
@@ -134,7 +188,8 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResul
               "yaml_text": text}  # fmt: skip
     ran: list[str] = []
     try:
-        code, tail, ran = dvc_repro(plan.targets, root, echo=echo)
+        manifest.repair_corrupted(plan, root, echo)  # damaged outputs are recomputed, not restored (issue 9)
+        code, tail, ran = repro_waiting(plan.targets, root, echo=echo)
         if code != 0:
             raise RunFailed(f"dvc repro failed (exit {code}):\n{_error_summary(tail)}", run["run_id"])
         tables = {
@@ -159,14 +214,20 @@ def _now() -> datetime:
 
 def _record_failure(root: Path, record: dict, run: dict, err: BaseException, ran: list[str],
                     depth: int | None) -> NoReturn:  # fmt: skip
-    """Log how the run ended (no result rows) and re-raise: RunFailed for errors, KeyboardInterrupt as it came."""
-    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    """Log how the run ended (no result rows) and re-raise: RunFailed for errors, KeyboardInterrupt as it came
+    (its `runs.error` names the signal: "interrupted by SIGTERM")."""
+    interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl-C, or SIGTERM/SIGHUP as `signals.Interrupted`
+    status = "interrupted" if interrupted else "failed"
+    error = signals.describe(err) if interrupted else str(err) or type(err).__name__
     queued = None
     try:
-        _commit(root, record, run, status, str(err) or type(err).__name__, ran, None, depth)
+        _commit(root, record, run, status, error, ran, None, depth)
     except LedgerQueued as q:
         queued = q.path
         print(f"ledger: {q}", file=sys.stderr, flush=True)
+    except Exception as bad:  # noqa: BLE001 - never let the log of a failure hide the failure itself
+        print(f"ledger: could not record how run {run['run_id']} ended ({type(bad).__name__}: {bad})",
+              file=sys.stderr, flush=True)  # fmt: skip
     if isinstance(err, RunFailed):
         err.queued = queued
         raise err
