@@ -1,0 +1,27 @@
+"""One module per architecture family: where its blocks, norms and head live, and how a block is called.
+
+`family_for(model)` picks the module named by `dihal.backbone.support.FAMILIES` for the model's
+`model_type`; `BackboneAdapter` then drives the explicit block loop through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dihal.backbone.families.base import Family, PositionContext
+from dihal.backbone.support import FAMILIES, NotSupported, check_config
+
+__all__ = ["Family", "PositionContext", "family_for"]
+
+
+def family_for(model) -> Family:
+    config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(vars(model.config))
+    config["model_type"] = config.get("model_type") or getattr(model.config, "model_type", type(model).__name__)
+    config["architectures"] = config.get("architectures") or [type(model).__name__]  # models built in code
+    try:
+        module = check_config(config)
+    except NotSupported as err:
+        from dihal.backbone.adapter import UnsupportedArchitecture
+
+        raise UnsupportedArchitecture(f"{err} ({type(model).__name__})") from None
+    return importlib.import_module(f"dihal.backbone.families.{module}").FAMILY(model)
