@@ -112,7 +112,7 @@ def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list
 
 def _error_summary(tail: str) -> str:
     lines = [ln for ln in tail.splitlines() if ln.strip() and "\r" not in ln]
-    errs = [ln for ln in lines if re.search(r"Error|error:|ERROR", ln)]
+    errs = [ln for ln in lines if re.search(r"Error|error:|ERROR|^stage \S+ failed: ", ln)]
     return "\n".join((errs or lines)[-6:])
 
 

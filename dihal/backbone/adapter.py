@@ -33,14 +33,17 @@ class BackboneAdapter:
     """Wraps a loaded HF causal LM. Layers are 1-indexed as in METHOD.md: block ℓ produces h_ℓ.
 
     Where the parts live and how a block is called is the family's business (`dihal.backbone.families`);
-    the loop, the cut and the compositions are the same for every family."""
+    the loop, the cut and the compositions are the same for every family, except for a family that `composes`
+    (the generic one: hooks on the model's own forward), which is handed whole compositions instead of being
+    called block by block. `family` overrides the choice (a benchmark forcing the generic path)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, family=None):
         from dihal.backbone.families import family_for
 
         self.model = model.eval()
         self.model_type = getattr(model.config, "model_type", type(model).__name__)
-        self.family = family_for(model)
+        self.family = family(model) if family is not None else family_for(model)
+        self.composes = getattr(self.family, "composes", False)
         self.core = self.family.core
         self.blocks = self.family.blocks
         self.final_norm = self.family.final_norm
@@ -80,6 +83,8 @@ class BackboneAdapter:
         """h_start → h_stop by blocks start+1..stop."""
         if not 0 <= start <= stop <= self.n_layers:
             raise ValueError(f"need 0 <= start <= stop <= {self.n_layers}, got start={start}, stop={stop}")
+        if self.composes:
+            return self.family.run_blocks(h, start, stop)
         ctx = ctx or self.positions(h.shape[0], h.shape[1])
         for i in range(start + 1, stop + 1):
             h = self.block(i, h, ctx)
@@ -99,6 +104,8 @@ class BackboneAdapter:
         top = max(wanted)
         if min(wanted) < 0 or top > self.n_layers:
             raise ValueError(f"layers must lie in 0..{self.n_layers}, got {sorted(wanted)}")
+        if self.composes:
+            return self.family.hidden_states(ids, wanted)
         ctx = self.positions(ids.shape[0], ids.shape[1])
         h = self.embed(ids)
         out = {0: h} if 0 in wanted else {}
@@ -111,6 +118,8 @@ class BackboneAdapter:
     @torch.no_grad()
     def logits_from(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         """Logits of the retained upper stack fed h_layer (the hybrid's decoder)."""
+        if self.composes:
+            return self.family.logits_from(h, layer)
         return self.head(self.run_blocks(h, layer, self.n_layers))
 
     @torch.no_grad()

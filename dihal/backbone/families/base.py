@@ -54,15 +54,30 @@ class Family:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.core.embed_tokens(ids)
 
+    def windows(self) -> list[int | None]:
+        """Each block's attention window (None: full causal). Qwen2/3 and others mark sliding layers in
+        `layer_types` and HF gives those layers a sliding-window mask; a family whose every layer slides
+        (Mistral) overrides this."""
+        types = getattr(self.config, "layer_types", None)
+        window = getattr(self.config, "sliding_window", None)
+        if not types or window is None:
+            return [None] * len(self.blocks)
+        return [int(window) if t == "sliding_attention" else None for t in types]
+
     def positions(self, batch: int, length: int, device, dtype) -> PositionContext:
         pos = torch.arange(length, device=device).unsqueeze(0).expand(batch, -1)
         probe = torch.empty(batch, length, self.hidden_size, device=device, dtype=dtype)
         rotary = self.core.rotary_emb(probe, position_ids=pos)
-        return PositionContext(position_ids=pos, mask=causal_mask(batch, length, device, dtype), rotary=rotary)
+        windows = self.windows()
+        masks = {w: causal_mask(batch, length, device, dtype, window=w) for w in set(windows)}
+        full = masks.get(None)
+        return PositionContext(position_ids=pos, mask=full if full is not None else causal_mask(batch, length, device,
+                               dtype), rotary=rotary, extra={"windows": windows, "masks": masks})  # fmt: skip
 
     def block(self, index: int, h: torch.Tensor, ctx: PositionContext) -> torch.Tensor:
         blk = self.blocks[index - 1]
-        out = blk(h, attention_mask=ctx.mask, position_ids=ctx.position_ids, position_embeddings=ctx.rotary)
+        mask = ctx.extra["masks"][ctx.extra["windows"][index - 1]] if "masks" in ctx.extra else ctx.mask
+        out = blk(h, attention_mask=mask, position_ids=ctx.position_ids, position_embeddings=ctx.rotary)
         return out[0] if isinstance(out, tuple) else out
 
     def head(self, h_last: torch.Tensor) -> torch.Tensor:
