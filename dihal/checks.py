@@ -1,4 +1,4 @@
-"""Checks that need more than the schema — files, backbone depth — still before any compute.
+"""Checks that need more than the schema — files, backbone depth and architecture — still before any compute.
 
 They read configs and file listings only (no weights), and report problems in the
 same form as schema errors: field path, bad value, what was expected.
@@ -12,11 +12,14 @@ from pathlib import Path
 from dihal.spec import Spec, SpecError
 
 
-def check_resources(spec: Spec, source: str = "<spec>", root: Path | str = ".") -> int | None:
+def check_resources(spec: Spec, source: str = "<spec>", root: Path | str = ".",
+                    notes: list[str] | None = None) -> int | None:  # fmt: skip
     """Raise SpecError listing every problem; return the backbone depth when it could be read.
 
-    `spec` has gone through `dihal.paths.resolve_paths`, so its relative paths are relative to `root`."""
-    from dihal.backbone.depth import BackboneError, backbone_depth
+    `spec` has gone through `dihal.paths.resolve_paths`, so its relative paths are relative to `root`.
+    Things worth saying that are not problems (a backbone split by the generic path) go to `notes`."""
+    from dihal.backbone import support
+    from dihal.backbone.depth import BackboneError, backbone_config, backbone_depth
     from dihal.paths import at_root
 
     root = Path(root)
@@ -34,9 +37,15 @@ def check_resources(spec: Spec, source: str = "<spec>", root: Path | str = ".") 
             problems.append(("data.dataset", spec.data.dataset, "an existing dataset directory (save_to_disk)"))
     depth = None
     if not problems:
+        backbone = at_root(spec.backbone, root)
         try:
-            depth = backbone_depth(at_root(spec.backbone, root))
-        except BackboneError as err:
+            depth = backbone_depth(backbone)
+            # None: a hub model not in the local cache; a config naming no architecture: both checked at load time
+            config = backbone_config(backbone)
+            if config and (config.get("model_type") or config.get("architectures")):
+                if support.check_config(config) == support.GENERIC and notes is not None:
+                    notes.append(support.generic_notice(config))
+        except (BackboneError, support.NotSupported) as err:
             problems.append(("backbone", spec.backbone.id or spec.backbone.source, str(err)))
     if depth is not None:
         for i, layer in enumerate(spec.geometry.layers or ()):

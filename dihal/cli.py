@@ -40,14 +40,14 @@ def _fail_spec(e: SpecError) -> None:
     raise typer.Exit(EXIT_SPEC)
 
 
-def _load_checked(spec_path: Path, project: Path):
+def _load_checked(spec_path: Path, project: Path, notes: list[str] | None = None):
     """The spec with its relative paths resolved (against the spec file's folder), checked, and its depth."""
     from dihal.checks import check_resources
     from dihal.paths import load_project_spec
 
     try:
         spec, _ = load_project_spec(spec_path, project)
-        depth = check_resources(spec, str(spec_path), project)
+        depth = check_resources(spec, str(spec_path), project, notes)
     except SpecError as e:
         _fail_spec(e)
     return spec, depth
@@ -58,10 +58,13 @@ def validate(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Check a spec (schema, files, layers against the backbone's depth) without computing anything."""
     from dihal.hashing import spec_hash
 
-    spec, depth = _load_checked(spec_path, project)
+    notes: list[str] = []
+    spec, depth = _load_checked(spec_path, project, notes)
     depth_note = (f"backbone has {depth} blocks" if depth else
                   "layer numbers not checked against the backbone (its config is not available offline)")  # fmt: skip
     out.print(f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}; {depth_note}", highlight=False, soft_wrap=True)
+    for note in notes:
+        out.print(f"[yellow]note[/yellow]: {note}", highlight=False, soft_wrap=True)
 
 
 @app.command("compile")
@@ -181,10 +184,16 @@ def gc(
 
 @app.command(hidden=True)
 def stage(config: Path = typer.Argument(..., help="A stage config under .dihal/stages/.")) -> None:
-    """Run one compiled stage (what dvc.yaml's commands call)."""
+    """Run one compiled stage (what dvc.yaml's commands call). A failure is one line on stderr, its traceback
+    in `.dihal/logs/<stage>.log`; an interrupt propagates as it came (`dvc repro` and the runner act on it)."""
+    from dihal.stage_log import failure_line
     from dihal.stages import run_stage
 
-    run_stage(config)
+    try:
+        run_stage(config)
+    except Exception as e:
+        print(failure_line(config, e), file=sys.stderr, flush=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

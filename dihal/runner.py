@@ -166,7 +166,7 @@ def repro_waiting(targets: list[str], root: Path, echo=None, sleep=time.sleep) -
 
 def _error_summary(tail: str) -> str:
     lines = [ln for ln in tail.splitlines() if ln.strip() and "\r" not in ln]
-    errs = [ln for ln in lines if re.search(r"Error|error:|ERROR", ln)]
+    errs = [ln for ln in lines if re.search(r"Error|error:|ERROR|^stage \S+ failed: ", ln)]
     return "\n".join((errs or lines)[-6:])
 
 

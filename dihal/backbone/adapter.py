@@ -14,51 +14,40 @@ every attention implementation accepts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
-SUPPORTED = (*LLAMA_FAMILY, "gpt2")
+from dihal.backbone.families.base import PositionContext
+from dihal.backbone.support import FAMILIES
+
+SUPPORTED = tuple(FAMILIES)
+
+__all__ = ["BackboneAdapter", "PositionContext", "SUPPORTED", "UnsupportedArchitecture"]
 
 
 class UnsupportedArchitecture(ValueError):
     pass
 
 
-@dataclass
-class PositionContext:
-    """Everything position-dependent a block needs, built once per (length, batch) shape."""
-
-    position_ids: torch.Tensor
-    mask: torch.Tensor
-    rotary: tuple[torch.Tensor, torch.Tensor] | None = None
-    extra: dict = field(default_factory=dict)
-
-
 class BackboneAdapter:
-    """Wraps a loaded HF causal LM. Layers are 1-indexed as in METHOD.md: block ℓ produces h_ℓ."""
+    """Wraps a loaded HF causal LM. Layers are 1-indexed as in METHOD.md: block ℓ produces h_ℓ.
 
-    def __init__(self, model: nn.Module):
-        model_type = getattr(model.config, "model_type", type(model).__name__)
-        if model_type not in SUPPORTED:
-            raise UnsupportedArchitecture(
-                f"architecture {model_type!r} ({type(model).__name__}) is not supported; "
-                f"dihal knows how to split: {', '.join(SUPPORTED)}"
-            )
+    Where the parts live and how a block is called is the family's business (`dihal.backbone.families`);
+    the loop, the cut and the compositions are the same for every family, except for a family that `composes`
+    (the generic one: hooks on the model's own forward), which is handed whole compositions instead of being
+    called block by block. `family` overrides the choice (a benchmark forcing the generic path)."""
+
+    def __init__(self, model: nn.Module, family=None):
+        from dihal.backbone.families import family_for
+
         self.model = model.eval()
-        self.model_type = model_type
-        if model_type == "gpt2":
-            core = model.transformer
-            self.blocks = list(core.h)
-            self.final_norm = core.ln_f
-        else:
-            core = model.model
-            self.blocks = list(core.layers)
-            self.final_norm = core.norm
-        self.core = core
-        self.lm_head = model.lm_head
+        self.model_type = getattr(model.config, "model_type", type(model).__name__)
+        self.family = family(model) if family is not None else family_for(model)
+        self.composes = getattr(self.family, "composes", False)
+        self.core = self.family.core
+        self.blocks = self.family.blocks
+        self.final_norm = self.family.final_norm
+        self.lm_head = self.family.lm_head
         for p in model.parameters():
             p.requires_grad_(False)
 
@@ -68,7 +57,7 @@ class BackboneAdapter:
 
     @property
     def d(self) -> int:
-        return int(self.model.config.hidden_size if self.model_type != "gpt2" else self.model.config.n_embd)
+        return self.family.hidden_size
 
     @property
     def device(self) -> torch.device:
@@ -80,44 +69,30 @@ class BackboneAdapter:
 
     # -- pieces -----------------------------------------------------------------
     def positions(self, batch: int, length: int) -> PositionContext:
-        dev, dt = self.device, self.dtype
-        pos = torch.arange(length, device=dev).unsqueeze(0).expand(batch, -1)
-        causal = torch.full((length, length), torch.finfo(dt).min, device=dev, dtype=dt).triu(1)
-        mask = causal[None, None].expand(batch, 1, length, length)
-        rotary = None
-        if self.model_type != "gpt2":
-            probe = torch.empty(batch, length, self.d, device=dev, dtype=dt)
-            rotary = self.core.rotary_emb(probe, position_ids=pos)
-        return PositionContext(position_ids=pos, mask=mask, rotary=rotary)
+        return self.family.positions(batch, length, self.device, self.dtype)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """h_0: the input of block 1 (token embeddings, plus learned positions for GPT-2)."""
-        if self.model_type == "gpt2":
-            pos = torch.arange(ids.shape[1], device=ids.device)
-            return self.core.drop(self.core.wte(ids) + self.core.wpe(pos)[None])
-        return self.core.embed_tokens(ids)
+        """h_0: the input of block 1 (token embeddings, with whatever the family adds: positions, a scale)."""
+        return self.family.embed(ids)
 
     def block(self, index: int, h: torch.Tensor, ctx: PositionContext) -> torch.Tensor:
         """Apply block `index` (1-based), producing h_index from h_{index-1}."""
-        blk = self.blocks[index - 1]
-        if self.model_type == "gpt2":
-            out = blk(h, attention_mask=ctx.mask)
-        else:
-            out = blk(h, attention_mask=ctx.mask, position_ids=ctx.position_ids, position_embeddings=ctx.rotary)
-        return out[0] if isinstance(out, tuple) else out
+        return self.family.block(index, h, ctx)
 
     def run_blocks(self, h: torch.Tensor, start: int, stop: int, ctx: PositionContext | None = None) -> torch.Tensor:
         """h_start → h_stop by blocks start+1..stop."""
         if not 0 <= start <= stop <= self.n_layers:
             raise ValueError(f"need 0 <= start <= stop <= {self.n_layers}, got start={start}, stop={stop}")
+        if self.composes:
+            return self.family.run_blocks(h, start, stop)
         ctx = ctx or self.positions(h.shape[0], h.shape[1])
         for i in range(start + 1, stop + 1):
             h = self.block(i, h, ctx)
         return h
 
     def head(self, h_last: torch.Tensor) -> torch.Tensor:
-        """Final norm and LM head on h_L."""
-        return self.lm_head(self.final_norm(h_last))
+        """Final norm and LM head on h_L (and any logit soft-capping the family applies)."""
+        return self.family.head(h_last)
 
     # -- compositions --------------------------------------------------------------
     @torch.no_grad()
@@ -129,6 +104,8 @@ class BackboneAdapter:
         top = max(wanted)
         if min(wanted) < 0 or top > self.n_layers:
             raise ValueError(f"layers must lie in 0..{self.n_layers}, got {sorted(wanted)}")
+        if self.composes:
+            return self.family.hidden_states(ids, wanted)
         ctx = self.positions(ids.shape[0], ids.shape[1])
         h = self.embed(ids)
         out = {0: h} if 0 in wanted else {}
@@ -141,6 +118,8 @@ class BackboneAdapter:
     @torch.no_grad()
     def logits_from(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         """Logits of the retained upper stack fed h_layer (the hybrid's decoder)."""
+        if self.composes:
+            return self.family.logits_from(h, layer)
         return self.head(self.run_blocks(h, layer, self.n_layers))
 
     @torch.no_grad()

@@ -66,6 +66,23 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
         return None
 
 
+# What the embedded GGUF converts to (`loading._convert_gguf`): SmolLM2, a Llama.
+EMBEDDED_CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"]}
+
+
+def backbone_config(spec: BackboneSpec) -> dict | None:
+    """The backbone's config.json as a mapping, read without loading weights; None when it is unreachable
+    (a hub model whose config is not in the local cache: checked at load time instead)."""
+    if spec.source == "embedded":
+        return dict(EMBEDDED_CONFIG)
+    if spec.source == "local":
+        cfg = Path(spec.id) / "config.json"
+        if not cfg.exists():
+            raise BackboneError(f"backbone.id: {spec.id!r} has no config.json (expected a HF model directory)")
+        return _read_config(cfg)
+    return _cached_hub_config(spec)
+
+
 def _memoised_by_file(gguf: Path, memo_name: str, field: str, compute):
     """compute(gguf), remembered in the dihal cache under the file's identity (path, size, mtime).
 

@@ -1,0 +1,35 @@
+"""One module per architecture family: where its blocks, norms and head live, and how a block is called.
+
+`family_for(model)` picks the module named by `dihal.backbone.support.FAMILIES` for the model's
+`model_type`; `BackboneAdapter` then drives the explicit block loop through it. A decoder-only causal LM of
+no known family gets `generic` (hooks on its own forward), with a one-line notice.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dihal.backbone.families.base import Family, PositionContext
+from dihal.backbone.support import FAMILIES, GENERIC, NotSupported, check_config, generic_notice
+
+__all__ = ["Family", "PositionContext", "family_for"]
+
+_NOTICED: set[str] = set()
+
+
+def family_for(model) -> Family:
+    config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(vars(model.config))
+    config["model_type"] = config.get("model_type") or getattr(model.config, "model_type", type(model).__name__)
+    config["architectures"] = config.get("architectures") or [type(model).__name__]  # models built in code
+    try:
+        module = check_config(config)
+    except NotSupported as err:
+        from dihal.backbone.adapter import UnsupportedArchitecture
+
+        raise UnsupportedArchitecture(f"{err} ({type(model).__name__})") from None
+    if module == GENERIC and config["model_type"] not in _NOTICED:  # once per architecture and process
+        from dihal.progress import log
+
+        _NOTICED.add(config["model_type"])
+        log(generic_notice(config))
+    return importlib.import_module(f"dihal.backbone.families.{module}").FAMILY(model)
