@@ -23,9 +23,18 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
+# Fields added after specs were first hashed, hashed only when set: an unset one leaves every earlier
+# spec's hash (and stage names) as they were. (section, field) pairs.
+HASHED_WHEN_SET = {("backbone", "attn_implementation")}
+
+
 def semantic_dict(spec: Spec) -> dict:
     """The spec as JSON-able data, without pure labels."""
-    return spec.model_dump(mode="json", exclude=set(LABEL_FIELDS))
+    out = spec.model_dump(mode="json", exclude=set(LABEL_FIELDS))
+    for section, name in HASHED_WHEN_SET:
+        if isinstance(out.get(section), dict) and out[section].get(name) is None:
+            out[section].pop(name, None)
+    return out
 
 
 def spec_hash(spec: Spec) -> str:

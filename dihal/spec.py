@@ -44,6 +44,9 @@ class BackboneSpec(_Section):
     dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     trust_remote_code: bool = False
+    attn_implementation: Literal["eager", "sdpa"] | None = Field(
+        default=None, description="attention kernel; unset = transformers' default for the model (recorded by extract)"
+    )
 
     @field_validator("device")
     @classmethod

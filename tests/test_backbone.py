@@ -77,3 +77,13 @@ def test_local_directory_loads(tiny_llama):
     bb = load_backbone(BackboneSpec(source="local", id=str(tiny_llama)))
     ad = BackboneAdapter(bb.model)
     assert ad.n_layers == 4 and bb.bos_id == 1
+
+
+def test_attention_implementation_is_explicit_and_unset_keeps_old_hashes(tiny_llama):
+    from dihal.hashing import spec_hash
+    from dihal.spec import parse_spec
+
+    assert spec_hash(parse_spec({"name": "a", "backbone": {"attn_implementation": None}})) == spec_hash(
+        parse_spec({"name": "a"}))
+    bb = load_backbone(BackboneSpec(source="local", id=str(tiny_llama), attn_implementation="eager"))
+    assert bb.model.config._attn_implementation == "eager"

@@ -59,6 +59,7 @@ SEMANTIC_CHANGES = [
     {"geometry": {"n_boot": 400}},
     {"bridge": {"outliers": {"rule": "clip"}}},
     {"sensitivity": [{"name": "keep", "geometry": {"outliers": {"rule": "keep"}}}]},
+    {"backbone": {"attn_implementation": "eager"}},
 ]
 
 

@@ -99,8 +99,9 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     hf_logging.disable_progress_bar()
     loc = model_location(spec)
     kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(loc, dtype=DTYPES[spec.dtype], **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(loc, dtype=DTYPES[spec.dtype], **kwargs, **attn)
         tok = AutoTokenizer.from_pretrained(loc, **kwargs)
     except OSError as err:
         raise BackboneError(f"could not load backbone {loc!r}: {err}") from err

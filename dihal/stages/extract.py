@@ -67,6 +67,7 @@ def run(cfg: StageConfig) -> None:
     write_json(out / "meta.json", {
         "layers": layers, "n_layers": ad.n_layers, "d": ad.d, "n_tokens": N, "seq_len": T,
         "n_sequences": n_seq, "backbone": bb.location, "model_type": ad.model_type,
+        "attn_implementation": getattr(bb.model.config, "_attn_implementation", None),
         "block_start": {"id": start.id, "text": start.text, "rule": start.rule, "why": start.why},
         "blocks": blocks.stats, "documents": blocks.doc_ids,
         "seconds": timer.seconds, "tokens_per_s": n_seq * T / timer.seconds,
