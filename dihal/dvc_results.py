@@ -7,7 +7,8 @@
   rest of the config (inputs, identity) still invalidates the stage.
 - metrics: `metrics/<stage-name>.json`, a few scalars per stage (score: G per layer, ℓ* and its
   argmax share; select: the layer trained; train: the final logged loss; evaluate: the bridge
-  metrics of one (layer, seed); correlate: ρ, τ and their p-values).
+  metrics of one (layer, seed); correlate: ρ, τ and their p-values; reference: the judged perplexity and
+  text metrics of each reference row).
 - plots: `plots/<stage-name>/<file>.json`, lists of rows (score: the geometry profile per layer;
   train: the training curve; correlate: G against bridge loss per layer).
 
@@ -33,7 +34,7 @@ PLOTS: dict[str, dict[str, dict]] = {
     "train": {"curve.json": {"x": "step", "y": "loss"}},
     "correlate": {"g_vs_loss.json": {"x": "G", "y": "bridge_val_loss", "template": "scatter"}},
 }
-HAS_METRICS = ("score", "select", "train", "evaluate", "correlate")
+HAS_METRICS = ("score", "select", "train", "evaluate", "correlate", "reference")
 # evaluate's metrics.json fields that are not metrics (lists, digests, timings)
 _NOT_METRICS = {"val_batch_losses", "samples_digest", "seconds"}
 
@@ -95,6 +96,15 @@ def train_results(curve: list[dict], meta: dict) -> tuple[dict, dict]:
 
 def evaluate_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in _NOT_METRICS}
+
+
+def reference_metrics(rows: list[dict]) -> dict:
+    """reference -> s<seed> -> its judged perplexity and text metrics (the rows of references.json)."""
+    keys = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy")
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["reference"], {})[f"s{r['seed']}"] = {k: r[k] for k in keys}
+    return out
 
 
 def correlate_results(out: dict, g: dict[int, float], losses: dict[tuple[int, int], list[float]]) -> tuple[dict, dict]:

@@ -45,6 +45,7 @@ def spec_hash(spec: Spec) -> str:
 EXTRACT_KEYS = ["seq_len", "n_tokens", "batch_size", "layers"]
 SCORE_KEYS = ["anchors", "k", "pairs", "ridge", "proxies", "outliers", "n_boot"]  # warn_top_share: display only
 TARGET_KEYS = ["seq_len", "n_train", "n_val", "extract_batch_size"]
+REFERENCE_KEYS = ["seq_len", "n_val", "prefix"]  # plus backbone, data, seed, bridge seeds, eval.n_samples
 TRAIN_KEYS = [
     "seq_len", "prefix", "d_model", "depth", "heads", "time_cond", "pos", "objective",
     "steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "outliers",

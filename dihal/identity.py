@@ -37,7 +37,7 @@ import dihal
 
 PACKAGE_DIR = Path(dihal.__file__).resolve().parent
 STAGE_MODULE = {"extract": "extract", "score": "score", "select": "score", "targets": "targets", "train": "train",
-                "evaluate": "evaluate", "correlate": "correlate"}  # fmt: skip
+                "evaluate": "evaluate", "correlate": "correlate", "reference": "reference"}  # fmt: skip
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
                "merges.txt", "special_tokens_map.json", "added_tokens.json")  # fmt: skip
 _MODULE_NAME = re.compile(r"dihal(\.[a-z_][a-z0-9_]*)+")

@@ -19,6 +19,7 @@ ROW_METRICS: dict[str, tuple[str, ...]] = {
     "bridge_results": RESULT_METRICS["evaluate"],
     "training_curves": RESULT_METRICS["train"],
     "correlations": RESULT_METRICS["correlate"],
+    "reference_results": RESULT_METRICS["reference"],
 }
 
 
@@ -26,7 +27,7 @@ def check_rows(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """The tables unchanged, or NonFiniteMetricError naming the table, the row (layer/seed/variant) and the value."""
     for table, rows in tables.items():
         for row in rows:
-            where = ", ".join(f"{k} {row[k]}" for k in ("variant", "layer", "seed", "step") if row.get(k) is not None)
+            where = ", ".join(f"{k} {row[k]}" for k in ("variant", "reference", "layer", "seed", "step") if row.get(k) is not None)
             check_finite(f"ingest {table} ({where})" if where else f"ingest {table}", row, ROW_METRICS.get(table, ()))
     return tables
 
@@ -143,6 +144,21 @@ def bridge_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, 
                 samples.append({"spec_hash": spec_hash, "layer": layer, "seed": seed, "idx": s["index"],
                                 "text": s["text"]})  # fmt: skip
     return check_rows({"bridge_results": results, "training_curves": curves, "samples": samples})
+
+
+REFERENCE_COLUMNS = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy",
+                     "n_samples", "seq_len", "samples_digest")  # fmt: skip
+
+
+def reference_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, list[dict]]:
+    """One reference_results row per (reference, bridge seed) from the reference stage's references.json."""
+    if plan.reference is None:
+        return {}
+    verify_stages(root, [plan.reference])
+    rows = [{"spec_hash": spec_hash, "reference": r["reference"], "seed": r["seed"],
+             **{k: r[k] for k in REFERENCE_COLUMNS}, **_prov(run)}
+            for r in read_json(root / plan.reference.out / "references.json")]  # fmt: skip
+    return check_rows({"reference_results": rows})
 
 
 def correlation_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int) -> dict[str, list[dict]]:

@@ -80,6 +80,17 @@ SCHEMA = [
         settings JSON, run_id VARCHAR, code_version VARCHAR, packages JSON, seed INTEGER,
         PRIMARY KEY (spec_hash, variant, layer))""",
 ]
+# Tables added after the first schema, created by their own SCHEMA_STEPS entry (so existing ledgers gain them).
+REFERENCE_SCHEMA = [
+    # Per (reference, bridge seed): what the judge makes of text no bridge produced -- the backbone's own
+    # samples (backbone_t1: temperature 1; backbone_greedy) and held-out validation blocks (real_text) --
+    # with the bridge's prompts, length and text metrics, so a bridge's gen_ppl has a scale.
+    """CREATE TABLE IF NOT EXISTS reference_results (
+        spec_hash VARCHAR, reference VARCHAR, seed INTEGER, gen_ppl DOUBLE, gen_nll DOUBLE, distinct_1 DOUBLE,
+        distinct_2 DOUBLE, distinct_3 DOUBLE, diversity DOUBLE, unigram_entropy DOUBLE, n_samples INTEGER,
+        seq_len INTEGER, samples_digest VARCHAR, run_id VARCHAR, code_version VARCHAR, packages JSON,
+        PRIMARY KEY (spec_hash, reference, seed))""",
+]
 # Columns added after a table first shipped: an older ledger gains them (NULL in its old rows) on the next write.
 MIGRATIONS = [
     ("layer_geometry", "n_states", "INTEGER"),  # states that entered the proxies, after the outlier rule
@@ -105,7 +116,7 @@ MIGRATIONS = [
     ("correlations", "resampled", "VARCHAR"),  # one sentence: what the interval resamples
 ]
 RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_curves", "samples", "correlations",
-                 "selection_stability")
+                 "selection_stability", "reference_results")
 
 # The schema's history. A ledger records in `schema_version` each version it was brought to, and a writer runs
 # the steps above the highest one. A ledger without that table predates it (it may be at any point up to
@@ -116,6 +127,7 @@ SCHEMA_STEPS: list[tuple[int, str, list[str]]] = [
     (1, "the tables, without the columns MIGRATIONS adds", SCHEMA),
     (2, "outlier diagnostics, stability intervals, permutation p-values (MIGRATIONS)",
      [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MIGRATIONS]),
+    (3, "reference_results: the backbone's own samples and held-out text, judged like the bridge", REFERENCE_SCHEMA),
 ]  # fmt: skip
 SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP, note VARCHAR)"

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dihal import dvc_results
-from dihal.hashing import EXTRACT_KEYS, SCORE_KEYS, TARGET_KEYS, TRAIN_KEYS, digest, semantic_dict, spec_hash
+from dihal.hashing import (EXTRACT_KEYS, REFERENCE_KEYS, SCORE_KEYS, TARGET_KEYS, TRAIN_KEYS, digest, semantic_dict,
+                           spec_hash)
 from dihal.identity import code_hash, data_deps, model_deps, model_identity, revision_warning, warn
 from dihal.registry import register
 from dihal.spec import Spec
@@ -49,7 +50,7 @@ from dihal.spec import Spec
 HASH_LEN = 16
 STAGE_DIR = Path(".dihal") / "stages"
 ARTIFACTS = Path("artifacts")
-KINDS = ("extract", "score", "select", "targets", "train", "evaluate", "correlate")
+KINDS = ("extract", "score", "select", "targets", "train", "evaluate", "correlate", "reference")
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Plan:
     select: Stage
     evaluations: list[Stage] = field(default_factory=list)
     correlate: Stage | None = None
+    reference: Stage | None = None  # the backbone's own samples and held-out text, judged like the bridge
     variants: dict[str, Stage] = field(default_factory=dict)  # sensitivity variant -> its score stage
     variant_settings: dict[str, dict] = field(default_factory=dict)  # sensitivity variant -> what it changes
 
@@ -128,6 +130,8 @@ class Plan:
         ends = [self.select, *self.variants.values(), *self.evaluations]
         if self.correlate:
             ends.append(self.correlate)
+        if self.reference:
+            ends.append(self.reference)
         return [s.name for s in ends]
 
     def by_kind(self, kind: str) -> list[Stage]:
@@ -202,6 +206,11 @@ def _plan(spec: Spec, n_layers: int | None) -> Plan:
             ev = Stage("evaluate", {**eval_params, "seed": seed}, {"train": train, "targets": targets}, label=tag)
             stages += [train, ev]
             result.evaluations.append(ev)
+    # No upstream and no label: specs that agree on these fields share one reference stage, whatever their
+    # geometry, layers or denoiser (the validation blocks are sampled as the targets stage samples them).
+    result.reference = Stage("reference", {**base, "bridge": _pick(b, REFERENCE_KEYS), "seeds": list(spec.bridge_seeds),
+                                           "n_samples": s["eval"]["n_samples"]})  # fmt: skip
+    stages.append(result.reference)
     if spec.is_sweep:
         ups = {"score": score, "select": select, **{f"evaluate{i:03d}": e for i, e in enumerate(result.evaluations)}}
         result.correlate = Stage("correlate", {"n_boot": s["eval"]["n_boot"], "top_k": s["eval"]["top_k"],

@@ -118,14 +118,17 @@ def _result_tables(root: Path, s: dict, prov: dict) -> dict[str, list[dict]]:
     p = make_plan(spec, depth)
     packages = prov["packages"] if isinstance(prov["packages"], dict) else json.loads(prov["packages"] or "{}")
     run = {"run_id": prov["run_id"], "code_version": prov["code_version"], "packages": packages}
-    return {**ingest.geometry_rows(p, root, h, run, spec.seed, spec.geometry.warn_top_share),
-            **ingest.bridge_rows(p, root, h, run), **ingest.correlation_rows(p, root, h, run, spec.seed)}  # fmt: skip
+    tables = {**ingest.geometry_rows(p, root, h, run, spec.seed, spec.geometry.warn_top_share),
+              **ingest.bridge_rows(p, root, h, run), **ingest.correlation_rows(p, root, h, run, spec.seed)}  # fmt: skip
+    if p.reference is not None and not (root / p.reference.out).exists():
+        return tables  # a run from before reference rows existed never made them: the old ledger's rows, if any, stay
+    return {**tables, **ingest.reference_rows(p, root, h, run)}
 
 
-def _carry(con, old, spec_hash: str) -> bool:
+def _carry(con, old, spec_hash: str, tables=ledger.RESULT_TABLES) -> bool:
     """Copy a spec's result rows from the old ledger (by column name: older schemas lack some columns)."""
     copied = False
-    for table in ledger.RESULT_TABLES:
+    for table in tables:
         try:
             rows = _rows(old, f"SELECT * FROM {table} WHERE spec_hash = ?", [spec_hash])
         except duckdb.CatalogException:
@@ -168,7 +171,10 @@ def rebuild(root: Path | str, spec_files: list[tuple] = (), notify=print) -> Reb
                 prov = prov or {"run_id": f"rebuild-{uuid.uuid4().hex[:9]}", "code_version": provenance.code_version(),
                                 "packages": provenance.package_versions()}  # fmt: skip
                 try:
-                    ledger.replace_results(con, s["spec_hash"], _result_tables(root, s, prov))
+                    tables = _result_tables(root, s, prov)
+                    ledger.replace_results(con, s["spec_hash"], tables)
+                    if old is not None:  # tables the artifacts cannot give (no reference stage output yet)
+                        _carry(con, old, s["spec_hash"], [t for t in ledger.RESULT_TABLES if t not in tables])
                     out.from_artifacts.append(label)
                 except (OSError, KeyError, ValueError, RuntimeError) as err:
                     if old is not None and _carry(con, old, s["spec_hash"]):

@@ -34,7 +34,7 @@ from dihal.atomic import write_atomic
 from dihal.hashing import digest
 
 SPECS_DIR = Path(".dihal") / "specs"
-KINDS = ("extract", "score", "select", "targets", "train", "evaluate", "correlate")
+KINDS = ("extract", "score", "select", "targets", "train", "evaluate", "correlate", "reference")
 CHECKPOINTS = Path("artifacts") / "checkpoints"
 
 

@@ -43,7 +43,7 @@ def test_dag_order_and_shared_extraction(tmp_path):
     text = compiled("quickstart.yaml", tmp_path)
     stages = list(yaml.safe_load(text)["stages"])
     kinds = [s.split("-")[0] for s in stages]
-    assert kinds == ["extract", "score", "select", "targets", "train", "evaluate"]
+    assert kinds == ["extract", "score", "select", "targets", "train", "evaluate", "reference"]
     text2 = compiled("sweep.yaml", tmp_path)  # merged into the same dvc.yaml
     merged = yaml.safe_load(text2)["stages"]
     assert set(stages) <= set(merged)

@@ -91,7 +91,7 @@ def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
     bridge = ledger_rows(project, "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results")
     assert len(bridge) == 1 and bridge[0][0] == best[0] and all(v > 0 for v in bridge[0][2:])
     runs = ledger_rows(project, "SELECT status, stages_run, code_version, packages, seed FROM runs")
-    assert runs == [("succeeded", 6, runs[0][2], runs[0][3], 0)]
+    assert runs == [("succeeded", 7, runs[0][2], runs[0][3], 0)]  # 6 + the reference stage
     assert "torch" in json.loads(runs[0][3])
     assert (project / "reports" / "tiny.html").exists() and (project / "reports" / "index.html").exists()
 
@@ -268,7 +268,7 @@ def test_ctrl_c_mid_training_is_logged_and_loses_nothing(project, first_run):
 
 
 LEDGER_TABLES = ("specs", "runs", "layer_geometry", "selections", "bridge_results", "training_curves", "samples",
-                 "correlations", "selection_stability")  # fmt: skip
+                 "correlations", "selection_stability", "reference_results")  # fmt: skip
 
 
 def ledger_snapshot(root: Path) -> dict[str, list[str]]:

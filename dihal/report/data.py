@@ -23,6 +23,14 @@ from dihal.ledger import LedgerError
 BRIDGE_METRICS = ("bridge_val_loss", "recovery_ce", "recovery_token_acc", "gen_ppl", "distinct_1", "distinct_2",
                   "distinct_3", "diversity", "unigram_entropy")  # fmt: skip
 SAMPLES_PER_LAYER = 3
+# Generation metrics shared by the bridge's rows and the reference rows (reference_results), all judged by the
+# unmodified backbone; gen_nll exists only in reference_results and reads as missing on a bridge row.
+GEN_METRICS = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy")
+REFERENCES = {  # reference_results.reference -> what it is; the report lists them in this order, unknown ones last
+    "backbone_t1": "the backbone's own ancestral samples at temperature 1, same length and prefix as the bridge's",
+    "backbone_greedy": "the backbone's greedy decoding from the same prompts",
+    "real_text": "held-out validation blocks (real text)",
+}
 RESERVED_SLUGS = {"index"}  # index.html is the ledger-wide page; no spec may overwrite it
 
 
@@ -34,6 +42,26 @@ class LayerStats:
     n_seeds: int
     stats: dict[str, tuple[float | None, float | None]]
     score: float | None  # G at this layer, when the layer was a geometry candidate
+
+
+@dataclass
+class GenStats:
+    """Generation metrics of one source of text (the bridge at one layer, or one reference), aggregated over seeds.
+
+    `stats`: metric -> (mean, sample sd or None with one seed); `ranges`: metric -> (min, max) over seeds.
+    """
+
+    source: str  # 'bridge' or the reference_results.reference value
+    layer: int | None  # the bridge layer; None for a reference
+    n_seeds: int
+    stats: dict[str, tuple[float | None, float | None]]
+    ranges: dict[str, tuple[float | None, float | None]]
+    n_samples: tuple[int, ...] = ()  # distinct values over seeds (references only)
+    seq_len: tuple[int, ...] = ()
+
+    @property
+    def is_bridge(self) -> bool:
+        return self.layer is not None
 
 
 @dataclass
@@ -59,6 +87,10 @@ class SpecReport:
     runs: list[dict] = field(default_factory=list)
     # selection_stability: variant -> its rows by layer ('main' first); empty for ledgers without the table
     stability: dict[str, list[dict]] = field(default_factory=dict)
+    # reference_results aggregated per reference (known ones first); empty for ledgers without the table
+    references: list[GenStats] = field(default_factory=list)
+    # the bridge's generation metrics per trained layer, with min-max over seeds, to set next to the references
+    bridge_gen: list[GenStats] = field(default_factory=list)
 
     @property
     def selected_layer(self) -> int | None:
@@ -121,6 +153,35 @@ def _stability(con, spec_hash: str) -> dict[str, list[dict]]:
             pass  # not JSON: shown as the text it is
         out.setdefault(row["variant"], []).append(row)
     return out
+
+
+def _range(values: list) -> tuple[float | None, float | None]:
+    xs = [x for x in (_finite(v) for v in values) if x is not None]
+    return (min(xs), max(xs)) if xs else (None, None)
+
+
+def _gen_stats(source: str, layer: int | None, rows: list[dict]) -> GenStats:
+    def distinct(col: str) -> tuple[int, ...]:
+        return tuple(sorted({int(r[col]) for r in rows if r.get(col) is not None}))
+
+    return GenStats(
+        source=source, layer=layer, n_seeds=len({r.get("seed") for r in rows}),
+        stats={m: _mean_sd([r.get(m) for r in rows]) for m in GEN_METRICS},
+        ranges={m: _range([r.get(m) for r in rows]) for m in GEN_METRICS},
+        n_samples=distinct("n_samples"), seq_len=distinct("seq_len"),
+    )  # fmt: skip
+
+
+def _references(con, spec_hash: str) -> list[GenStats]:
+    """reference_results of the spec, one GenStats per reference; [] for a ledger written before the table shipped."""
+    if not _has_table(con, "reference_results"):
+        return []
+    by_ref: dict[str, list[dict]] = {}
+    for row in _rows(con, "SELECT * FROM reference_results WHERE spec_hash = ? ORDER BY reference, seed", [spec_hash]):
+        by_ref.setdefault(str(row["reference"]), []).append(row)
+    order = list(REFERENCES)
+    keys = sorted(by_ref, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return [_gen_stats(k, None, by_ref[k]) for k in keys]
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -220,6 +281,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
                    scores.get(layer))
         for layer, rows in sorted(by_layer.items())
     ]  # fmt: skip
+    bridge_gen = [_gen_stats("bridge", layer, rows) for layer, rows in sorted(by_layer.items())]
 
     curves: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
     for layer, seed, step, loss in con.execute(
@@ -251,6 +313,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         latest_run=runs[0] if runs else None, provenance_run=(succeeded or runs or [None])[0],
         geometry=geometry, proxy_weights=weights, selection=selection, layers=layers, curves=curves,
         samples=samples, correlation=corr[0] if corr else None, runs=runs, stability=_stability(con, spec_hash),
+        references=_references(con, spec_hash), bridge_gen=bridge_gen,
     )  # fmt: skip
 
 

@@ -146,3 +146,64 @@ def scatter_figure(layers: list[LayerStats], selected: int | None, corr: dict) -
     _style(ax)
     ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")
     return to_data_uri(fig)
+
+
+REFERENCE_STYLE = {  # reference_results.reference -> (legend label, marker, colour); fixed text, never the ledger's
+    "backbone_t1": ("backbone samples, T = 1", "s", "#2e8b57"),
+    "backbone_greedy": ("backbone greedy", "^", "#7f7f7f"),
+    "real_text": ("real held-out text", "D", "#222222"),
+}
+OTHER_REFERENCE = ("o", "#8e44ad")
+
+
+def _span(mean: float, lo, hi) -> list[list[float]] | None:
+    """Asymmetric error bar from a (min, max) over seeds; None when there is no spread to draw."""
+    if not (_ok(lo) and _ok(hi)) or hi <= lo:
+        return None
+    return [[max(0.0, mean - lo)], [max(0.0, hi - mean)]]
+
+
+def standing_figure(bridge: list[tuple], references: list[tuple], selected: int | None) -> str | None:
+    """Where the bridge's samples stand: gen PPL (log) against diversity, the bridge next to the reference texts.
+
+    `bridge`: (layer, n_seeds, ppl mean, ppl min, ppl max, diversity mean, min, max) per layer shown;
+    `references`: (reference, n_seeds, the same six numbers). Bars span min-max over seeds. A reference without
+    a diversity is drawn as a horizontal line only; its name is looked up in REFERENCE_STYLE, never drawn as is.
+    """
+    refs = [r for r in references if _ok(r[2]) and r[2] > 0]
+    pts = [b for b in bridge if _ok(b[2]) and b[2] > 0 and _ok(b[5])]
+    if not refs or not (pts or any(_ok(r[5]) for r in refs)):
+        return None
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    n_other = 0
+    for ref, n, ppl, plo, phi, div, dlo, dhi in refs:
+        if ref in REFERENCE_STYLE:
+            label, marker, color = REFERENCE_STYLE[ref]
+        else:
+            n_other += 1
+            label, (marker, color) = f"other reference {n_other}", OTHER_REFERENCE
+        label = f"{label}: {ppl:.3g}" + (f" ({n} seeds)" if n > 1 else "")
+        ax.axhline(ppl, color=color, linestyle=":", linewidth=1.0, alpha=0.8, zorder=1)
+        if _ok(div):
+            ax.errorbar(div, ppl, xerr=_span(div, dlo, dhi), yerr=_span(ppl, plo, phi), fmt=marker, color=color,
+                        markersize=7, capsize=3, elinewidth=1, zorder=2, label=label)  # fmt: skip
+        else:
+            ax.plot([], [], ":", color=color, label=label + " (no diversity)")
+    for layer, n, ppl, plo, phi, div, dlo, dhi in pts:
+        is_sel = layer == selected
+        label = (r"bridge at $\ell^*$" f" = {layer}" if is_sel else f"bridge, layer {layer}") + f": {ppl:.3g}"
+        ax.errorbar(div, ppl, xerr=_span(div, dlo, dhi), yerr=_span(ppl, plo, phi), fmt="*" if is_sel else "o",
+                    color=ACCENT if is_sel else LINE, markersize=14 if is_sel else 7, capsize=3, elinewidth=1,
+                    zorder=3, label=label + (f" ({n} seeds)" if n > 1 else ""))  # fmt: skip
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo / 1.3, hi * 1.3)
+    if hi / lo < 300:
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher = less repetitive)", fontsize=9)
+    ax.set_ylabel("gen PPL under the unmodified backbone (log)", fontsize=9)
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")
+    return to_data_uri(fig)

@@ -33,7 +33,7 @@ from dihal import __version__
 from dihal.atomic import write_atomic
 from dihal.ledger import reader
 from dihal.report import trust
-from dihal.report.data import SpecReport, SpecSummary, all_slugs, load_spec, summarize
+from dihal.report.data import REFERENCES, GenStats, SpecReport, SpecSummary, all_slugs, load_spec, summarize
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORTS_DIR = "reports"
@@ -75,6 +75,14 @@ def _pm(pair) -> str:
     return _num(mean) if sd is None else f"{_num(mean)} ± {_num(sd, 2)}"
 
 
+def _span(pair) -> str:
+    """A (min, max) over seeds as '180–190'; a dash when missing, the one number when both ends agree."""
+    lo, hi = pair
+    if lo is None or hi is None:
+        return "—"
+    return _num(lo) if _num(lo) == _num(hi) else f"{_num(lo)}–{_num(hi)}"
+
+
 def _pct(v) -> str:
     """A share in [0, 1] as a percentage: '87%', '0.4%'."""
     if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
@@ -98,7 +106,7 @@ def _dt(v, seconds: bool = True) -> str:
 def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)  # fmt: skip
-    env.filters.update(num=_num, signed=_signed, pm=_pm, dt=_dt, pct=_pct, pval=_pval)
+    env.filters.update(num=_num, signed=_signed, pm=_pm, dt=_dt, pct=_pct, pval=_pval, span=_span)
     return env
 
 
@@ -126,6 +134,42 @@ def _facts(r: SpecReport) -> dict:
     best = min((ls for ls in r.layers if ls.stats["bridge_val_loss"][0] is not None),
                key=lambda ls: (ls.stats["bridge_val_loss"][0], ls.layer), default=None)  # fmt: skip
     return {"at_selected": at, "best_by_loss": best}
+
+
+def _standing(r: SpecReport) -> dict | None:
+    """The 'where the bridge's samples stand' section: the bridge at ℓ* (every trained layer when ℓ* was not
+    trained) next to the reference rows; None when the ledger holds no reference rows for the spec."""
+    if not r.references:
+        return None
+    at = [g for g in r.bridge_gen if g.layer == r.selected_layer]
+    bridge = at or r.bridge_gen
+    return {"bridge": bridge, "references": r.references, "at_selected": bool(at), "descriptions": REFERENCES,
+            "headline": standing_sentence(at[0] if at else None, r.references)}
+
+
+def _plot_row(g: GenStats) -> tuple:
+    """The numbers standing_figure draws for one row: who, n seeds, gen PPL mean/min/max, diversity mean/min/max."""
+    return (g.layer if g.is_bridge else g.source, g.n_seeds, g.stats["gen_ppl"][0], *g.ranges["gen_ppl"],
+            g.stats["diversity"][0], *g.ranges["diversity"])  # fmt: skip
+
+
+def standing_sentence(bridge: GenStats | None, references: list[GenStats]) -> Markup | None:
+    """'gen PPL at ℓ* 185 (180–190 over 3 seeds); the backbone's own samples at T = 1: 41; …' as escaped HTML."""
+    names = {"backbone_t1": "the backbone's own samples at T = 1", "backbone_greedy": "its greedy decoding",
+             "real_text": "real held-out text"}  # fmt: skip
+    parts = [Markup("{}: <b>{}</b>").format(names.get(g.source, g.source), _num(g.stats["gen_ppl"][0], 3))
+             for g in references if g.stats["gen_ppl"][0] is not None]  # fmt: skip
+    if not parts:
+        return None
+    text = Markup("")
+    if bridge is not None and bridge.stats["gen_ppl"][0] is not None:
+        text = Markup("Gen PPL at ℓ* = {} is <b>{}</b>").format(bridge.layer, _num(bridge.stats["gen_ppl"][0], 3))
+        if bridge.n_seeds > 1:
+            text += Markup(" ({} over {} seeds)").format(_span(bridge.ranges["gen_ppl"]), bridge.n_seeds)
+        text += Markup("; for comparison, ")
+    else:
+        text = Markup("Gen PPL of the references: ")
+    return text + Markup("; ").join(parts) + "."
 
 
 def _trust(r: SpecReport) -> dict:
@@ -220,6 +264,7 @@ def _figure(cache: Path | None, key: str, module: str, fn: str, *args) -> str | 
 def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
     sel = r.selected_layer
     t = _trust(r)
+    standing = _standing(r)
     sens = r.stability if t["sensitivity"] else {}
     fig = functools.partial(_figure, cache)
     figures = {
@@ -231,10 +276,12 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
                            {v["variant"]: v["layer"] for v in t["sensitivity"]}) if sens else None,
         "curves": fig("curves", "plots", "curves_figure", r.curves, sel),
         "scatter": fig("scatter", "plots", "scatter_figure", r.layers, sel, r.correlation) if r.correlation else None,
+        "standing": fig("standing", "plots", "standing_figure", [_plot_row(g) for g in standing["bridge"]],
+                        [_plot_row(g) for g in standing["references"]], sel) if standing else None,
     }  # fmt: skip
     prov = r.provenance_run or {}
     return _env().get_template("spec.j2").render(
-        r=r, slug=slug, figures=figures, facts=_facts(r), trust=t, metrics=METRIC_LABELS, prov=prov,
+        r=r, slug=slug, figures=figures, facts=_facts(r), trust=t, metrics=METRIC_LABELS, prov=prov, standing=standing,
         packages=sorted((prov.get("packages") or {}).items()), csp=_csp(), rendered_at=_rendered_at(),
         version=__version__,
     )  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 def run_stage(config_path: Path | str) -> None:
     import torch
 
-    from dihal.stages import correlate, evaluate, extract, score, targets, train
+    from dihal.stages import correlate, evaluate, extract, reference, score, targets, train
     from dihal.stages.common import StageConfig
 
     cfg = StageConfig.read(config_path)
@@ -22,6 +22,7 @@ def run_stage(config_path: Path | str) -> None:
         "train": train.run,
         "evaluate": evaluate.run,
         "correlate": correlate.run,
+        "reference": reference.run,
     }
     if cfg.kind not in runners:
         raise ValueError(f"unknown stage kind {cfg.kind!r} in {config_path}")

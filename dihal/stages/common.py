@@ -77,6 +77,7 @@ RESULT_METRICS: dict[str, tuple[str, ...]] = {
     "score": ("score",),  # G per layer
     "select": ("score",),  # G at ℓ* (None when a fixed ℓ is not a candidate layer)
     "correlate": ("spearman_rho", "kendall_tau"),
+    "reference": ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy"),
 }  # fmt: skip
 
 

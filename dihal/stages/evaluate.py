@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dihal import dvc_results, progress
+from dihal.judge import judge_nll  # the judge, shared with the reference stage
 from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, open_backbone, write_json,
                                  write_results)
 
@@ -68,19 +69,6 @@ def recovery(hybrid, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, 
         agree += int((pred == clean).sum())
         count += target.numel()
     return {"recovery_ce": nll / count, "recovery_token_acc": correct / count, "recovery_clean_agreement": agree / count}
-
-
-@torch.no_grad()
-def judge_nll(adapter, tokens: torch.Tensor, prefix: int, batch: int = 16) -> tuple[float, int]:
-    """Total NLL of the generated tokens (positions prefix..T-1) under the full backbone."""
-    total, n = 0.0, 0
-    for i in range(0, len(tokens), batch):
-        tb = tokens[i : i + batch].to(adapter.device)
-        logits = adapter.logits(tb).float().cpu()[:, prefix - 1 : -1]
-        target = tb[:, prefix:].cpu()
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
-        n += target.numel()
-    return total, n
 
 
 def run(cfg: StageConfig) -> None:
