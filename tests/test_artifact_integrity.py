@@ -6,12 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -20,7 +18,7 @@ from dihal import manifest
 from dihal.cli import app
 from dihal.manifest import ArtifactCorrupted
 from dihal.stages.common import StageConfig
-from tests.tiny import save_tiny
+from tests.tiny import ledger_rows, save_tiny, stages_ran
 
 # geometry only: extract → score → select is the part of the pipeline the reported damage was in
 SPEC = {
@@ -40,12 +38,6 @@ def dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
-def ledger_rows(root: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(root / "ledger" / "dihal.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def run(root: Path):
@@ -54,8 +46,6 @@ def run(root: Path):
     return result
 
 
-def stages_ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def damage(path: Path, size: int) -> None:

@@ -7,7 +7,6 @@ wait like writers (`dihal.ledger.connect_readonly`).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,12 +16,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from dihal import ledger
 from dihal.cli import app
-from tests.tiny import save_tiny
+from tests.tiny import save_tiny, write_spec_from
 
 # Small enough that a run takes seconds. Rounds 1-2: the two specs differ in their seed, so they share no stage;
 # round 3: they share extract (same data and sample, different k), which DVC refuses to run from two processes
@@ -39,18 +37,7 @@ BASE = {
 
 
 def write_spec(root: Path, name: str, **changes) -> Path:
-    """BASE with `section__field=value` (or `section=value`) changes, written to root/<name>.yaml."""
-    spec = json.loads(json.dumps(BASE))
-    spec["name"] = name
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            spec[section][field] = value
-        else:
-            spec[section] = value
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_spec_from(BASE, root, name, **changes)
 
 
 @pytest.fixture(scope="module")

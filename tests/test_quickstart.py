@@ -36,15 +36,19 @@ def project(tmp_path_factory):
 def test_quickstart_end_to_end(project):
     first = sh([*DIHAL, "run", "specs/quickstart.yaml"], project)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "ℓ*" in first.stdout and "stages run this time: 6 of 6" in first.stdout
+    assert "ℓ*" in first.stdout and "stages run this time: 7 of 7" in first.stdout
     con = duckdb.connect(str(project / "ledger" / "dihal.duckdb"), read_only=True)
     geo = con.execute("SELECT layer, score, selected FROM layer_geometry ORDER BY layer").fetchall()
     bridge = con.execute("SELECT layer, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results").fetchall()
+    refs = dict(con.execute("SELECT reference, gen_ppl FROM reference_results").fetchall())
     con.close()
     assert [g[0] for g in geo] == list(range(1, 30))
     selected = [g[0] for g in geo if g[2]]
     assert selected == [max(geo, key=lambda g: g[1])[0]]
     assert len(bridge) == 1 and bridge[0][0] == selected[0] and bridge[0][1] > 0 and bridge[0][2] > 1
+    # the scale for the bridge's gen PPL: greedy text is the backbone's most likely, real text is not its own
+    assert set(refs) == {"backbone_t1", "backbone_greedy", "real_text"}
+    assert refs["backbone_greedy"] < refs["backbone_t1"] and all(v > 1 for v in refs.values())
 
     again = sh([*DIHAL, "run", "specs/quickstart.yaml"], project)
     assert again.returncode == 0 and "everything up to date" in again.stdout, again.stdout + again.stderr

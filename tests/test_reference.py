@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from dihal.cli import app
 from dihal.paths import load_project_spec
 from dihal.pipeline import plan
-from tests.tiny import save_tiny
+from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
 
 BASE = {
     "name": "ref",
@@ -33,29 +30,11 @@ runner = CliRunner()
 
 
 def write_spec(root: Path, name: str, **changes) -> Path:
-    spec = json.loads(json.dumps(BASE))
-    spec["name"] = name
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            spec[section][field] = value
-        else:
-            spec[section] = value
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_spec_from(BASE, root, name, **changes)
 
 
-def stages_ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
-def ledger_rows(root: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(root / "ledger" / "dihal.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

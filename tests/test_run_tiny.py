@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from dihal.cli import app
-from tests.tiny import save_tiny
+from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
 
 BASE = {
     "name": "tiny",
@@ -28,17 +25,7 @@ runner = CliRunner()
 
 
 def write_spec(root: Path, name: str, **changes) -> Path:
-    spec = json.loads(json.dumps(BASE))
-    spec["name"] = name
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            spec[section][field] = value
-        else:
-            spec[section] = value
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_spec_from(BASE, root, name, **changes)
 
 
 def invoke(root: Path, *args: str):
@@ -46,8 +33,6 @@ def invoke(root: Path, *args: str):
     return runner.invoke(app, [*args, "--project", str(root)])
 
 
-def stages_ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +50,6 @@ def monkeypatch_module():
     mp.undo()
 
 
-def ledger_rows(root: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(root / "ledger" / "dihal.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

@@ -49,3 +49,39 @@ def save_tiny(path: Path, arch: str = "llama", n_layers: int = 4) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def write_spec_from(base: dict, root: Path, name: str, **changes) -> Path:
+    """`base` with `section__field=value` (or `section=value`) changes, written to root/<name>.yaml."""
+    import copy
+
+    import yaml
+
+    spec = copy.deepcopy(base)
+    spec["name"] = name
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            spec[section][field] = value
+        else:
+            spec[section] = value
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def ledger_rows(root: Path, sql: str) -> list[tuple]:
+    """Rows of a query on the project's ledger, through a read-only connection closed at once."""
+    import duckdb
+
+    con = duckdb.connect(str(root / "ledger" / "dihal.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def stages_ran(output: str) -> list[str]:
+    import re
+
+    return re.findall(r"Running stage '([^']+)'", output)
