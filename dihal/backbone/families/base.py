@@ -38,14 +38,11 @@ class Family:
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
-        self.core = self.find_core(model)
-        self.blocks: list[nn.Module] = list(self.core.layers)
-        self.final_norm: nn.Module = self.core.norm
-        self.lm_head: nn.Module = model.lm_head
+        self.core, self.blocks, self.final_norm, self.lm_head = self.parts(model)
 
-    @staticmethod
-    def find_core(model: nn.Module) -> nn.Module:
-        return model.model
+    def parts(self, model: nn.Module) -> tuple[nn.Module, list[nn.Module], nn.Module, nn.Module]:
+        """(core, blocks, final norm, LM head): where a family keeps them is most of what tells families apart."""
+        return model.model, list(model.model.layers), model.model.norm, model.lm_head
 
     @property
     def hidden_size(self) -> int:

@@ -8,13 +8,9 @@ from dihal.backbone.families.base import Family, PositionContext, causal_mask
 
 
 class GPT2(Family):
-    def __init__(self, model):
-        self.model = model
-        self.config = model.config
-        self.core = model.transformer
-        self.blocks = list(self.core.h)
-        self.final_norm = self.core.ln_f
-        self.lm_head = model.lm_head
+    def parts(self, model):
+        core = model.transformer
+        return core, list(core.h), core.ln_f, model.lm_head
 
     @property
     def hidden_size(self) -> int:

@@ -16,13 +16,9 @@ from dihal.backbone.families.base import Family
 
 
 class GPTNeoX(Family):
-    def __init__(self, model):
-        self.model = model
-        self.config = model.config
-        self.core = model.gpt_neox
-        self.blocks = list(self.core.layers)
-        self.final_norm = self.core.final_layer_norm
-        self.lm_head = model.lm_head if hasattr(model, "lm_head") else model.embed_out
+    def parts(self, model):
+        core = model.gpt_neox
+        return core, list(core.layers), core.final_layer_norm, (model.lm_head if hasattr(model, "lm_head") else model.embed_out)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.core.emb_dropout(self.core.embed_in(ids))

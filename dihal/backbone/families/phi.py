@@ -13,13 +13,8 @@ from dihal.backbone.families.base import Family
 
 
 class Phi(Family):
-    def __init__(self, model):
-        self.model = model
-        self.config = model.config
-        self.core = model.model
-        self.blocks = list(self.core.layers)
-        self.final_norm = self.core.final_layernorm
-        self.lm_head = model.lm_head
+    def parts(self, model):
+        return model.model, list(model.model.layers), model.model.final_layernorm, model.lm_head
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.core.embed_dropout(self.core.embed_tokens(ids))
