@@ -36,7 +36,7 @@ PLOTS: dict[str, dict[str, dict]] = {
 }
 HAS_METRICS = ("score", "select", "train", "evaluate", "correlate", "reference")
 # evaluate's metrics.json fields that are not metrics (lists, digests, timings)
-_NOT_METRICS = {"val_batch_losses", "samples_digest", "seconds"}
+_NOT_METRICS = {"val_batch_losses", "samples_digest", "seconds", "interface"}
 
 
 def results(kind: str, name: str) -> dict:
@@ -95,7 +95,7 @@ def train_results(curve: list[dict], meta: dict) -> tuple[dict, dict]:
 
 
 def evaluate_metrics(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in _NOT_METRICS}
+    return {k: v for k, v in metrics.items() if k not in _NOT_METRICS and v is not None}
 
 
 def reference_metrics(rows: list[dict]) -> dict:

@@ -24,16 +24,17 @@ def digest(obj: Any) -> str:
 
 
 # Fields added after specs were first hashed, hashed only when set: an unset one leaves every earlier
-# spec's hash (and stage names) as they were. (section, field) pairs.
-HASHED_WHEN_SET = {("backbone", "attn_implementation")}
+# spec's hash (and stage names) as they were. (section, field) pairs; section None for a top-level field.
+HASHED_WHEN_SET = {("backbone", "attn_implementation"), (None, "baselines")}
 
 
 def semantic_dict(spec: Spec) -> dict:
     """The spec as JSON-able data, without pure labels."""
     out = spec.model_dump(mode="json", exclude=set(LABEL_FIELDS))
     for section, name in HASHED_WHEN_SET:
-        if isinstance(out.get(section), dict) and out[section].get(name) is None:
-            out[section].pop(name, None)
+        holder = out if section is None else out.get(section)
+        if isinstance(holder, dict) and holder.get(name) is None:
+            holder.pop(name, None)
     return out
 
 

@@ -20,6 +20,7 @@ ROW_METRICS: dict[str, tuple[str, ...]] = {
     "training_curves": RESULT_METRICS["train"],
     "correlations": RESULT_METRICS["correlate"],
     "reference_results": RESULT_METRICS["reference"],
+    "interface_results": RESULT_METRICS["evaluate"],
 }
 
 
@@ -27,7 +28,7 @@ def check_rows(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """The tables unchanged, or NonFiniteMetricError naming the table, the row (layer/seed/variant) and the value."""
     for table, rows in tables.items():
         for row in rows:
-            where = ", ".join(f"{k} {row[k]}" for k in ("variant", "reference", "layer", "seed", "step") if row.get(k) is not None)
+            where = ", ".join(f"{k} {row[k]}" for k in ("variant", "reference", "interface", "layer", "seed", "step") if row.get(k) is not None)
             check_finite(f"ingest {table} ({where})" if where else f"ingest {table}", row, ROW_METRICS.get(table, ()))
     return tables
 
@@ -171,3 +172,32 @@ def correlation_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: in
             "n_batches", "n_boot", "spearman_p", "kendall_p", "n_perm", "interval_method", "resampled")  # fmt: skip
     return check_rows({"correlations": [{"spec_hash": spec_hash, **{k: c.get(k) for k in keys}, **_prov(run),
                                          "seed": seed}]})  # fmt: skip
+
+
+INTERFACE_METRICS = ("bridge_val_loss", "recovery_ce", "recovery_token_acc", "recovery_clean_agreement",
+                     "recovery_coverage", "gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity",
+                     "unigram_entropy", "samples_digest")  # fmt: skip
+
+
+def interface_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, list[dict]]:
+    """One interface_results row per evaluation, the bridge's ('hidden') and each C3 baseline's, with its budget.
+
+    Files from before interfaces existed lack the budget fields; a hidden bridge's are then its steps, its
+    denoiser and a recovery budget of 0 (the pretrained upper stack), which is what they were."""
+    rows = []
+    for ev in [*plan.evaluations, *plan.baselines]:
+        train = ev.upstream["train"]
+        verify_stages(root, [ev, train])
+        m = read_json(root / ev.out / "metrics.json")
+        t = read_json(root / train.out / "meta.json")
+        settings = train.params.get("interface") or {"name": "hidden"}
+        rows.append({
+            "spec_hash": spec_hash, "interface": m.get("interface", "hidden"), "layer": m["layer"], "seed": m["seed"],
+            **{k: m.get(k) for k in INTERFACE_METRICS},
+            "diffusion_steps": t.get("diffusion_steps", t["steps"]), "denoiser_params": t["n_params"],
+            "recovery_steps": t.get("recovery_steps", 0), "recovery_params": t.get("recovery_params", 0),
+            "budget_matched": t.get("budget_matched", True), "train_seconds": t["seconds"],
+            "recovery_seconds": t.get("recovery_seconds", 0.0), "eval_seconds": m.get("seconds"),
+            "settings": settings, **_prov(run),
+        })  # fmt: skip
+    return check_rows({"interface_results": rows})

@@ -91,6 +91,20 @@ REFERENCE_SCHEMA = [
         seq_len INTEGER, samples_digest VARCHAR, run_id VARCHAR, code_version VARCHAR, packages JSON,
         PRIMARY KEY (spec_hash, reference, seed))""",
 ]
+INTERFACE_SCHEMA = [
+    # C3: per (interface, layer, seed) one trained denoiser judged like the bridge. 'hidden' rows are the bridge's
+    # own (also in bridge_results); the others are the baselines of dihal.interfaces, trained with the same
+    # denoiser and protocol. The budget columns say what each row spent: diffusion steps and denoiser parameters
+    # (matched across interfaces unless budget_matched is false), and its recovery part's steps and parameters.
+    """CREATE TABLE IF NOT EXISTS interface_results (
+        spec_hash VARCHAR, interface VARCHAR, layer INTEGER, seed INTEGER, bridge_val_loss DOUBLE,
+        recovery_ce DOUBLE, recovery_token_acc DOUBLE, recovery_clean_agreement DOUBLE, recovery_coverage DOUBLE,
+        gen_ppl DOUBLE, gen_nll DOUBLE, distinct_1 DOUBLE, distinct_2 DOUBLE, distinct_3 DOUBLE, diversity DOUBLE,
+        unigram_entropy DOUBLE, samples_digest VARCHAR, diffusion_steps INTEGER, denoiser_params INTEGER,
+        recovery_steps INTEGER, recovery_params INTEGER, budget_matched BOOLEAN, train_seconds DOUBLE,
+        recovery_seconds DOUBLE, eval_seconds DOUBLE, settings JSON, run_id VARCHAR, code_version VARCHAR,
+        packages JSON, PRIMARY KEY (spec_hash, interface, layer, seed))""",
+]
 # Columns added after a table first shipped: an older ledger gains them (NULL in its old rows) on the next write.
 MIGRATIONS = [
     ("layer_geometry", "n_states", "INTEGER"),  # states that entered the proxies, after the outlier rule
@@ -116,7 +130,7 @@ MIGRATIONS = [
     ("correlations", "resampled", "VARCHAR"),  # one sentence: what the interval resamples
 ]
 RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_curves", "samples", "correlations",
-                 "selection_stability", "reference_results")
+                 "selection_stability", "reference_results", "interface_results")
 
 # The schema's history. A ledger records in `schema_version` each version it was brought to, and a writer runs
 # the steps above the highest one. A ledger without that table predates it (it may be at any point up to
@@ -128,6 +142,7 @@ SCHEMA_STEPS: list[tuple[int, str, list[str]]] = [
     (2, "outlier diagnostics, stability intervals, permutation p-values (MIGRATIONS)",
      [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MIGRATIONS]),
     (3, "reference_results: the backbone's own samples and held-out text, judged like the bridge", REFERENCE_SCHEMA),
+    (4, "interface_results: C3's interfaces (the bridge and its baselines) at a matched budget", INTERFACE_SCHEMA),
 ]  # fmt: skip
 SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP, note VARCHAR)"

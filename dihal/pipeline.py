@@ -46,6 +46,7 @@ from dihal.hashing import (EXTRACT_KEYS, REFERENCE_KEYS, SCORE_KEYS, TARGET_KEYS
 from dihal.identity import code_hash, data_deps, model_deps, model_identity, revision_warning, warn
 from dihal.registry import register
 from dihal.spec import Spec
+from dihal.spec_baselines import INTERFACE_KEYS, recovery_steps
 
 HASH_LEN = 16
 STAGE_DIR = Path(".dihal") / "stages"
@@ -121,13 +122,14 @@ class Plan:
     evaluations: list[Stage] = field(default_factory=list)
     correlate: Stage | None = None
     reference: Stage | None = None  # the backbone's own samples and held-out text, judged like the bridge
+    baselines: list[Stage] = field(default_factory=list)  # C3: evaluate stages of the other interfaces
     variants: dict[str, Stage] = field(default_factory=dict)  # sensitivity variant -> its score stage
     variant_settings: dict[str, dict] = field(default_factory=dict)  # sensitivity variant -> what it changes
 
     @property
     def targets(self) -> list[str]:
         """The stages `dvc repro` is asked for: everything else is upstream of them."""
-        ends = [self.select, *self.variants.values(), *self.evaluations]
+        ends = [self.select, *self.variants.values(), *self.evaluations, *self.baselines]
         if self.correlate:
             ends.append(self.correlate)
         if self.reference:
@@ -211,12 +213,36 @@ def _plan(spec: Spec, n_layers: int | None) -> Plan:
     result.reference = Stage("reference", {**base, "bridge": _pick(b, REFERENCE_KEYS), "seeds": list(spec.bridge_seeds),
                                            "n_samples": s["eval"]["n_samples"]})  # fmt: skip
     stages.append(result.reference)
+    if spec.baselines is not None:
+        stages += _baselines(s, base, train_params, eval_params, spec.bridge_seeds, result)
     if spec.is_sweep:
         ups = {"score": score, "select": select, **{f"evaluate{i:03d}": e for i, e in enumerate(result.evaluations)}}
         result.correlate = Stage("correlate", {"n_boot": s["eval"]["n_boot"], "top_k": s["eval"]["top_k"],
                                                "seed": s["seed"]}, ups)  # fmt: skip
         stages.append(result.correlate)
     return result
+
+
+def _baselines(s: dict, base: dict, train_params: dict, eval_params: dict, seeds, result: Plan) -> list[Stage]:
+    """C3: per (interface, seed) a train and an evaluate stage with the bridge's denoiser, protocol and blocks.
+
+    No upstream: a baseline samples the bridge's blocks itself (spec seed, same rules), so it reads nothing the
+    geometry decides and no change to a geometry, selection or layer field re-runs it."""
+    b, c3 = s["bridge"], dict(s["baselines"])
+    c3["recovery_steps"] = recovery_steps(c3, b["steps"])
+    blocks = {"backbone": base["backbone"], "data": base["data"], "block_seed": base["seed"],
+              "blocks": _pick(b, ["n_train", "n_val"])}  # fmt: skip
+    stages = []
+    for name in c3.pop("interfaces"):
+        settings = {"name": name, **_pick(c3, INTERFACE_KEYS[name]), "unmatched": c3["unmatched"]}
+        for seed in seeds:
+            tag = f"{name}-s{seed}"
+            train = Stage("train", {**train_params, **blocks, "seed": seed, "interface": settings}, label=tag,
+                          runtime={"checkpoint_every": b["checkpoint_every"]})
+            ev = Stage("evaluate", {**eval_params, "seed": seed}, {"train": train}, label=tag)
+            stages += [train, ev]
+            result.baselines.append(ev)
+    return stages
 
 
 def write_stage_configs(p: Plan, root: Path) -> None:

@@ -120,6 +120,8 @@ def _result_tables(root: Path, s: dict, prov: dict) -> dict[str, list[dict]]:
     run = {"run_id": prov["run_id"], "code_version": prov["code_version"], "packages": packages}
     tables = {**ingest.geometry_rows(p, root, h, run, spec.seed, spec.geometry.warn_top_share),
               **ingest.bridge_rows(p, root, h, run), **ingest.correlation_rows(p, root, h, run, spec.seed)}  # fmt: skip
+    if all((root / ev.out).exists() for ev in p.baselines):
+        tables.update(ingest.interface_rows(p, root, h, run))
     if p.reference is not None and not (root / p.reference.out).exists():
         return tables  # a run from before reference rows existed never made them: the old ledger's rows, if any, stay
     return {**tables, **ingest.reference_rows(p, root, h, run)}

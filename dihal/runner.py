@@ -197,6 +197,7 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResul
             **ingest.bridge_rows(plan, root, h, run),
             **ingest.correlation_rows(plan, root, h, run, spec.seed),
             **ingest.reference_rows(plan, root, h, run),
+            **ingest.interface_rows(plan, root, h, run),
         }
     except BaseException as err:
         _record_failure(root, record, run, err, ran, depth)

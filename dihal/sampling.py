@@ -16,7 +16,7 @@ class SampleError(RuntimeError):
 
 def sample_texts(spec: Spec, root: Path, depth: int | None, *, n: int, prompt: str = "", seed: int = 0,
                  steps: int | None = None, temperature: float | None = None, layer: int | None = None) -> list[str]:  # fmt: skip
-    from dihal.bridge.hybrid import HybridLM
+    from dihal.bridge.hybrid import DiffusionLM
     from dihal.stages.common import open_backbone, read_json
 
     if spec.bridge is None:
@@ -36,7 +36,7 @@ def sample_texts(spec: Spec, root: Path, depth: int | None, *, n: int, prompt: s
     from dihal.paths import at_root
 
     bb, ad = open_backbone(at_root(spec.backbone, root))  # the spec's paths are relative to the project root
-    hybrid = HybridLM.load(root / match[0].out / "bridge.pt", ad)
+    hybrid = DiffusionLM.load(root / match[0].out / "bridge.pt", ad)
     from dihal.tokens import resolve_block_start
 
     start = resolve_block_start(bb.tokenizer, spec.data.block_start)  # the token the bridge was trained after

@@ -11,26 +11,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dihal.proxy_names import DEFAULT_WEIGHTS
-from dihal.spec_errors import INT32_MAX, SpecError
+from dihal.spec_base import INT32_MAX, NonNegInt, PosFloat, PosInt, Prob, _Section
+from dihal.spec_baselines import BaselinesSpec, baseline_problems
+from dihal.spec_errors import SpecError
 from dihal.spec_errors import problems_of as _problems
 from dihal.spec_yaml import read_yaml
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "read_yaml"]
-
-# Every integer fits the ledger's 32-bit INTEGER columns; larger ones are refused here, not at ingest.
-PosInt = Annotated[int, Field(gt=0, le=INT32_MAX)]
-NonNegInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
-PosFloat = Annotated[float, Field(gt=0)]
-Prob = Annotated[float, Field(gt=0, lt=1)]
-
-
-class _Section(BaseModel):
-    # Finite floats only: .inf/.nan cannot be hashed (canonical JSON) and would only fail later, mid-run.
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
 
 class BackboneSpec(_Section):
     """Which pretrained causal LM to dissect."""
@@ -292,6 +282,9 @@ class Spec(_Section):
     allow_large: tuple[str, ...] = Field(
         default=(), description="fields whose upper bound (dihal/spec_limits.py) this spec means to exceed"
     )
+    baselines: BaselinesSpec | None = Field(
+        default=None, description="C3: continuous-diffusion interfaces trained next to the bridge at a matched budget"
+    )
 
     @field_validator("sensitivity")
     @classmethod
@@ -309,7 +302,7 @@ class Spec(_Section):
         return self.model_copy(update={
             "data": DataSpec.model_validate(_deep_merge(self.data.model_dump(), v.data)),
             "geometry": GeometrySpec.model_validate(_deep_merge(self.geometry.model_dump(), v.geometry)),
-            "bridge": None, "sensitivity": (),
+            "bridge": None, "sensitivity": (), "baselines": None,
         })  # fmt: skip
 
     @property
@@ -368,7 +361,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     if not problems:  # limits read the variants' merged specs, which need valid variants
         from dihal.spec_limits import limit_problems
 
-        problems = _sweep_problems(spec) + limit_problems(spec)
+        problems = _sweep_problems(spec) + baseline_problems(spec) + limit_problems(spec)
     if problems:
         raise SpecError(source, problems)
     return spec

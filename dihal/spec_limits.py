@@ -38,6 +38,11 @@ SOFT_LIMITS: dict[str, tuple[int, str]] = {
     "eval.n_samples": (10_000, "texts generated per bridge"),
     "eval.sampling_steps": (10_000, "denoising steps per generated text"),
     "eval.n_boot": (100_000, "bootstrap replicates of the correlation"),
+    "baselines.recovery_steps": (1_000_000, "optimizer steps per readout or autoencoder"),
+    "baselines.recovery_batch_tokens": (1 << 20, "tokens per recovery step"),
+    "baselines.latent_width": (65_536, "latent width: the denoiser's projections grow with it"),
+    "baselines.latent_d_model": (8192, "autoencoder width: parameters grow with its square"),
+    "baselines.latent_depth": (128, "autoencoder blocks"),
 }
 _LISTS = frozenset({"bridge.seeds", "eval.t_grid"})  # bounded by their length
 

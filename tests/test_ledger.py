@@ -178,14 +178,15 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
     con.execute("INSERT INTO selections (spec_hash, rule, layer) VALUES ('a', 'argmax', 3)")
     con.close()
     _ingest(tmp_path, "b")
-    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,), (3,)]
+    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,), (3,), (4,)]
     assert ledger.query(tmp_path, "SELECT count(*) FROM reference_results")[1] == [(0,)]  # step 3 created it
+    assert ledger.query(tmp_path, "SELECT count(*) FROM interface_results")[1] == [(0,)]  # step 4 created it
     assert ledger.query(tmp_path, "SELECT layer, argmax_share FROM selections")[1] == [(3, None)]
     cols = {c for c, in ledger.query(tmp_path, "SELECT column_name FROM information_schema.columns "
                                                 "WHERE table_name = 'layer_geometry'")[1]}  # fmt: skip
     assert {table_col for t, table_col, _ in ledger.MIGRATIONS if t == "layer_geometry"} <= cols
-    _ingest(tmp_path, "c")  # a second writer finds version 3 and applies nothing twice
-    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(3,)]
+    _ingest(tmp_path, "c")  # a second writer finds version 4 and applies nothing twice
+    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(4,)]
 
 
 def test_a_ledger_from_a_newer_dihal_is_not_written_and_the_run_is_queued(tmp_path):

@@ -22,7 +22,7 @@ def compiled(spec_file: str, tmp_path: Path, n_layers: int = 30) -> str:
     return (tmp_path / "dvc.yaml").read_text()
 
 
-@pytest.mark.parametrize("spec_file", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml"])
+@pytest.mark.parametrize("spec_file", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml", "c3.yaml"])
 def test_dvc_yaml_matches_golden(spec_file, tmp_path):
     text = compiled(spec_file, tmp_path)
     golden = GOLDEN / spec_file.replace(".yaml", ".dvc.yaml")

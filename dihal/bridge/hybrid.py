@@ -1,10 +1,12 @@
-"""HybridLM: a diffusion bridge in place of the embeddings and blocks 1..ℓ.
+"""DiffusionLM: a denoiser that generates an interface's states, and the interface that turns them into tokens.
 
-The bridge generates the standardised layer-ℓ hidden-state sequence; the
-backbone's own blocks ℓ+1..L, final norm and LM head (frozen, shared with the
-backbone object, never copied) turn it into logits. Position i's logits give the
-token at i+1, exactly as in the backbone, so feeding the true h_ℓ reproduces the
-backbone's logits — the test that the splice is right.
+HybridLM is dihal's own case: the bridge generates the standardised layer-ℓ hidden-state sequence in place of
+the embeddings and blocks 1..ℓ; the backbone's own blocks ℓ+1..L, final norm and LM head (frozen, shared with
+the backbone object, never copied) turn it into logits. Position i's logits give the token at i+1, exactly as
+in the backbone, so feeding the true h_ℓ reproduces the backbone's logits -- the test that the splice is right.
+
+The C3 baselines (`dihal.interfaces`) are DiffusionLMs with another interface: the same denoiser, sampler,
+prefix clamp and decoding rule, so a difference between them is the interface's and nothing else's.
 """
 
 from __future__ import annotations
@@ -18,71 +20,67 @@ from dihal.backbone.adapter import BackboneAdapter
 from dihal.bridge.denoiser import Denoiser
 from dihal.bridge.diffusion import ddim_sample, prefix_mask
 from dihal.bridge.standardize import Standardizer
+from dihal.interfaces import interface_from_state
+from dihal.interfaces.base import Interface
+from dihal.interfaces.hidden import HiddenInterface
 
 
 @dataclass
 class Generation:
-    states: torch.Tensor  # (B, T, d) de-standardised h_ℓ
+    states: torch.Tensor  # (B, T, w) de-standardised interface states
     logits: torch.Tensor  # (B, T, V)
     tokens: torch.Tensor  # (B, T): BOS/prompt, then the decoded continuation
     prefix: int
 
 
-class HybridLM(torch.nn.Module):
-    def __init__(self, adapter: BackboneAdapter, layer: int, denoiser: Denoiser, standardizer: Standardizer,
+class DiffusionLM(torch.nn.Module):
+    def __init__(self, interface: Interface, denoiser: Denoiser, standardizer: Standardizer,
                  *, objective: str = "x0", seq_len: int = 64):  # fmt: skip
         super().__init__()
-        if not 1 <= layer <= adapter.n_layers:
-            raise ValueError(f"layer must lie in 1..{adapter.n_layers}, got {layer}")
-        self.adapter = adapter
-        self.layer = layer
+        self.interface = interface
         self.denoiser = denoiser
         self.standardizer = standardizer
         self.objective = objective
         self.seq_len = seq_len
 
+    @property
+    def adapter(self) -> BackboneAdapter:
+        return self.interface.adapter
+
+    @property
+    def layer(self) -> int:
+        return self.interface.layer
+
     @classmethod
-    def load(cls, path: Path | str, adapter: BackboneAdapter) -> HybridLM:
+    def load(cls, path: Path | str, adapter: BackboneAdapter) -> DiffusionLM:
+        """A saved bridge or baseline; files from before interfaces existed are hidden-state bridges."""
         blob = torch.load(path, map_location="cpu", weights_only=True)
         den = Denoiser(**blob["denoiser_config"])
         den.load_state_dict(blob["denoiser"])
         den.eval()
         std = Standardizer.from_state_dict(blob["standardizer"])
-        return cls(adapter, blob["layer"], den.to(adapter.device), std, objective=blob["objective"],
+        saved = blob.get("interface") or {"name": "hidden", "state": {"layer": blob["layer"]}}
+        return DiffusionLM(interface_from_state(adapter, saved), den.to(adapter.device), std, objective=blob["objective"],
                    seq_len=blob["seq_len"])  # fmt: skip
 
-    def frozen_parameters(self) -> list[torch.nn.Parameter]:
-        """The retained backbone parts: blocks ℓ+1..L, final norm, LM head."""
-        mods = [*self.adapter.blocks[self.layer :], self.adapter.final_norm, self.adapter.lm_head]
-        return [p for m in mods for p in m.parameters()]
-
-    @torch.no_grad()
-    def prefix_states(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        """True h_ℓ of a prompt; causal attention makes them independent of what follows."""
-        ad = self.adapter
-        return ad.run_blocks(ad.embed(prompt_ids.to(ad.device)), 0, self.layer)
-
-    @torch.no_grad()
     def decode(self, states: torch.Tensor) -> torch.Tensor:
-        """Logits from (de-standardised) layer-ℓ states through the retained upper stack."""
-        ad = self.adapter
-        return ad.logits_from(states.to(device=ad.device, dtype=ad.dtype), self.layer)
+        """Logits from de-standardised interface states (float32, CPU)."""
+        return self.interface.logits(states)
 
     @torch.no_grad()
     def sample(self, prompt_ids: torch.Tensor, *, steps: int = 50, temperature: float = 0.0,
                generator: torch.Generator | None = None) -> Generation:  # fmt: skip
         """Generate (B, seq_len) tokens continuing `prompt_ids` (B, p), BOS first.
 
-        The prompt's true states are clamped as the prefix at every DDIM step; the
-        token at position i+1 (i >= p-1) is the argmax, or a temperature sample, of
-        the logits at i.
+        The prompt's true states are clamped as the prefix at every DDIM step; each generated token is the
+        argmax, or a temperature sample, of the logits that score it (`Interface.token_logits`).
         """
         b, p = prompt_ids.shape
         if not 1 <= p < self.seq_len:
             raise ValueError(f"prompt length must be in 1..{self.seq_len - 1}, got {p}")
         d = self.standardizer.mean.shape[-1]
         clamp = torch.zeros(b, self.seq_len, d)
-        prompt_states = self.prefix_states(prompt_ids).float().cpu()
+        prompt_states = self.interface.clean(prompt_ids)
         clamp[:, :p] = self.standardizer.transform(prompt_states)
         mask = prefix_mask(b, self.seq_len, p)
         dev = self.adapter.device
@@ -94,13 +92,34 @@ class HybridLM(torch.nn.Module):
                         objective=self.objective, generator=noise_gen)  # fmt: skip
         states = self.standardizer.inverse(x.cpu())
         states[:, :p] = prompt_states  # exact, not round-tripped through the standardiser
-        logits = self.decode(states).float().cpu()
+        logits = self.decode(states)
         tokens = torch.empty(b, self.seq_len, dtype=torch.long)
         tokens[:, :p] = prompt_ids.cpu()
-        nxt = logits[:, p - 1 : -1]
+        s = self.interface.shift
+        nxt = logits[:, p - s : self.seq_len - s]
         if temperature > 0:
             probs = torch.softmax(nxt / temperature, dim=-1)
             tokens[:, p:] = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(b, -1)
         else:
             tokens[:, p:] = nxt.argmax(-1)
         return Generation(states=states, logits=logits, tokens=tokens, prefix=p)
+
+
+class HybridLM(DiffusionLM):
+    """The hidden-state bridge spliced under blocks ℓ+1..L."""
+
+    def __init__(self, adapter: BackboneAdapter, layer: int, denoiser: Denoiser, standardizer: Standardizer,
+                 *, objective: str = "x0", seq_len: int = 64):  # fmt: skip
+        super().__init__(HiddenInterface(adapter, layer), denoiser, standardizer, objective=objective, seq_len=seq_len)
+
+    def frozen_parameters(self) -> list[torch.nn.Parameter]:
+        """The retained backbone parts: blocks ℓ+1..L, final norm, LM head."""
+        ad = self.adapter
+        mods = [*ad.blocks[self.layer :], ad.final_norm, ad.lm_head]
+        return [p for m in mods for p in m.parameters()]
+
+    @torch.no_grad()
+    def prefix_states(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """True h_ℓ of a prompt; causal attention makes them independent of what follows."""
+        ad = self.adapter
+        return ad.run_blocks(ad.embed(prompt_ids.to(ad.device)), 0, self.layer)

@@ -91,6 +91,8 @@ class SpecReport:
     references: list[GenStats] = field(default_factory=list)
     # the bridge's generation metrics per trained layer, with min-max over seeds, to set next to the references
     bridge_gen: list[GenStats] = field(default_factory=list)
+    # claim C3's interfaces and budgets (dihal.report.c3.C3Section); None without baselines or the table
+    c3: object | None = None
 
     @property
     def selected_layer(self) -> int | None:
@@ -313,8 +315,14 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         latest_run=runs[0] if runs else None, provenance_run=(succeeded or runs or [None])[0],
         geometry=geometry, proxy_weights=weights, selection=selection, layers=layers, curves=curves,
         samples=samples, correlation=corr[0] if corr else None, runs=runs, stability=_stability(con, spec_hash),
-        references=_references(con, spec_hash), bridge_gen=bridge_gen,
+        references=_references(con, spec_hash), bridge_gen=bridge_gen, c3=_c3(con, spec_hash),
     )  # fmt: skip
+
+
+def _c3(con, spec_hash: str):
+    from dihal.report.c3 import load_c3  # c3 builds on this module's helpers; importing it here avoids a cycle
+
+    return load_c3(con, spec_hash)
 
 
 def summarize(con) -> list[SpecSummary]:

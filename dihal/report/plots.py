@@ -207,3 +207,69 @@ def standing_figure(bridge: list[tuple], references: list[tuple], selected: int 
     _style(ax)
     ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")
     return to_data_uri(fig)
+
+
+INTERFACE_STYLE = {  # interface_results.interface -> (legend label, marker, colour); fixed text, never the ledger's
+    "hidden": ("hidden (dihal bridge)", "*", ACCENT),
+    "embedding_rounding": ("embedding + rounding", "o", "#1f77b4"),
+    "embedding_readout": ("embedding + readout", "s", "#ff7f0e"),
+    "latent_ae": ("autoencoder latent", "^", "#9467bd"),
+}
+
+
+def _ci(mean: float, lo, hi, floor: float = 0.0) -> list[list[float]] | None:
+    """Error bar from a 95% interval over seeds, clipped at `floor` (a log axis cannot draw below 0)."""
+    if not (_ok(lo) and _ok(hi)) or hi <= lo:
+        return None
+    return [[max(0.0, mean - max(lo, floor))], [max(0.0, hi - mean)]]
+
+
+def c3_figure(interfaces: list[tuple], references: list[tuple]) -> str | None:
+    """Claim C3 at a glance: gen PPL (log) against diversity, one point per (interface, layer), references as lines.
+
+    `interfaces`: (known name or None, layer, n_seeds, ppl mean, lo, hi, diversity mean, lo, hi), bars the 95%
+    t-interval over seeds; `references`: (known name or None, n_seeds, ppl mean). Names are looked up in
+    INTERFACE_STYLE / REFERENCE_STYLE; an unknown one is drawn as 'other …', never as the ledger's text.
+    """
+    pts = [p for p in interfaces if _ok(p[3]) and p[3] > 0 and _ok(p[6])]
+    if not pts:
+        return None
+    layers = {p[1] for p in pts}
+    fig = Figure(figsize=(6.6, 4.4), layout="constrained")
+    ax = fig.subplots()
+    n_other = 0
+    for name, layer, n, ppl, plo, phi, div, dlo, dhi in pts:
+        if name in INTERFACE_STYLE:
+            label, marker, color = INTERFACE_STYLE[name]
+        else:
+            n_other += 1
+            label, marker, color = f"other interface {n_other}", "P", "#8c564b"
+        ax.annotate(label.split(" (")[0] + (f", ℓ{layer}" if len(layers) > 1 else ""), (div, ppl), fontsize=7.5,
+                    textcoords="offset points", xytext=(7, 6), color=color)  # fmt: skip
+        label += (f", layer {layer}" if len(layers) > 1 else "") + f": {ppl:.3g}" + (f" ({n} seeds)" if n > 1 else "")
+        ax.errorbar(div, ppl, xerr=_ci(div, dlo, dhi), yerr=_ci(ppl, plo, phi, floor=ppl / 1e3), fmt=marker,
+                    color=color, markersize=13 if name == "hidden" else 7, capsize=3, elinewidth=1, zorder=3,
+                    label=label)  # fmt: skip
+    n_other = 0
+    for name, n, ppl in references:
+        if not (_ok(ppl) and ppl > 0):
+            continue
+        if name in REFERENCE_STYLE:
+            label, _, color = REFERENCE_STYLE[name]
+        else:
+            n_other += 1
+            label, color = f"other reference {n_other}", OTHER_REFERENCE[1]
+        ax.axhline(ppl, color=color, linestyle="--", linewidth=1.0, alpha=0.85, zorder=1,
+                   label=f"{label}: {ppl:.3g}" + (f" ({n} seeds)" if n > 1 else ""))  # fmt: skip
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo / 1.3, hi * 1.3)
+    if hi / lo < 300:
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher is better)", fontsize=9)
+    ax.set_ylabel("gen PPL under the unmodified backbone (log; lower is better)", fontsize=9)
+    ax.set_title("C3: interfaces at a matched budget (better: down and to the right)", fontsize=9.5)
+    _style(ax)
+    ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")
+    return to_data_uri(fig)

@@ -32,7 +32,7 @@ from markupsafe import Markup
 from dihal import __version__
 from dihal.atomic import write_atomic
 from dihal.ledger import reader
-from dihal.report import trust
+from dihal.report import c3, trust
 from dihal.report.data import REFERENCES, GenStats, SpecReport, SpecSummary, all_slugs, load_spec, summarize
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -278,6 +278,7 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
         "scatter": fig("scatter", "plots", "scatter_figure", r.layers, sel, r.correlation) if r.correlation else None,
         "standing": fig("standing", "plots", "standing_figure", [_plot_row(g) for g in standing["bridge"]],
                         [_plot_row(g) for g in standing["references"]], sel) if standing else None,
+        "c3": fig("c3", "plots", "c3_figure", *c3.plot_rows(r.c3)) if r.c3 else None,
     }  # fmt: skip
     prov = r.provenance_run or {}
     return _env().get_template("spec.j2").render(

@@ -43,47 +43,67 @@ def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_bat
     return out
 
 
-def recovery(hybrid, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, prefix: int, t: float, seed: int,
+def recovery(lm, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, prefix: int, t: float, seed: int,
              batch: int = 16) -> dict:  # fmt: skip
-    """Noise at t, denoise once, decode; CE against the true next tokens at generated positions."""
-    from dihal.bridge.diffusion import model_x0, noised_input, prefix_mask
+    """Noise at t, denoise once, decode; CE against the tokens the generated states score (the next tokens for
+    hidden states, the tokens themselves for embeddings and latents: `Interface.shift`).
 
+    Cross-entropy is left out (None) where the interface's decoder is no distribution (rounding), and counts
+    only the targets a training-vocabulary decoder can produce; `recovery_coverage` is their share."""
+    from dihal.bridge.diffusion import model_x0, noised_input, prefix_mask
+    from dihal.interfaces.base import covered_ce
+
+    iface = lm.interface
     g = _gen(seed, 2)
-    nll, correct, agree, count = 0.0, 0, 0, 0
+    nll, covered, correct, agree, count = 0.0, 0, 0, 0, 0
     for i in range(0, len(x0), batch):
         xb, hb, ib = x0[i : i + batch], true_h[i : i + batch], ids[i : i + batch]
         mask = prefix_mask(*xb.shape[:2], prefix)
         tt = torch.full((xb.shape[0],), float(t))
         xt = noised_input(xb, mask, tt, torch.randn(xb.shape, generator=g))
-        dev = hybrid.adapter.device
+        dev = lm.adapter.device
         with torch.no_grad():
-            x0_hat = model_x0(hybrid.denoiser, xt.to(dev), tt.to(dev), mask.to(dev), hybrid.objective).cpu()
-        states = hybrid.standardizer.inverse(x0_hat)
+            x0_hat = model_x0(lm.denoiser, xt.to(dev), tt.to(dev), mask.to(dev), lm.objective).cpu()
+        states = lm.standardizer.inverse(x0_hat)
         states[:, :prefix] = hb[:, :prefix]
-        logits = hybrid.decode(states).float().cpu()[:, prefix:-1]
-        clean = hybrid.decode(hb).float().cpu()[:, prefix:-1].argmax(-1)
-        target = ib[:, prefix + 1 :]
-        nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
+        logits, scored = iface.generated_logits(states, prefix)
+        clean = iface.generated_logits(hb, prefix)[0].argmax(-1)
+        target = ib[:, scored]
+        if iface.probabilistic:
+            part, n = covered_ce(logits, target)
+            nll, covered = nll + part, covered + n
         pred = logits.argmax(-1)
         correct += int((pred == target).sum())
         agree += int((pred == clean).sum())
         count += target.numel()
-    return {"recovery_ce": nll / count, "recovery_token_acc": correct / count, "recovery_clean_agreement": agree / count}
+    ce = nll / covered if iface.probabilistic and covered else None
+    return {"recovery_ce": ce, "recovery_token_acc": correct / count, "recovery_clean_agreement": agree / count,
+            "recovery_coverage": covered / count if iface.probabilistic else None}
+
+
+def clean_states(lm, cfg: StageConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation states, ids): the targets stage's h_ℓ for the bridge; a baseline's interface computes its own
+    from the validation blocks its train stage sampled."""
+    if "targets" in cfg.inputs:
+        tdir = cfg.inputs["targets"]
+        return torch.from_numpy(np.load(tdir / "val_h.npy")), torch.from_numpy(np.load(tdir / "val_ids.npy"))
+    ids = torch.from_numpy(np.load(cfg.inputs["train"] / "val_ids.npy")).long()
+    return torch.cat([lm.interface.clean(ids[i : i + 64]) for i in range(0, len(ids), 64)]), ids
 
 
 def run(cfg: StageConfig) -> None:
     from dihal.analysis.text_metrics import perplexity_from_nll, text_metrics
-    from dihal.bridge.hybrid import HybridLM
+    from dihal.bridge.hybrid import DiffusionLM
 
     p, ev = cfg.params, cfg.params["eval"]
     seed, prefix = p["seed"], p["prefix"]
     bb, ad = open_backbone(cfg.backbone_spec())
-    hybrid = HybridLM.load(cfg.inputs["train"] / "bridge.pt", ad)
-    tdir = cfg.inputs["targets"]
-    true_h = torch.from_numpy(np.load(tdir / "val_h.npy"))
-    ids = torch.from_numpy(np.load(tdir / "val_ids.npy"))
+    hybrid = DiffusionLM.load(cfg.inputs["train"] / "bridge.pt", ad)
+    true_h, ids = clean_states(hybrid, cfg)
     x0 = hybrid.standardizer.transform(true_h)
-    steps = progress.bar(total=4, desc=f"evaluate L{hybrid.layer} s{seed}", unit="step")
+    name = hybrid.interface.name
+    steps = progress.bar(total=4, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}",
+                         unit="step")  # fmt: skip
     with Timer() as timer:
         losses = val_losses(hybrid, x0, prefix, list(ev["t_grid"]), min(ev["val_batches"], len(x0)), seed)
         steps.update()
@@ -106,7 +126,7 @@ def run(cfg: StageConfig) -> None:
             f.write(json.dumps({"index": i, "prompt": row[:prefix], "tokens": row[prefix:], "text": text}) + "\n")
     digest = hashlib.sha256((out / "samples.jsonl").read_bytes()).hexdigest()
     metrics = {
-        "layer": hybrid.layer, "seed": seed,
+        "interface": name, "layer": hybrid.layer, "seed": seed,
         "bridge_val_loss": float(np.mean(losses)), "val_batch_losses": losses,
         **rec,
         "gen_ppl": perplexity_from_nll(total, count), "gen_nll": total / count, "gen_tokens": count,

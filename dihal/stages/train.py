@@ -1,4 +1,10 @@
-"""train: fit the denoiser to standardised h_ℓ under the fixed protocol.
+"""train: fit the denoiser to an interface's standardised states under the fixed protocol.
+
+The hidden-state bridge trains on the h_ℓ its targets stage stored. A C3 baseline (`params.interface`) samples
+the very same training and validation blocks (same function, same spec seed), trains its recovery part if it
+has one (readout, autoencoder), and trains the same denoiser, with the same protocol, on its interface's states.
+What it spent is written next to the diffusion budget: `diffusion_steps`, the denoiser's parameter count, and
+the recovery part's steps, parameters and seconds.
 
 Checkpoints live outside the DVC output (DVC clears outputs before a stage runs),
 keyed by the stage hash, so a killed run resumes where it stopped and ends with
@@ -14,10 +20,11 @@ import numpy as np
 import torch
 
 from dihal import dvc_results, progress
-from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, read_json, write_json,
-                                 write_results)
+from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, open_backbone, read_json,
+                                 sample_split_blocks, save_array, write_json, write_results)  # fmt: skip
 
 CHECKPOINTS = Path("artifacts") / "checkpoints"
+NO_RECOVERY = {"recovery_steps": 0, "recovery_params": 0, "recovery_seconds": 0.0}
 
 
 def denoiser_config(p: dict, d: int) -> dict:
@@ -44,17 +51,45 @@ def fit_standardizer(train_h: torch.Tensor, ids: np.ndarray, specials, prefix: i
     return std, {**report.to_dict(), "positions_excluded": int((~mask).sum())}
 
 
+def hidden_states(cfg: StageConfig) -> tuple[torch.Tensor, np.ndarray, list, dict, dict]:
+    """(states, ids, special ids, saved interface, recovery budget) of the bridge: h_ℓ from its targets stage."""
+    src = cfg.inputs["targets"]
+    meta = read_json(src / "meta.json")
+    states = torch.from_numpy(np.load(src / "train_h.npy"))
+    saved = {"name": "hidden", "state": {"layer": meta["layer"]}}
+    return states, np.load(src / "train_ids.npy"), meta.get("special_ids", []), saved, dict(NO_RECOVERY)
+
+
+def interface_states(cfg: StageConfig) -> tuple[torch.Tensor, np.ndarray, list, dict, dict]:
+    """The same for a baseline: its blocks (saved for evaluate), its recovery part fitted, its clean states."""
+    from dihal.interfaces import interface_class
+
+    p, settings = cfg.params, cfg.params["interface"]
+    bb, ad = open_backbone(cfg.backbone_spec())
+    blocks = {split: sample_split_blocks(cfg, bb.tokenizer, split, seq_len=p["seq_len"], n_blocks=p["blocks"][n],
+                                         seed=p["block_seed"])
+              for split, n in (("train", "n_train"), ("validation", "n_val"))}  # fmt: skip
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    for split, name in (("train", "train"), ("validation", "val")):
+        save_array(cfg.out / f"{name}_ids.npy", np.asarray(blocks[split][0].ids))
+    ids = np.asarray(blocks["train"][0].ids)
+    specials = sorted(blocks["train"][2])
+    iface = interface_class(settings["name"]).create(ad, settings)
+    recovery = iface.fit(torch.from_numpy(ids).long(), specials=specials, seed=p["seed"], progress=progress.enabled())
+    states = torch.cat([iface.clean(torch.from_numpy(ids[i : i + 64]).long()) for i in range(0, len(ids), 64)])
+    return states, ids, specials, {"name": iface.name, "state": iface.state()}, recovery
+
+
 def run(cfg: StageConfig) -> None:
     from dihal.bridge.denoiser import Denoiser
     from dihal.bridge.train import TrainConfig, train_denoiser
 
     p = cfg.params
-    src = cfg.inputs["targets"]
-    meta = read_json(src / "meta.json")
-    train_h = torch.from_numpy(np.load(src / "train_h.npy"))
     prefix = p["prefix"]
-    std, fit_report = fit_standardizer(train_h, np.load(src / "train_ids.npy"), meta.get("special_ids", []), prefix,
-                                       p["outliers"])  # fmt: skip
+    baseline = "interface" in p
+    train_h, ids, specials, saved, recovery = interface_states(cfg) if baseline else hidden_states(cfg)
+    layer = saved["state"]["layer"]
+    std, fit_report = fit_standardizer(train_h, ids, specials, prefix, p["outliers"])
     x0 = std.transform(train_h)
     dcfg = denoiser_config(p, train_h.shape[-1])
     den = Denoiser(**dcfg).to(p.get("device", "cpu"))
@@ -72,16 +107,18 @@ def run(cfg: StageConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.save({
         "denoiser": {k: v.cpu() for k, v in den.state_dict().items()}, "denoiser_config": dcfg, "standardizer": std.state_dict(),
-        "layer": meta["layer"], "objective": p["objective"], "prefix": prefix, "seq_len": p["seq_len"],
+        "layer": layer, "objective": p["objective"], "prefix": prefix, "seq_len": p["seq_len"], "interface": saved,
     }, out / "bridge.pt")  # fmt: skip
     trained_steps = p["steps"] - (result.resumed_from or 0)
     write_json(out / "curve.json", result.curve)
     train_meta = {
-        "layer": meta["layer"], "seed": p["seed"], "steps": p["steps"], "seconds": timer.seconds,
+        "layer": layer, "seed": p["seed"], "steps": p["steps"], "seconds": timer.seconds,
         "resumed_from": result.resumed_from,
         "tokens_per_s": trained_steps * p["batch_size"] * p["seq_len"] / max(timer.seconds, 1e-9),
         "n_params": sum(x.numel() for x in den.parameters()),
         "standardizer_fit": fit_report,
+        "interface": saved["name"], "diffusion_steps": p["steps"], **recovery,
+        "budget_matched": not (p.get("interface") or {}).get("unmatched", False),
     }  # fmt: skip
     write_json(out / "meta.json", train_meta)
     write_results(cfg, *dvc_results.train_results(result.curve, train_meta))
