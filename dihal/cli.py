@@ -83,18 +83,36 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
         out.print(f"{st.name:<32} → {st.out}", highlight=False)
 
 
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 def run(spec_path: Path = SpecArg, project: Path = RootOpt,
-        report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end.")) -> None:  # fmt: skip
+        report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end."),
+        executor: ExecutorName = typer.Option(ExecutorName.local, "--executor",
+                                     help="local: `dvc repro`; ray: the changed stages as Ray tasks, in parallel "
+                                          "where the DAG allows (needs Ray: the package's ray extra)."),
+        address: str | None = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001); "
+                                           "default: start a local one. Only with --executor ray."),
+        retries: int = typer.Option(2, "--retries", min=0, help="Ray: retries of a failed or lost stage task.")) -> None:  # fmt: skip
     """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability)."""
     from dihal import signals
     from dihal.ledger_queue import LedgerQueued
     from dihal.runner import RunFailed, run_spec
     from dihal.summary import print_summary
 
+    from dihal.executors import ExecutorUnavailable, get
+
+    try:
+        chosen = get("ray", address=address, retries=retries) if executor is ExecutorName.ray else get("local")
+    except ExecutorUnavailable as e:
+        err.print(str(e), style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
     try:
         with signals.raise_on_signals():  # SIGTERM and SIGHUP end the run as Ctrl-C does (`dihal.signals`)
-            result = run_spec(spec_path, project)
+            result = run_spec(spec_path, project, executor=chosen)
     except SpecError as e:
         _fail_spec(e)
     except RunFailed as e:
@@ -235,6 +253,46 @@ def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
         err.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(1) from None
     out.print(f"wrote {path}", highlight=False)
+
+
+class Gpu(str, Enum):
+    h100 = "h100"
+    a100 = "a100"
+    l4 = "l4"
+
+
+class PlanFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def plan(
+    spec_path: Path = SpecArg,
+    gpu: Gpu | None = typer.Option(None, "--gpu", help="Estimate wall time on this GPU class (datasheet peak × "
+                                   "utilisation); default: this machine, from a quick matmul benchmark."),  # fmt: skip
+    workers: int = typer.Option(1, "--workers", min=1, help="Workers running independent stages in parallel."),
+    utilisation: float | None = typer.Option(None, "--utilisation", min=0.01, max=1.0,
+                                             help="Share of peak sustained (default 0.4 on a GPU, 0.5 of the "
+                                                  "measured matmul rate here)."),  # fmt: skip
+    fmt: PlanFormat = typer.Option(PlanFormat.table, "--format", "-f"),
+    project: Path = RootOpt,
+) -> None:
+    """Estimate tokens, FLOPs, memory, disk and wall time per stage of a spec, without loading weights."""
+    from dihal.cost import CostError, estimate
+
+    spec, _ = _load_checked(spec_path, project)
+    try:
+        est = estimate(spec, project, gpu.value if gpu else None, workers, utilisation)
+    except CostError as e:
+        err.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    if fmt is PlanFormat.json:
+        sys.stdout.write(json.dumps(est.as_dict(), indent=2) + "\n")
+    else:
+        from dihal.cost.render import print_plan
+
+        print_plan(out, est)
 
 
 class Format(str, Enum):

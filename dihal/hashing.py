@@ -25,7 +25,12 @@ def digest(obj: Any) -> str:
 
 # Fields added after specs were first hashed, hashed only when set: an unset one leaves every earlier
 # spec's hash (and stage names) as they were. (section, field) pairs; section None for a top-level field.
-HASHED_WHEN_SET = {("backbone", "attn_implementation"), (None, "baselines")}
+HASHED_WHEN_SET = {
+    ("backbone", "attn_implementation"),
+    ("backbone", "device_map"),
+    ("backbone", "max_memory"),
+    (None, "baselines"),
+}
 
 
 def semantic_dict(spec: Spec) -> dict:

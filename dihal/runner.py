@@ -170,7 +170,7 @@ def _error_summary(tail: str) -> str:
     return "\n".join((errs or lines)[-6:])
 
 
-def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResult:
+def run_spec(path: Path | str, root: Path | str = ".", *, echo=None, executor="local") -> RunResult:
     root = Path(root).resolve()
     spec, text = load_project_spec(path, root)  # both raise SpecError before anything is written
     depth = check_resources(spec, str(path), root)
@@ -189,9 +189,13 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None) -> RunResul
     ran: list[str] = []
     try:
         manifest.repair_corrupted(plan, root, echo)  # damaged outputs are recomputed, not restored (issue 9)
-        code, tail, ran = repro_waiting(plan.targets, root, echo=echo)
+        from dihal.executors import resolve  # local: repro_waiting as before; ray: dihal.executors.ray
+
+        chosen = resolve(executor)
+        code, tail, ran = chosen.run(plan, root, spec=spec, echo=echo)
         if code != 0:
-            raise RunFailed(f"dvc repro failed (exit {code}):\n{_error_summary(tail)}", run["run_id"])
+            what = "dvc repro" if chosen.name == "local" else f"the {chosen.name} executor"
+            raise RunFailed(f"{what} failed (exit {code}):\n{_error_summary(tail)}", run["run_id"])
         tables = {
             **ingest.geometry_rows(plan, root, h, run, spec.seed, spec.geometry.warn_top_share),
             **ingest.bridge_rows(plan, root, h, run),

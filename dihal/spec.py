@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from dihal.proxy_names import DEFAULT_WEIGHTS
 from dihal.spec_base import INT32_MAX, NonNegInt, PosFloat, PosInt, Prob, _Section
 from dihal.spec_baselines import BaselinesSpec, baseline_problems
+from dihal.spec_resources import Resources
 from dihal.spec_errors import SpecError
 from dihal.spec_errors import problems_of as _problems
 from dihal.spec_yaml import read_yaml
@@ -38,11 +39,60 @@ class BackboneSpec(_Section):
         default=None, description="attention kernel; unset = transformers' default for the model (recorded by extract)"
     )
 
+    device_map: str | dict[str, str] | None = Field(
+        default=None,
+        description="placement at load time, done by accelerate: 'auto', one device ('cpu', 'cuda:0') or a map "
+                    "{module name: device}; unset = load, then move the whole model to `device`. The bridge and "
+                    "scoring still run on `device`",
+    )  # fmt: skip
+    max_memory: dict[str, str] | None = Field(
+        default=None,
+        description="per-device memory cap for device_map placement, e.g. {'cuda:0': '20GiB', 'cpu': '64GiB'}",
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", v):
             raise ValueError("expected 'cpu', 'mps', 'cuda' or 'cuda:N'")
+        return v
+
+    @field_validator("device_map", mode="before")
+    @classmethod
+    def _device_map(cls, v: object) -> object:
+        if v is None:
+            return v
+        if isinstance(v, str):
+            if v != "auto" and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", v):
+                raise ValueError("expected 'auto', a device ('cpu', 'mps', 'cuda', 'cuda:N') or a map {module: device}")
+            return v
+        if not isinstance(v, dict) or not v:
+            raise ValueError("expected 'auto', a device ('cpu', 'mps', 'cuda', 'cuda:N') or a non-empty map "
+                             "{module: device}")  # fmt: skip
+        for name, dev in v.items():
+            if not isinstance(name, str):
+                raise ValueError(f"module names must be strings (such as 'model.layers.0'), got {name!r}")
+            if not (isinstance(dev, str) and re.fullmatch(r"cpu|mps|cuda(:\d+)?", dev)):
+                raise ValueError(f"the device of module {name!r} must be 'cpu', 'mps', 'cuda' or 'cuda:N', got {dev!r}")
+        return v
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _max_memory(cls, v: object, info) -> object:
+        if v is None:
+            return v
+        if info.data.get("device_map") is None:
+            if "device_map" not in info.data:  # device_map itself was refused: that error says it all
+                return None
+            raise ValueError("max_memory is only used with device_map (set backbone.device_map, e.g. 'auto')")
+        if not isinstance(v, dict) or not v:
+            raise ValueError("expected a non-empty map {device: size}, e.g. {'cuda:0': '20GiB', 'cpu': '64GiB'}")
+        for dev, size in v.items():
+            if not (isinstance(dev, str) and re.fullmatch(r"cpu|mps|cuda(:\d+)?", dev)):
+                raise ValueError(f"keys must be devices ('cpu', 'mps', 'cuda' or 'cuda:N'), got {dev!r}")
+            if not (isinstance(size, str) and re.fullmatch(r"\d+(\.\d+)?(GiB|MiB|KiB|GB|MB|KB)", size)):
+                raise ValueError(f"the size for {dev!r} must be a string such as '20GiB', '512MiB' or '8GB', "
+                                 f"got {size!r}")  # fmt: skip
         return v
 
     @model_validator(mode="after")
@@ -285,6 +335,7 @@ class Spec(_Section):
     baselines: BaselinesSpec | None = Field(
         default=None, description="C3: continuous-diffusion interfaces trained next to the bridge at a matched budget"
     )
+    resources: Resources = Field(default_factory=dict, description="per stage kind {cpus, gpus} (Ray executor); not hashed")
 
     @field_validator("sensitivity")
     @classmethod
@@ -316,7 +367,7 @@ class Spec(_Section):
 
 
 # Fields that name a spec or permit a value, never change what is computed: not part of the spec hash.
-LABEL_FIELDS = frozenset({"name", "description", "allow_large"})
+LABEL_FIELDS = frozenset({"name", "description", "allow_large", "resources"})  # resources: where, not what
 
 
 def _deep_merge(base: dict, changes: dict) -> dict:

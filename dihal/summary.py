@@ -32,6 +32,8 @@ def print_summary(con: Console, root: Path, result) -> None:
     _selection(con, root, h)
     _variants(con, root, h)
     _bridge(con, root, h)
+    _references(con, root, h)
+    _c3(con, root, h)
     _, corr = ledger.query(root, "SELECT spearman_rho, spearman_lo, spearman_hi, kendall_tau, kendall_lo, kendall_hi, "
                                  "best_layer, selected_rank, spearman_p, kendall_p, resampled FROM correlations "
                                  "WHERE spec_hash = ?", [h])  # fmt: skip
@@ -102,3 +104,42 @@ def _bridge(con: Console, root: Path, h: str) -> None:
                                     "ORDER BY layer, seed, idx LIMIT 6", [h])  # fmt: skip
     for layer, seed, text in samples:
         con.print(f"[dim]L{layer} s{seed}[/dim] {text[:160]!r}", highlight=False)
+
+
+def _has(root: Path, table: str) -> bool:
+    _, rows = ledger.query(root, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])
+    return bool(rows[0][0])
+
+
+def _references(con: Console, root: Path, h: str) -> None:
+    """One line that gives the bridge's gen PPL a scale (the reference stage's rows, mean over seeds)."""
+    if not _has(root, "reference_results"):
+        return
+    _, rows = ledger.query(root, "SELECT reference, avg(gen_ppl), avg(diversity) FROM reference_results "
+                                 "WHERE spec_hash = ? GROUP BY reference ORDER BY reference", [h])  # fmt: skip
+    if rows:
+        parts = ", ".join(f"{ref} {_f(ppl, '.3g')} (div {_f(div, '.2f')})" for ref, ppl, div in rows)
+        con.print(f"references, gen PPL by the same judge: {parts}", highlight=False)
+
+
+def _c3(con: Console, root: Path, h: str) -> None:
+    """C3: each interface over its seeds, with what it spent (only for specs with baselines)."""
+    if not _has(root, "interface_results"):
+        return
+    _, rows = ledger.query(root, """SELECT interface, layer, count(*), avg(gen_ppl), stddev_samp(gen_ppl),
+        avg(diversity), avg(recovery_token_acc), avg(recovery_ce), any_value(diffusion_steps),
+        any_value(denoiser_params), any_value(recovery_steps), any_value(recovery_params), bool_and(budget_matched),
+        avg(train_seconds + recovery_seconds), avg(eval_seconds)
+        FROM interface_results WHERE spec_hash = ? GROUP BY interface, layer
+        ORDER BY interface != 'hidden', interface, layer""", [h])  # fmt: skip
+    if not any(r[0] != "hidden" for r in rows):
+        return
+    t = Table(title="C3: interfaces at the bridge's budget (mean over seeds)")
+    for c in ("interface", "layer", "seeds", "gen ppl", "± sd", "div", "rec. acc", "rec. CE", "diff. steps",
+              "denoiser", "rec. steps", "rec. params", "matched", "train s", "eval s"):
+        t.add_column(c, justify="left" if c == "interface" else "right")
+    for r in rows:
+        t.add_row(r[0], str(r[1]), str(r[2]), _f(r[3]), _f(r[4], ".2g"), _f(r[5], ".3f"), _f(r[6], ".3f"), _f(r[7]),
+                  str(r[8]), f"{r[9]:,}", str(r[10]), f"{r[11]:,}", "yes" if r[12] else "NO", _f(r[13], ".0f"),
+                  _f(r[14], ".0f"))  # fmt: skip
+    con.print(t)

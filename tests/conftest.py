@@ -17,3 +17,17 @@ def tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where torch sees a CUDA device; elsewhere they are skipped, saying why."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: torch.cuda.is_available() is false")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -16,9 +16,10 @@ runner = CliRunner()
 def test_help_lists_the_commands():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("validate", "compile", "run", "sample", "report", "ledger"):
+    for cmd in ("validate", "compile", "run", "plan", "sample", "report", "ledger"):
         assert cmd in res.output
-    assert "stage" not in res.output.split("Commands")[-1].split()  # internal command stays hidden
+    listed = [line.strip("│ ").split(" ")[0] for line in res.output.split("Commands")[-1].splitlines()]
+    assert "plan" in listed and "stage" not in listed  # the internal command stays hidden
 
 
 @pytest.mark.parametrize("spec", ["quickstart.yaml", "sweep.yaml", "llama-3.1-8b.yaml", "qwen3-8b.yaml"])

@@ -29,6 +29,15 @@ class UnsupportedArchitecture(ValueError):
     pass
 
 
+def _execution_device(module: nn.Module) -> torch.device:
+    """The device a module computes on: accelerate's execution device where it placed the module with hooks
+    (offloaded weights sit on 'meta' there), else its first parameter's device."""
+    dev = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if dev is not None:
+        return torch.device("cuda", dev) if isinstance(dev, int) else torch.device(dev)
+    return next(module.parameters()).device
+
+
 class BackboneAdapter:
     """Wraps a loaded HF causal LM. Layers are 1-indexed as in METHOD.md: block ℓ produces h_ℓ.
 
@@ -61,7 +70,13 @@ class BackboneAdapter:
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        """Where logits come out: the LM head's device (with a device_map, accelerate's execution device)."""
+        return _execution_device(self.lm_head)
+
+    @property
+    def embed_device(self) -> torch.device:
+        """Where token ids go in: the input embedding's device (differs from `device` under a device_map)."""
+        return _execution_device(self.model.get_input_embeddings())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -73,7 +88,7 @@ class BackboneAdapter:
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """h_0: the input of block 1 (token embeddings, with whatever the family adds: positions, a scale)."""
-        return self.family.embed(ids)
+        return self.family.embed(ids.to(self.embed_device))
 
     def block(self, index: int, h: torch.Tensor, ctx: PositionContext) -> torch.Tensor:
         """Apply block `index` (1-based), producing h_index from h_{index-1}."""
@@ -108,11 +123,12 @@ class BackboneAdapter:
             return self.family.hidden_states(ids, wanted)
         ctx = self.positions(ids.shape[0], ids.shape[1])
         h = self.embed(ids)
-        out = {0: h} if 0 in wanted else {}
+        dev = self.device  # a model spread over devices (device_map) hands every state back on one device
+        out = {0: h.to(dev)} if 0 in wanted else {}
         for i in range(1, top + 1):
             h = self.block(i, h, ctx)
             if i in wanted:
-                out[i] = h
+                out[i] = h.to(dev)
         return out
 
     @torch.no_grad()

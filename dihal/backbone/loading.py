@@ -91,6 +91,28 @@ class Backbone:
         return int(bos)
 
 
+def _accelerate_device(device: str) -> int | str:
+    """A spec device as accelerate's maps and memory caps name it: GPUs by index, 'cpu' and 'mps' by name."""
+    if device == "cuda":
+        return 0
+    return int(device.removeprefix("cuda:")) if device.startswith("cuda:") else device
+
+
+def placement_kwargs(spec: BackboneSpec) -> dict:
+    """`from_pretrained`'s device_map/max_memory for the spec (empty without a device_map: load, then `.to`)."""
+    if spec.device_map is None:
+        return {}
+    dm = spec.device_map
+    if isinstance(dm, dict):
+        dm = {name: _accelerate_device(dev) for name, dev in dm.items()}
+    elif dm != "auto":
+        dm = {"": _accelerate_device(dm)}
+    out: dict = {"device_map": dm}
+    if spec.max_memory is not None:
+        out["max_memory"] = {_accelerate_device(dev): size for dev, size in spec.max_memory.items()}
+    return out
+
+
 def load_backbone(spec: BackboneSpec) -> Backbone:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -101,10 +123,12 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(loc, dtype=DTYPES[spec.dtype], **kwargs, **attn)
+        model = AutoModelForCausalLM.from_pretrained(loc, dtype=DTYPES[spec.dtype], **kwargs, **attn,
+                                                     **placement_kwargs(spec))  # fmt: skip
         tok = AutoTokenizer.from_pretrained(loc, **kwargs)
     except OSError as err:
         raise BackboneError(f"could not load backbone {loc!r}: {err}") from err
-    model.to(spec.device)
+    if spec.device_map is None:  # with a device_map, accelerate placed the weights while loading
+        model.to(spec.device)
     model.eval()
     return Backbone(model=model, tokenizer=tok, location=loc)

@@ -138,6 +138,9 @@ def train_denoiser(
 ) -> TrainResult:
     """Train `denoiser` in place on standardised (N, T, d) float32 targets.
 
+    On a CUDA device the forward pass and loss run under bf16 autocast; parameters, gradients and optimizer
+    state stay float32. On CPU everything is float32, as it always was.
+
     Logged loss is the mean over the steps since the previous log entry (single-batch
     losses at random t are too noisy to read); lr and grad_norm are those of the logged
     step (grad_norm before clipping). If checkpoint_path exists, training resumes from it;
@@ -191,7 +194,12 @@ def train_denoiser(
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective)
+            if device.type == "cuda":  # bf16 autocast over fp32 master weights; bf16 needs no loss scaling
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective)
+                loss = loss.float()
+            else:  # CPU: full fp32, bit-identical to the protocol's reference runs
+                loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(step + 1, loss_value)
