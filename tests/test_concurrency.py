@@ -159,7 +159,7 @@ def test_a_report_failure_after_a_succeeded_run_is_a_message_and_exit_1(tmp_path
 
     spec = write_spec(tmp_path, "fake")
     fake = SimpleNamespace(spec_hash="0" * 64, run_id="run-fake", spec=SimpleNamespace(name="fake"), report=None)
-    monkeypatch.setattr(dihal.runner, "run_spec", lambda path, project: fake)
+    monkeypatch.setattr(dihal.runner, "run_spec", lambda path, project, **options: fake)
     res = CliRunner().invoke(app, ["run", str(spec), "--project", str(tmp_path)])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     assert "run run-fake succeeded" in res.output and "report failed" in res.output
