@@ -23,17 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.tiny import TINY_SWEEP as BASE  # noqa: E402
 from tests.tiny import save_tiny, write_spec_from  # noqa: E402
 
-BASE = {
-    "name": "sweep",
-    "backbone": {"source": "local", "id": "tiny"},
-    "data": {"source": "kjv", "max_documents": 200},
-    "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
-    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 20,
-               "warmup": 5, "batch_size": 8, "checkpoint_every": 10, "layers": [1, 2, 3], "seeds": [0, 1]},
-    "eval": {"n_samples": 4, "sampling_steps": 5, "n_boot": 50, "val_batches": 2},
-}  # fmt: skip
 
 
 def env() -> dict:

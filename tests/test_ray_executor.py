@@ -13,19 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from dihal.cli import app
+from tests.tiny import TINY_SWEEP as BASE
 from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'dihal[ray]')")
 
-BASE = {
-    "name": "sweep",
-    "backbone": {"source": "local", "id": "tiny"},
-    "data": {"source": "kjv", "max_documents": 200},
-    "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
-    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 20,
-               "warmup": 5, "batch_size": 8, "checkpoint_every": 10, "layers": [1, 2, 3], "seeds": [0, 1]},
-    "eval": {"n_samples": 4, "sampling_steps": 5, "n_boot": 50, "val_batches": 2},
-}  # fmt: skip
 ROWS = {
     "bridge": "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce, samples_digest FROM bridge_results "
               "ORDER BY layer, seed",

@@ -113,6 +113,17 @@ def _minor_label(y: float, _pos) -> str:
     return f"{y:g}" if mantissa in (2, 3, 5) else ""
 
 
+def _log_ppl_axis(ax) -> None:
+    """Gen PPL spans orders of magnitude (greedy ~1.5, real text ~50, noise ~1e4): a log axis with plain labels,
+    some headroom, and minor labels only where the span is short enough for them to be read."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo / 1.3, hi * 1.3)
+    if hi / lo < 300:
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
 def _fmt(v: float | None) -> str:
     return f"{v:+.2f}" if _ok(v) else "n/a"
 
@@ -196,12 +207,7 @@ def standing_figure(bridge: list[tuple], references: list[tuple], selected: int 
         ax.errorbar(div, ppl, xerr=_span(div, dlo, dhi), yerr=_span(ppl, plo, phi), fmt="*" if is_sel else "o",
                     color=ACCENT if is_sel else LINE, markersize=14 if is_sel else 7, capsize=3, elinewidth=1,
                     zorder=3, label=label + (f" ({n} seeds)" if n > 1 else ""))  # fmt: skip
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    lo, hi = ax.get_ylim()
-    ax.set_ylim(lo / 1.3, hi * 1.3)
-    if hi / lo < 300:
-        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    _log_ppl_axis(ax)
     ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher = less repetitive)", fontsize=9)
     ax.set_ylabel("gen PPL under the unmodified backbone (log)", fontsize=9)
     _style(ax)
@@ -261,12 +267,7 @@ def c3_figure(interfaces: list[tuple], references: list[tuple]) -> str | None:
             label, color = f"other reference {n_other}", OTHER_REFERENCE[1]
         ax.axhline(ppl, color=color, linestyle="--", linewidth=1.0, alpha=0.85, zorder=1,
                    label=f"{label}: {ppl:.3g}" + (f" ({n} seeds)" if n > 1 else ""))  # fmt: skip
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    lo, hi = ax.get_ylim()
-    ax.set_ylim(lo / 1.3, hi * 1.3)
-    if hi / lo < 300:
-        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    _log_ppl_axis(ax)
     ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher is better)", fontsize=9)
     ax.set_ylabel("gen PPL under the unmodified backbone (log; lower is better)", fontsize=9)
     ax.set_title("C3: interfaces at a matched budget (better: down and to the right)", fontsize=9.5)
