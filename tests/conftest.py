@@ -9,6 +9,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and a shared 2-core box then cannot slow them
+    down by oversubscription; bit-identity comparisons also need a fixed thread count.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama")

@@ -22,14 +22,7 @@ from dihal.bridge.train import NonFiniteLossError, TrainConfig, lr_at, prefix_ma
 T, D = 6, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a shared 2-core box then cannot slow them
-    down by oversubscription; bit-identity comparisons also need a fixed thread count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def low_rank_data(n: int = 256, rank: int = 2, seed: int = 0) -> torch.Tensor:

@@ -10,17 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dihal.cli import app
-from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
+from tests.tiny import TINY, ledger_rows, save_tiny, stages_ran, write_spec_from
 
-BASE = {
-    "name": "tiny",
-    "backbone": {"source": "local", "id": "tiny"},
-    "data": {"source": "kjv", "max_documents": 200},
-    "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
-    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 30,
-               "warmup": 5, "batch_size": 8, "checkpoint_every": 10},
-    "eval": {"n_samples": 4, "sampling_steps": 5, "n_boot": 50, "val_batches": 2},
-}  # fmt: skip
+BASE = TINY  # other test modules import it from here
 runner = CliRunner()
 
 

@@ -14,16 +14,18 @@ CORPUS = [
 ]
 
 
-# A 3-layer × 2-seed sweep on the tiny model (`save_tiny(root / "tiny")`): the executor tests and benchmark.
-TINY_SWEEP = {
-    "name": "sweep",
+# The tiny model's spec (`save_tiny(root / "tiny")`, the project as working directory): seconds per stage.
+TINY = {
+    "name": "tiny",
     "backbone": {"source": "local", "id": "tiny"},
     "data": {"source": "kjv", "max_documents": 200},
     "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
-    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 20,
-               "warmup": 5, "batch_size": 8, "checkpoint_every": 10, "layers": [1, 2, 3], "seeds": [0, 1]},
+    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 30,
+               "warmup": 5, "batch_size": 8, "checkpoint_every": 10},
     "eval": {"n_samples": 4, "sampling_steps": 5, "n_boot": 50, "val_batches": 2},
 }  # fmt: skip
+# A 3-layer × 2-seed sweep of it: the executor tests and benchmark.
+TINY_SWEEP = {**TINY, "name": "sweep", "bridge": {**TINY["bridge"], "steps": 20, "layers": [1, 2, 3], "seeds": [0, 1]}}
 
 
 def make_tokenizer(vocab_size: int = 256):

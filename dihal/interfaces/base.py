@@ -22,6 +22,9 @@ from typing import ClassVar
 import torch
 
 
+NO_RECOVERY = {"recovery_steps": 0, "recovery_params": 0, "recovery_seconds": 0.0}  # nothing trained to decode
+
+
 class Interface(ABC):
     name: ClassVar[str]
     shift: ClassVar[int] = 0
@@ -52,7 +55,7 @@ class Interface(ABC):
     def fit(self, train_ids: torch.Tensor, *, specials, seed: int, progress: bool = False) -> dict:
         """Train the recovery part, if any, on the training blocks; returns what it spent (steps, parameters,
         seconds) and how well it decodes clean states."""
-        return {"recovery_steps": 0, "recovery_params": 0, "recovery_seconds": 0.0}
+        return dict(NO_RECOVERY)
 
     def state(self) -> dict:
         """What, besides the backbone, rebuilds this interface (saved with the denoiser)."""
@@ -61,6 +64,10 @@ class Interface(ABC):
     @classmethod
     def from_state(cls, adapter, state: dict) -> Interface:
         return cls(adapter, state["layer"])
+
+    def clean_batched(self, ids: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """`clean` of a whole split, `batch` blocks at a time (bounded memory on the backbone's device)."""
+        return torch.cat([self.clean(ids[i : i + batch]) for i in range(0, len(ids), batch)])
 
     # -- shared by generation and recovery --------------------------------------------------------------
     def token_logits(self, states: torch.Tensor, prefix: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 
 from dihal.interfaces.base import Interface
 from dihal.interfaces.embeddings import token_embeddings
-from dihal.interfaces.recovery_training import accuracy, standardiser, train_steps
+from dihal.interfaces.recovery_training import accuracy, recovery_budget, standardiser, train_steps
 from dihal.interfaces.vocab import check_vocab, full_logits, to_class, training_vocab
 
 
@@ -100,12 +100,10 @@ class EmbeddingReadout(Interface):
         s = self.settings
         n_tokens = self.adapter.model.get_input_embeddings().num_embeddings
         self.readout = Readout(self.adapter.d, training_vocab(train_ids), n_tokens, seed=seed)
-        x = torch.cat([token_embeddings(self.adapter, train_ids[i : i + 64]) for i in range(0, len(train_ids), 64)])
+        x = token_embeddings(self.adapter, train_ids)
         report = fit_readout(self.readout, x.reshape(-1, x.shape[-1]), train_ids.reshape(-1), steps=s["recovery_steps"],
                              batch_size=s["recovery_batch_tokens"], lr=s["recovery_lr"], seed=seed, progress=progress)  # fmt: skip
-        return {"recovery_steps": report["steps"], "recovery_params": report["n_params"],
-                "recovery_seconds": report["seconds"], "recovery_train_accuracy": report["train_accuracy"],
-                "recovery_vocab": report["vocab_size"], "recovery_curve": report["curve"]}  # fmt: skip
+        return recovery_budget(report)
 
     def clean(self, ids: torch.Tensor) -> torch.Tensor:
         return token_embeddings(self.adapter, ids)

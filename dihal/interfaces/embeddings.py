@@ -11,13 +11,13 @@ import torch
 
 
 @torch.no_grad()
-def token_embeddings(adapter, ids: torch.Tensor) -> torch.Tensor:
+def token_embeddings(adapter, ids: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """float32 CPU embeddings of `ids`, looked up `chunk` rows at a time (a whole training split at once would
+    hold its full-precision copy on the device)."""
     emb = adapter.model.get_input_embeddings()
-    return emb(ids.to(adapter.device)).float().cpu()
+    return torch.cat([emb(ids[i : i + chunk].to(adapter.device)).float().cpu() for i in range(0, len(ids), chunk)])
 
 
-@torch.no_grad()
-def embedding_table(adapter, chunk: int = 8192) -> torch.Tensor:
+def embedding_table(adapter) -> torch.Tensor:
     """(V, d) float32: the embedding of every token id, as `token_embeddings` gives it."""
-    n = adapter.model.get_input_embeddings().num_embeddings
-    return torch.cat([token_embeddings(adapter, torch.arange(i, min(i + chunk, n))) for i in range(0, n, chunk)])
+    return token_embeddings(adapter, torch.arange(adapter.model.get_input_embeddings().num_embeddings), chunk=8192)

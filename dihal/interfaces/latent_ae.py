@@ -24,7 +24,7 @@ from torch import nn
 
 from dihal.interfaces.base import Interface
 from dihal.interfaces.embeddings import token_embeddings
-from dihal.interfaces.recovery_training import accuracy, standardiser, train_steps
+from dihal.interfaces.recovery_training import accuracy, recovery_budget, standardiser, train_steps
 from dihal.interfaces.vocab import check_vocab, full_logits, to_class, training_vocab
 
 _CONFIG = ("d_in", "width", "n_tokens", "d_model", "depth", "heads", "max_len", "latent_noise", "seed")
@@ -163,18 +163,15 @@ class LatentInterface(Interface):
         return cls(adapter, settings=settings)
 
     def fit(self, train_ids: torch.Tensor, *, specials, seed: int, progress: bool = False) -> dict:
-        s, (n, t) = self.settings, train_ids.shape
+        s, t = self.settings, train_ids.shape[1]
         n_tokens = self.adapter.model.get_input_embeddings().num_embeddings
         self.ae = LatentAE(self.adapter.d, s["latent_width"] or self.adapter.d, training_vocab(train_ids), n_tokens,
                            d_model=s["latent_d_model"], depth=s["latent_depth"], heads=s["latent_heads"], max_len=t,
                            latent_noise=s["latent_noise"], seed=seed)  # fmt: skip
-        h = torch.cat([token_embeddings(self.adapter, train_ids[i : i + 64]) for i in range(0, n, 64)])
+        h = token_embeddings(self.adapter, train_ids)
         report = fit_autoencoder(self.ae, h, train_ids, steps=s["recovery_steps"], lr=s["recovery_lr"], seed=seed,
                                  batch_size=max(1, s["recovery_batch_tokens"] // t), progress=progress)  # fmt: skip
-        return {"recovery_steps": report["steps"], "recovery_params": report["n_params"],
-                "recovery_seconds": report["seconds"], "recovery_train_accuracy": report["train_accuracy"],
-                "recovery_vocab": report["vocab_size"], "recovery_curve": report["curve"],
-                "latent_width": report["width"], "latent_length": report["latent_length"]}  # fmt: skip
+        return recovery_budget(report, latent_width=report["width"], latent_length=report["latent_length"])
 
     @torch.no_grad()
     def clean(self, ids: torch.Tensor) -> torch.Tensor:

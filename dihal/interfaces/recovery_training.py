@@ -24,6 +24,13 @@ def warmup_cosine(step: int, steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def recovery_budget(report: dict, **extra) -> dict:
+    """A fit report as the train stage records it: what the recovery part spent and how well it decodes."""
+    return {"recovery_steps": report["steps"], "recovery_params": report["n_params"],
+            "recovery_seconds": report["seconds"], "recovery_train_accuracy": report["train_accuracy"],
+            "recovery_vocab": report["vocab_size"], "recovery_curve": report["curve"], **extra}  # fmt: skip
+
+
 def train_steps(module: nn.Module, batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor], n: int, *,
                 steps: int, batch_size: int, lr: float, seed: int, progress: bool, log_every: int) -> dict:  # fmt: skip
     """AdamW (no weight decay) with warmup+cosine; each step draws `batch_size` of `n` rows with replacement."""

@@ -88,7 +88,7 @@ def clean_states(lm, cfg: StageConfig) -> tuple[torch.Tensor, torch.Tensor]:
         tdir = cfg.inputs["targets"]
         return torch.from_numpy(np.load(tdir / "val_h.npy")), torch.from_numpy(np.load(tdir / "val_ids.npy"))
     ids = torch.from_numpy(np.load(cfg.inputs["train"] / "val_ids.npy")).long()
-    return torch.cat([lm.interface.clean(ids[i : i + 64]) for i in range(0, len(ids), 64)]), ids
+    return lm.interface.clean_batched(ids), ids
 
 
 def run(cfg: StageConfig) -> None:

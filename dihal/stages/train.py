@@ -24,7 +24,6 @@ from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage
                                  sample_split_blocks, save_array, write_json, write_results)  # fmt: skip
 
 CHECKPOINTS = Path("artifacts") / "checkpoints"
-NO_RECOVERY = {"recovery_steps": 0, "recovery_params": 0, "recovery_seconds": 0.0}
 
 
 def denoiser_config(p: dict, d: int) -> dict:
@@ -53,6 +52,8 @@ def fit_standardizer(train_h: torch.Tensor, ids: np.ndarray, specials, prefix: i
 
 def hidden_states(cfg: StageConfig) -> tuple[torch.Tensor, np.ndarray, list, dict, dict]:
     """(states, ids, special ids, saved interface, recovery budget) of the bridge: h_ℓ from its targets stage."""
+    from dihal.interfaces.base import NO_RECOVERY
+
     src = cfg.inputs["targets"]
     meta = read_json(src / "meta.json")
     states = torch.from_numpy(np.load(src / "train_h.npy"))
@@ -76,7 +77,7 @@ def interface_states(cfg: StageConfig) -> tuple[torch.Tensor, np.ndarray, list, 
     specials = sorted(blocks["train"][2])
     iface = interface_class(settings["name"]).create(ad, settings)
     recovery = iface.fit(torch.from_numpy(ids).long(), specials=specials, seed=p["seed"], progress=progress.enabled())
-    states = torch.cat([iface.clean(torch.from_numpy(ids[i : i + 64]).long()) for i in range(0, len(ids), 64)])
+    states = iface.clean_batched(torch.from_numpy(ids).long())
     return states, ids, specials, {"name": iface.name, "state": iface.state()}, recovery
 
 
