@@ -22,6 +22,7 @@ from dihal.geometry.locate import locate
 from dihal.geometry.outliers import apply_rule
 from dihal.geometry.proxies import evaluate_proxies
 from dihal.geometry.stability import document_counts, layer_replicates
+from dihal.proxy_names import SPACE_NAMES
 from dihal.spec import DataSpec
 from dihal.tokens import resolve_block_start, special_ids
 
@@ -54,7 +55,7 @@ def main(n_boot: int = 200, check_layers=(3, 7, 12, 20), check_reps: int = 12) -
     times = {}
     for b in (0, n_boot):
         t = time.perf_counter()
-        res = locate(layers, states.get, doc, weights=WEIGHTS, names=WEIGHTS, n_boot=b)
+        res = locate(layers, states.get, doc, weights=WEIGHTS, names=WEIGHTS, n_boot=b, spaces=SPACE_NAMES)
         times[b] = time.perf_counter() - t
         share = "" if res.stability is None else f", argmax share {res.stability.share[layers.index(res.table.best())]:.0%}"
         print(f"n_boot={b:>3}: {times[b]:.1f} s (bootstrap itself {res.bootstrap_seconds:.1f} s); ℓ* = {res.table.best()}{share}")
@@ -62,22 +63,23 @@ def main(n_boot: int = 200, check_layers=(3, 7, 12, 20), check_reps: int = 12) -
 
     print(f"\nfast replicates vs full recomputation, {check_reps} document resamples, mean ± sd:")
     counts = document_counts(int(doc.max()) + 1, check_reps, seed=1)
-    for layer in check_layers:
-        kept, keep, _ = apply_rule(states[layer])
-        ctx = ProxyContext.from_states(kept)
-        evaluate_proxies(ctx, list(WEIGHTS))
-        fast = layer_replicates(ctx, doc[keep], counts, list(WEIGHTS))
-        full = {name: [] for name in WEIGHTS}
-        d = doc[keep]
-        for r, c in enumerate(counts):
-            idx = np.concatenate([np.flatnonzero(d == j) for j in range(len(c)) for _ in range(int(c[j]))])
-            vals = compute_layer_proxies(kept[idx], proxies=["sigma", "erank"], seed=r)
-            vals.update(compute_layer_proxies(kept[c[d] > 0], proxies=["kappa"], seed=r))
-            for name in WEIGHTS:
-                full[name].append(vals[name])
-        line = "  ".join(f"{n} {np.mean(fast[n]):.3f}±{np.std(fast[n]):.3f} vs {np.mean(full[n]):.3f}±{np.std(full[n]):.3f}"
-                         for n in WEIGHTS)  # fmt: skip
-        print(f"layer {layer:>2}: {line}")
+    for space in SPACE_NAMES:  # in the bridge space a replicate keeps the full sample's channel statistics
+        for layer in check_layers:
+            kept, keep, _ = apply_rule(states[layer])
+            ctx = ProxyContext.from_states(kept, space=space)
+            evaluate_proxies(ctx, list(WEIGHTS))
+            fast = layer_replicates(ctx, doc[keep], counts, list(WEIGHTS))
+            full = {name: [] for name in WEIGHTS}
+            d = doc[keep]
+            for r, c in enumerate(counts):
+                idx = np.concatenate([np.flatnonzero(d == j) for j in range(len(c)) for _ in range(int(c[j]))])
+                vals = compute_layer_proxies(kept[idx], proxies=["sigma", "erank"], seed=r, space=space)
+                vals.update(compute_layer_proxies(kept[c[d] > 0], proxies=["kappa"], seed=r, space=space))
+                for name in WEIGHTS:
+                    full[name].append(vals[name])
+            line = "  ".join(f"{n} {np.mean(fast[n]):.3f}±{np.std(fast[n]):.3f} vs "
+                             f"{np.mean(full[n]):.3f}±{np.std(full[n]):.3f}" for n in WEIGHTS)  # fmt: skip
+            print(f"{space:>6} layer {layer:>2}: {line}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,13 @@ def score_results(scores: dict, stability: dict | None) -> tuple[dict, dict]:
     share = dict(zip(stability["layers"], stability["argmax_share"])) if stability else {}
     best = scores["best"]
     metrics = {"ell_star": best, "argmax_share": share.get(best), "G": {_layer_key(la): v for la, v in zip(layers, g)}}
+    if scores.get("spaces"):
+        shares = (stability or {}).get("spaces") or {}
+        metrics["by_space"] = {
+            name: {"ell_star": b["best"],
+                   "argmax_share": dict(zip(shares[name]["layers"], shares[name]["argmax_share"])).get(b["best"])
+                   if shares.get(name) else None}
+            for name, b in sorted(scores["spaces"].items())}  # fmt: skip
     rows = []
     for i, layer in enumerate(layers):
         row = {"layer": layer, "G": g[i], **{f"z_{p}": z[i] for p, z in sorted(scores["z"].items())}}
@@ -112,6 +119,9 @@ def correlate_results(out: dict, g: dict[int, float], losses: dict[tuple[int, in
     keys = ("spearman_rho", "spearman_lo", "spearman_hi", "spearman_p", "kendall_tau", "kendall_lo", "kendall_hi",
             "kendall_p", "best_layer", "selected_layer", "selected_rank", "in_top_k", "n_layers", "n_seeds")
     metrics = {k: out.get(k) for k in keys}
+    if out.get("spaces"):
+        metrics["by_space"] = {name: {k: c.get(k) for k in ("spearman_rho", "spearman_p", "kendall_tau", "kendall_p")}
+                               for name, c in sorted(out["spaces"].items())}  # fmt: skip
     rows = []
     for layer in out["layers"]:
         per_seed = [sum(v) / len(v) for (la, _), v in sorted(losses.items()) if la == layer]

@@ -49,7 +49,7 @@ def spec_hash(spec: Spec) -> str:
 
 # The spec fields each stage depends on; `pipeline.plan` builds stage identities from them.
 EXTRACT_KEYS = ["seq_len", "n_tokens", "batch_size", "layers"]
-SCORE_KEYS = ["anchors", "k", "pairs", "ridge", "proxies", "outliers", "n_boot"]  # warn_top_share: display only
+SCORE_KEYS = ["anchors", "k", "pairs", "ridge", "proxies", "outliers", "n_boot", "space", "spaces"]  # warn_top_share: display only
 TARGET_KEYS = ["seq_len", "n_train", "n_val", "extract_batch_size"]
 REFERENCE_KEYS = ["seq_len", "n_val", "prefix"]  # plus backbone, data, seed, bridge seeds, eval.n_samples
 TRAIN_KEYS = [

@@ -61,39 +61,53 @@ def selection_warning(scores: dict, layer: int, limit: float) -> str | None:
             "may decide the proxies there; see the massive-activation panel, or try a lower outliers.threshold")
 
 
+def _per_space(scores: dict, stab: dict | None) -> dict[str, tuple[dict, dict | None]]:
+    """space -> (its scores block, its stability block); stage outputs without `spaces` are the scalar space."""
+    space = scores.get("space") or "scalar"
+    blocks = scores.get("spaces") or {space: scores}
+    stabs = (stab or {}).get("spaces") or {space: stab}
+    return {name: (block, stabs.get(name)) for name, block in blocks.items()}
+
+
 def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
                   warn_top_share: float = 0.05) -> dict[str, list[dict]]:  # fmt: skip
     verify_stages(root, [plan.score, plan.select, *plan.variants.values()])  # before reading (dihal.manifest)
     scores = read_json(root / plan.score.out / "scores.json")
     sel = read_json(root / plan.select.out / "selection.json")
     stab = _stability(root / plan.score.out)
-    interval = _intervals(stab)
     rows = []
-    for i, layer in enumerate(scores["layers"]):
-        vals = scores["values"][str(layer)]
-        z = {name: scores["z"][name][i] for name in scores["z"]}
-        o = (scores.get("outliers") or {}).get(str(layer), {})
-        lo, hi, share = interval.get(layer, (None, None, None))
-        rows.append({
-            "spec_hash": spec_hash, "layer": layer,
-            **{p: vals.get(p) for p in STANDARD},
-            "participation_ratio": vals.get("participation_ratio"), "lambda_min_p": vals.get("lambda_min_p"),
-            **{f"z_{p}": z.get(p) for p in STANDARD},
-            "score": scores["score"][i], "selected": layer == sel["layer"],
-            "proxies": {"values": vals, "z": z, "weights": scores["weights"]},
-            "n_states": o.get("n_kept"), "norm_ratio_max": o.get("norm_ratio_max"),
-            "n_over_threshold": o.get("n_over_threshold"), "top_share_before": o.get("top_share_before"),
-            "top_share_after": o.get("top_share_after"), "top_channel": o.get("top_channel"),
-            "top_channel_share": o.get("top_channel_share"), "g_lo": lo, "g_hi": hi, "argmax_share": share,
-            **_prov(run), "seed": seed,
-        })  # fmt: skip
+    for space, (block, space_stab) in _per_space(scores, stab).items():
+        interval = _intervals(space_stab)
+        for i, layer in enumerate(block["layers"]):
+            vals = block["values"][str(layer)]
+            z = {name: block["z"][name][i] for name in block["z"]}
+            o = (scores.get("outliers") or {}).get(str(layer), {})
+            shape = (block.get("shape") or {}).get(str(layer), {})
+            lo, hi, share = interval.get(layer, (None, None, None))
+            rows.append({
+                "spec_hash": spec_hash, "space": space, "layer": layer,
+                **{p: vals.get(p) for p in STANDARD},
+                "participation_ratio": vals.get("participation_ratio"), "lambda_min_p": vals.get("lambda_min_p"),
+                **{f"z_{p}": z.get(p) for p in STANDARD},
+                "score": block["score"][i], "selected": layer == sel["layer"], "space_best": layer == block["best"],
+                "proxies": {"values": vals, "z": z, "weights": scores["weights"]},
+                "n_states": o.get("n_kept"), "norm_ratio_max": o.get("norm_ratio_max"),
+                "n_over_threshold": o.get("n_over_threshold"), "top_share_before": o.get("top_share_before"),
+                "top_share_after": o.get("top_share_after"), "top_channel": o.get("top_channel"),
+                "top_channel_share": o.get("top_channel_share"), "g_lo": lo, "g_hi": hi, "argmax_share": share,
+                "space_channel_share": shape.get("top_channel_share"),
+                "top_direction_share": shape.get("top_direction_share"),
+                "top_channel_tokens": ((scores.get("channels") or {}).get(str(layer)) or {}).get("tokens"),
+                **_prov(run), "seed": seed,
+            })  # fmt: skip
     start = scores.get("block_start") or {}
     selection = [{
         "spec_hash": spec_hash, "rule": sel["rule"], "layer": sel["layer"], "score": sel["score"],
         "n_candidates": len(scores["layers"]), "argmax_share": sel.get("argmax_share"),
         "n_boot": stab["n_boot"] if stab else None, "n_documents": scores.get("n_documents"),
         "block_start": start.get("text"), "outlier_rule": scores.get("outlier_rule"),
-        "warning": selection_warning(scores, sel["layer"], warn_top_share), **_prov(run), "seed": seed,
+        "warning": selection_warning(scores, sel["layer"], warn_top_share), "space": sel.get("space") or "scalar",
+        "confidence": sel.get("confidence"), **_prov(run), "seed": seed,
     }]  # fmt: skip
     stability = _stability_rows("main", {}, scores, stab, spec_hash, run, seed)
     for name, score_stage in plan.variants.items():
@@ -105,18 +119,19 @@ def geometry_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int,
 
 def _stability_rows(variant: str, settings: dict, scores: dict, stab: dict | None, spec_hash: str, run: dict,
                     seed: int) -> list[dict]:  # fmt: skip
-    """One row per layer: G, its interval and argmax share; `selected` marks the argmax of G."""
-    by_layer = _intervals(stab)
+    """One row per (space, layer): G, its interval and argmax share; `selected` marks that space's argmax of G."""
     rows = []
-    for layer, g in zip(scores["layers"], scores["score"]):
-        lo, hi, share = by_layer.get(layer, (None, None, None))
-        o = (scores.get("outliers") or {}).get(str(layer), {})
-        rows.append({
-            "spec_hash": spec_hash, "variant": variant, "layer": layer, "score": g, "g_lo": lo, "g_hi": hi,
-            "argmax_share": share, "selected": layer == scores["best"], "n_boot": stab["n_boot"] if stab else None,
-            "n_documents": scores.get("n_documents"), "top_share_after": o.get("top_share_after"),
-            "settings": settings, **_prov(run), "seed": seed,
-        })  # fmt: skip
+    for space, (block, space_stab) in _per_space(scores, stab).items():
+        by_layer = _intervals(space_stab)
+        for layer, g in zip(block["layers"], block["score"]):
+            lo, hi, share = by_layer.get(layer, (None, None, None))
+            o = (scores.get("outliers") or {}).get(str(layer), {})
+            rows.append({
+                "spec_hash": spec_hash, "variant": variant, "space": space, "layer": layer, "score": g,
+                "g_lo": lo, "g_hi": hi, "argmax_share": share, "selected": layer == block["best"],
+                "n_boot": space_stab["n_boot"] if space_stab else None, "n_documents": scores.get("n_documents"),
+                "top_share_after": o.get("top_share_after"), "settings": settings, **_prov(run), "seed": seed,
+            })  # fmt: skip
     return rows
 
 
@@ -163,6 +178,7 @@ def reference_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[st
 
 
 def correlation_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: int) -> dict[str, list[dict]]:
+    """One correlations row per scored geometry space (stage outputs without `spaces` are the scalar space)."""
     if plan.correlate is None:
         return {}
     verify_stages(root, [plan.correlate])
@@ -170,8 +186,11 @@ def correlation_rows(plan: Plan, root: Path, spec_hash: str, run: dict, seed: in
     keys = ("spearman_rho", "spearman_lo", "spearman_hi", "kendall_tau", "kendall_lo", "kendall_hi",
             "selected_layer", "selected_rank", "best_layer", "in_top_k", "top_k", "n_layers", "n_seeds",
             "n_batches", "n_boot", "spearman_p", "kendall_p", "n_perm", "interval_method", "resampled")  # fmt: skip
-    return check_rows({"correlations": [{"spec_hash": spec_hash, **{k: c.get(k) for k in keys}, **_prov(run),
-                                         "seed": seed}]})  # fmt: skip
+    chosen = c.get("space") or "scalar"
+    by_space = c.get("spaces") or {chosen: c}
+    return check_rows({"correlations": [{"spec_hash": spec_hash, "space": space, "selection_space": space == chosen,
+                                         **{k: r.get(k) for k in keys}, **_prov(run), "seed": seed}
+                                        for space, r in sorted(by_space.items())]})  # fmt: skip
 
 
 INTERFACE_METRICS = ("bridge_val_loss", "recovery_ce", "recovery_token_acc", "recovery_clean_agreement",

@@ -129,6 +129,47 @@ MIGRATIONS = [
     ("correlations", "interval_method", "VARCHAR"),
     ("correlations", "resampled", "VARCHAR"),  # one sentence: what the interval resamples
 ]
+# Geometry per space (dihal.geometry.spaces): layer_geometry, selection_stability and correlations gain `space` in
+# their key. Rows written before spaces existed were measured in the one-scalar space, so they are labelled 'scalar'.
+SPACE_COLUMNS = [
+    ("layer_geometry", "space", "VARCHAR"),
+    ("layer_geometry", "space_best", "BOOLEAN"),  # the layer is this space's argmax of G
+    ("layer_geometry", "space_channel_share", "DOUBLE"),  # the largest channel's variance share, in this space
+    ("layer_geometry", "top_direction_share", "DOUBLE"),  # the largest principal direction's share, in this space
+    ("layer_geometry", "top_channel_tokens", "JSON"),  # the tokens that light top_channel most (geometry/channels.py)
+    ("selection_stability", "space", "VARCHAR"),
+    ("selections", "space", "VARCHAR"),  # the space ℓ* was chosen in
+    ("selections", "confidence", "VARCHAR"),  # ℓ*'s argmax share and contenders, in words (dihal.verdicts)
+    ("correlations", "space", "VARCHAR"),
+    ("correlations", "selection_space", "BOOLEAN"),  # this row's space is the one ℓ* was chosen in
+]
+SPACE_KEYS = {"layer_geometry": ("spec_hash", "space", "layer"),
+              "selection_stability": ("spec_hash", "variant", "space", "layer"),
+              "correlations": ("spec_hash", "space")}  # fmt: skip
+
+
+def _rekey(table: str, key: tuple[str, ...]):
+    """A schema step that rebuilds `table` with primary key `key` (DuckDB cannot alter a primary key in place)."""
+
+    def step(con) -> None:
+        cols = con.execute(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                           "ORDER BY ordinal_position", [table]).fetchall()  # fmt: skip
+        defs = ", ".join(f'"{c}" {t}' for c, t in cols)
+        con.execute(f"CREATE TABLE {table}__rekey ({defs}, PRIMARY KEY ({', '.join(key)}))")
+        con.execute(f"INSERT INTO {table}__rekey SELECT * FROM {table}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE {table}__rekey RENAME TO {table}")
+
+    return step
+
+
+SPACE_STEP = [
+    *[f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in SPACE_COLUMNS],
+    *[f"UPDATE {t} SET space = 'scalar' WHERE space IS NULL" for t in ("layer_geometry", "selection_stability",
+                                                                         "selections", "correlations")],
+    "UPDATE correlations SET selection_space = true WHERE selection_space IS NULL",
+    *[_rekey(t, key) for t, key in SPACE_KEYS.items()],
+]
 RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_curves", "samples", "correlations",
                  "selection_stability", "reference_results", "interface_results")
 
@@ -137,12 +178,13 @@ RESULT_TABLES = ("layer_geometry", "selections", "bridge_results", "training_cur
 # version 2) and runs every step: steps 1 and 2 are idempotent (CREATE ... IF NOT EXISTS, ADD COLUMN IF NOT
 # EXISTS), which is what makes that safe. A schema change appends a step; a ledger written by a newer dihal
 # (a version above SCHEMA_VERSION) is never written to.
-SCHEMA_STEPS: list[tuple[int, str, list[str]]] = [
+SCHEMA_STEPS: list[tuple[int, str, list]] = [
     (1, "the tables, without the columns MIGRATIONS adds", SCHEMA),
     (2, "outlier diagnostics, stability intervals, permutation p-values (MIGRATIONS)",
      [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MIGRATIONS]),
     (3, "reference_results: the backbone's own samples and held-out text, judged like the bridge", REFERENCE_SCHEMA),
     (4, "interface_results: C3's interfaces (the bridge and its baselines) at a matched budget", INTERFACE_SCHEMA),
+    (5, "geometry per space: `space` in the keys of layer_geometry, selection_stability and correlations", SPACE_STEP),
 ]  # fmt: skip
 SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP, note VARCHAR)"
@@ -181,7 +223,7 @@ def ensure_schema(con) -> None:
     for version, note, statements in SCHEMA_STEPS:
         if version > found:
             for stmt in statements:
-                con.execute(stmt)
+                stmt(con) if callable(stmt) else con.execute(stmt)
             con.execute("INSERT OR IGNORE INTO schema_version VALUES (?, ?, ?)", [version, now, note])
 
 

@@ -31,6 +31,21 @@ STANDARD = ("kappa", "sigma", "erank")
 DEFAULT_WEIGHTS: dict[str, float] = {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}
 
 
+# The spaces a layer's states are measured in (dihal.geometry.spaces registers their code; a test holds the two
+# equal). The default is the space the bridge denoises; every run also records the others in `geometry.spaces`.
+SPACE_NAMES: tuple[str, ...] = ("bridge", "scalar")
+DEFAULT_SPACE = "bridge"
+
+
+def known_spaces() -> set[str]:
+    """Every geometry space a spec may name: the built-in ones, plus any registered in this process."""
+    names = set(SPACE_NAMES)
+    registry = sys.modules.get("dihal.geometry.spaces")
+    if registry is not None:
+        names |= set(registry.SPACES)
+    return names
+
+
 def known_proxies() -> set[str]:
     """Every proxy name a spec may use: the built-in ones, plus any registered in this process."""
     names = set(BUILTIN)

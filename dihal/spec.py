@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from dihal.proxy_names import DEFAULT_WEIGHTS
+from dihal.proxy_names import DEFAULT_SPACE, DEFAULT_WEIGHTS, SPACE_NAMES
 from dihal.spec_base import INT32_MAX, NonNegInt, PosFloat, PosInt, Prob, _Section
 from dihal.spec_baselines import BaselinesSpec, baseline_problems
 from dihal.spec_resources import Resources
@@ -183,6 +183,10 @@ class GeometrySpec(_Section):
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="proxy name -> weight of its z-score in G",
     )
+    space: str = Field(default=DEFAULT_SPACE, description="the space ℓ* is chosen in: 'bridge' (per-channel "
+                       "standardised, as the bridge denoises) or 'scalar' (one scalar per layer)")  # fmt: skip
+    spaces: tuple[str, ...] = Field(default=SPACE_NAMES, description="every space scored and recorded (C1 is "
+                                    "reported per space); must include `space`")  # fmt: skip
 
     @field_validator("layers")
     @classmethod
@@ -210,6 +214,29 @@ class GeometrySpec(_Section):
             raise ValueError("a proxy weight of 0 means it does not enter G: remove it instead")
         return dict(sorted(v.items()))
 
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: str) -> str:
+        from dihal.proxy_names import known_spaces
+
+        if v not in known_spaces():
+            raise ValueError(f"unknown geometry space {v!r}; registered: {sorted(known_spaces())}")
+        return v
+
+    @field_validator("spaces")
+    @classmethod
+    def _spaces(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from dihal.proxy_names import known_spaces
+
+        if not v:
+            raise ValueError("score at least one space")
+        unknown = sorted(set(v) - known_spaces())
+        if unknown:
+            raise ValueError(f"unknown geometry space {unknown[0]!r}; registered: {sorted(known_spaces())}")
+        if len(set(v)) != len(v):
+            raise ValueError("geometry spaces must be distinct")
+        return tuple(sorted(v))
+
     @field_validator("n_boot")
     @classmethod
     def _n_boot(cls, v: int) -> int:
@@ -221,6 +248,8 @@ class GeometrySpec(_Section):
     def _k_fits(self) -> GeometrySpec:
         if self.k >= self.n_tokens:
             raise ValueError(f"k ({self.k}) must be smaller than n_tokens ({self.n_tokens})")
+        if self.space not in self.spaces:
+            raise ValueError(f"space {self.space!r} must be one of spaces {list(self.spaces)}")
         return self
 
 

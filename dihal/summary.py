@@ -17,10 +17,11 @@ def _f(v, fmt: str = ".4g") -> str:
 
 def print_summary(con: Console, root: Path, result) -> None:
     h = result.spec_hash
+    space = result.spec.geometry.space
     cols, rows = ledger.query(root, "SELECT layer, kappa, sigma, erank, z_kappa, z_sigma, z_erank, score, g_lo, g_hi, "
                                     "argmax_share, top_share_after, selected FROM layer_geometry WHERE spec_hash = ? "
-                                    "ORDER BY layer", [h])  # fmt: skip
-    t = Table(title=f"{result.spec.name}: layer geometry (spec {h[:12]})")
+                                    "AND space = ? ORDER BY layer", [h, space])  # fmt: skip
+    t = Table(title=f"{result.spec.name}: layer geometry in the {space} space (spec {h[:12]})")
     for c in ("layer", "κ", "σ", "r", "z(κ)", "z(σ)", "z(r)", "G", "G 95%", "argmax", "top 0.1%", ""):
         t.add_column(c, justify="right")
     for layer, k, s, r, zk, zs, zr, g, lo, hi, share, top, sel in rows:
@@ -30,20 +31,11 @@ def print_summary(con: Console, root: Path, result) -> None:
                   _f(g, "+.2f"), interval, _f(share, ".0%"), _f(top, ".1%"), "← ℓ*" if sel else "", style=style)  # fmt: skip
     con.print(t)
     _selection(con, root, h)
-    _variants(con, root, h)
+    _variants(con, root, h, space)
     _bridge(con, root, h)
     _references(con, root, h)
     _c3(con, root, h)
-    _, corr = ledger.query(root, "SELECT spearman_rho, spearman_lo, spearman_hi, kendall_tau, kendall_lo, kendall_hi, "
-                                 "best_layer, selected_rank, spearman_p, kendall_p, resampled FROM correlations "
-                                 "WHERE spec_hash = ?", [h])  # fmt: skip
-    if corr:
-        r = corr[0]
-        con.print(f"C1: Spearman ρ(G, loss) = {r[0]:+.3f} [{r[1]:+.3f}, {r[2]:+.3f}] (permutation p = {_f(r[8], '.3g')}), "
-                  f"Kendall τ = {r[3]:+.3f} [{r[4]:+.3f}, {r[5]:+.3f}] (p = {_f(r[9], '.3g')}); best layer by loss "
-                  f"{r[6]}; ℓ* ranks {r[7]}", highlight=False)  # fmt: skip
-        if r[10]:
-            con.print(f"[dim]  the intervals resample {r[10]}[/dim]", highlight=False)
+    _correlations(con, root, h)
     n = len(result.stages_run)
     con.print(f"stages run this time: {n} of {len(result.plan.stages)}"
               + ("" if n else " (DVC: everything up to date)"))  # fmt: skip
@@ -52,32 +44,75 @@ def print_summary(con: Console, root: Path, result) -> None:
         con.print(f"report: {result.report}")
 
 
+def _correlations(con: Console, root: Path, h: str) -> None:
+    """C1 per geometry space, the selection's space first, each as a sentence that leads with the permutation test."""
+    from dihal.verdicts import c1_verdict
+
+    _, corr = ledger.query(root, "SELECT space, spearman_rho, spearman_lo, spearman_hi, kendall_tau, kendall_lo, "
+                                 "kendall_hi, best_layer, selected_layer, selected_rank, spearman_p, kendall_p, "
+                                 "resampled, n_layers FROM correlations WHERE spec_hash = ? "
+                                 "ORDER BY NOT selection_space, space", [h])  # fmt: skip
+    for r in corr:
+        con.print(c1_verdict(r[0], r[1], r[2], r[3], r[10], r[13], r[12]), highlight=False)
+        rank = f"ℓ* = {r[8]} ranks {r[9]} of {r[13]} by loss" if r[9] is not None else f"ℓ* = {r[8]} was not swept"
+        con.print(f"[dim]  Kendall τ = {r[4]:+.3f} [{r[5]:+.3f}, {r[6]:+.3f}] (p = {_f(r[11], '.3g')}); best layer "
+                  f"by loss {r[7]}; {rank}[/dim]", highlight=False)  # fmt: skip
+
+
 def _selection(con: Console, root: Path, h: str) -> None:
     _, sel = ledger.query(root, "SELECT rule, layer, score, argmax_share, n_boot, n_documents, block_start, "
-                                "outlier_rule, warning FROM selections WHERE spec_hash = ?", [h])  # fmt: skip
+                                "outlier_rule, warning, space, confidence FROM selections WHERE spec_hash = ?", [h])  # fmt: skip
     if not sel:
         return
-    rule, layer, g, share, n_boot, n_docs, start, outliers, warning = sel[0]
+    rule, layer, g, share, n_boot, n_docs, start, outliers, warning, space, sentence = sel[0]
     how = f"argmax in {share:.0%} of {n_boot} document resamples" if share is not None else "no stability bootstrap"
-    con.print(f"ℓ* = [bold]{layer}[/bold] ({how}; rule {rule}, G = {_f(g, '+.3f')})", highlight=False)
+    con.print(f"ℓ* = [bold]{layer}[/bold] ({how}; rule {rule}, G = {_f(g, '+.3f')}, {space} space)", highlight=False)
+    if sentence:
+        con.print(f"  {sentence}", highlight=False, markup=False)
+    _, others = ledger.query(root, "SELECT g.space, g.layer, g.argmax_share FROM layer_geometry g WHERE "
+                                   "g.spec_hash = ? AND g.space != ? AND g.space_best ORDER BY g.space", [h, space])  # fmt: skip
+    for other, o_layer, o_share in others:
+        con.print(f"[dim]  in the {other} space ℓ* would be {o_layer}"
+                  + (f" (argmax in {o_share:.0%} of resamples)" if o_share is not None else "") + "[/dim]",
+                  highlight=False)  # fmt: skip
     con.print(f"[dim]  geometry sample: {n_docs} documents, blocks start with {start}, outliers: {outliers}[/dim]",
               highlight=False)  # fmt: skip
     if warning:
         con.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False)
-    _, top = ledger.query(root, "SELECT top_channel, top_channel_share FROM layer_geometry WHERE spec_hash = ? AND "
-                                "layer = ?", [h, layer])  # fmt: skip
-    if top and top[0][1] is not None and top[0][1] > 0.5:
-        con.print(f"[dim]  at ℓ*, channel {top[0][0]} carries {top[0][1]:.0%} of the variance (a massive activation "
-                  "shared by many tokens; see the report's massive-activation panel)[/dim]", highlight=False)  # fmt: skip
+    _channel_lines(con, root, h, space, layer)
 
 
-def _variants(con: Console, root: Path, h: str) -> None:
+def _token_list(tokens_json) -> str:
+    tokens = json.loads(tokens_json) if isinstance(tokens_json, str) else (tokens_json or [])
+    return ", ".join(f"{t['text']!r} ×{t['count']} ({t['variance_share']:.0%} of it)" if t.get("text") is not None
+                     else f"id {t['id']} ×{t['count']}" for t in tokens)  # fmt: skip
+
+
+def _channel_lines(con: Console, root: Path, h: str, space: str, layer: int) -> None:
+    """The dominant raw channel at ℓ* and the deepest-reaching one, with the tokens that light them."""
+    _, rows = ledger.query(root, "SELECT layer, top_channel, top_channel_share, top_channel_tokens FROM layer_geometry "
+                                 "WHERE spec_hash = ? AND space = ? AND top_channel_share > 0.5 ORDER BY layer",
+                           [h, space])  # fmt: skip
+    if not rows:
+        return
+    at = [r for r in rows if r[0] == layer]
+    first, last = rows[0][0], rows[-1][0]
+    ch = at[0] if at else max(rows, key=lambda r: r[2])
+    where = f"at ℓ* = {layer}" if at else f"at layer {ch[0]}"
+    con.print(f"  {where}, raw channel {ch[1]} carries {ch[2]:.0%} of the variance"
+              + (f" (one channel holds over half of it at layers {first}–{last})" if len(rows) > 1 else "")
+              + (f"; it is lit most by {_token_list(ch[3])}" if ch[3] else "")
+              + ". Standardised per channel, as the bridge sees it, it has unit variance like every other.",
+              highlight=False, markup=False)  # fmt: skip
+
+
+def _variants(con: Console, root: Path, h: str, space: str) -> None:
     _, rows = ledger.query(root, "SELECT variant, layer, argmax_share, score, top_share_after, settings "
-                                 "FROM selection_stability WHERE spec_hash = ? AND selected ORDER BY variant != 'main', "
-                                 "variant", [h])  # fmt: skip
+                                 "FROM selection_stability WHERE spec_hash = ? AND space = ? AND selected "
+                                 "ORDER BY variant != 'main', variant", [h, space])  # fmt: skip
     if len(rows) < 2:
         return
-    t = Table(title="sensitivity: ℓ* per variant of Locate")
+    t = Table(title=f"sensitivity: ℓ* per variant of Locate ({space} space)")
     for c in ("variant", "changes", "ℓ*", "argmax share", "G", "top 0.1% at ℓ*"):
         t.add_column(c, justify="left" if c == "changes" else "right")
     from dihal.report.trust import settings_lines

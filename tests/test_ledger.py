@@ -10,7 +10,7 @@ from dihal import ledger
 
 
 def _rows(spec_hash: str, n: int = 5) -> list[dict]:
-    return [{"spec_hash": spec_hash, "layer": i, "kappa": float(i), "score": -float(i), "selected": i == 0,
+    return [{"spec_hash": spec_hash, "space": "bridge", "layer": i, "kappa": float(i), "score": -float(i), "selected": i == 0,
              "run_id": "r", "code_version": "v", "packages": {"torch": "x"}, "seed": 0} for i in range(n)]  # fmt: skip
 
 
@@ -176,17 +176,30 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
     for stmt in ledger.SCHEMA:
         con.execute(stmt)
     con.execute("INSERT INTO selections (spec_hash, rule, layer) VALUES ('a', 'argmax', 3)")
+    con.execute("INSERT INTO layer_geometry (spec_hash, layer, kappa) VALUES ('a', 1, 0.5), ('a', 2, 0.25)")
+    con.execute("INSERT INTO correlations (spec_hash, spearman_rho) VALUES ('a', 0.52)")
+    con.execute("INSERT INTO selection_stability (spec_hash, variant, layer, score) VALUES ('a', 'main', 1, 2.0)")
     con.close()
     _ingest(tmp_path, "b")
-    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,), (3,), (4,)]
+    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,), (3,), (4,), (5,)]
+    # step 5: rows from before geometry spaces were measured in the one-scalar space, and say so
+    assert ledger.query(tmp_path, "SELECT space, layer, kappa FROM layer_geometry WHERE spec_hash = 'a' "
+                                  "ORDER BY layer")[1] == [("scalar", 1, 0.5), ("scalar", 2, 0.25)]  # fmt: skip
+    assert ledger.query(tmp_path, "SELECT space, selection_space, spearman_rho FROM correlations")[1] == [
+        ("scalar", True, 0.52)]
+    assert ledger.query(tmp_path, "SELECT space FROM selection_stability")[1] == [("scalar",)]
+    assert ledger.query(tmp_path, "SELECT space FROM selections")[1] == [("scalar",)]
+    pk = ledger.query(tmp_path, "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = "
+                                "'correlations' AND constraint_type = 'PRIMARY KEY'")[1]  # fmt: skip
+    assert pk == [(["spec_hash", "space"],)]
     assert ledger.query(tmp_path, "SELECT count(*) FROM reference_results")[1] == [(0,)]  # step 3 created it
     assert ledger.query(tmp_path, "SELECT count(*) FROM interface_results")[1] == [(0,)]  # step 4 created it
     assert ledger.query(tmp_path, "SELECT layer, argmax_share FROM selections")[1] == [(3, None)]
     cols = {c for c, in ledger.query(tmp_path, "SELECT column_name FROM information_schema.columns "
                                                 "WHERE table_name = 'layer_geometry'")[1]}  # fmt: skip
     assert {table_col for t, table_col, _ in ledger.MIGRATIONS if t == "layer_geometry"} <= cols
-    _ingest(tmp_path, "c")  # a second writer finds version 4 and applies nothing twice
-    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(4,)]
+    _ingest(tmp_path, "c")  # a second writer finds version 5 and applies nothing twice
+    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(5,)]
 
 
 def test_a_ledger_from_a_newer_dihal_is_not_written_and_the_run_is_queued(tmp_path):

@@ -12,6 +12,9 @@ from dihal.geometry.stability import document_counts, layer_replicates, stabilit
 
 WEIGHTS = {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}
 SMALL = dict(anchors=128, k=8, pairs=512, seed=0)
+# The synthetic layers differ by per-channel spread, which the bridge space standardises away; these tests are about
+# the outlier rule and the bootstrap, so they measure in the one-scalar space (tests/test_spaces.py: the bridge space).
+SCALAR = dict(spaces=("scalar",), space="scalar")
 
 
 def synthetic_layers(n_docs: int = 40, per_doc: int = 25, d: int = 16, seed: int = 0):
@@ -34,11 +37,11 @@ def planted(layers: dict, layer: int = 4, factor: float = 1000.0) -> dict:
 
 def test_one_planted_state_decides_argmax_only_without_the_rule():
     layers, doc = synthetic_layers()
-    assert locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=0, **SMALL).table.best() == 3
+    assert locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=0, **SMALL, **SCALAR).table.best() == 3
     bad = planted(layers)
-    kept = locate(list(bad), bad.get, doc, weights=WEIGHTS, n_boot=0, rule="keep", **SMALL)
+    kept = locate(list(bad), bad.get, doc, weights=WEIGHTS, n_boot=0, rule="keep", **SMALL, **SCALAR)
     assert kept.table.best() == 4  # the single state collapses layer 4's erank and wins G
-    default = locate(list(bad), bad.get, doc, weights=WEIGHTS, n_boot=0, **SMALL)
+    default = locate(list(bad), bad.get, doc, weights=WEIGHTS, n_boot=0, **SMALL, **SCALAR)
     assert default.table.best() == 3
     rep = default.outliers[4]
     assert rep["n_over_threshold"] == 1 and rep["n_kept"] == len(doc) - 1
@@ -46,7 +49,7 @@ def test_one_planted_state_decides_argmax_only_without_the_rule():
     assert kept.outliers[4]["top_share_after"] > 0.9  # the diagnostic reports it when the rule keeps it
     # clip keeps the state at 20x the median *raw* norm, which (raw norms include the mean offset) can still
     # carry most of the centred variance: weaker than drop, which is why drop is the default.
-    clipped = locate(list(bad), bad.get, doc, weights=WEIGHTS, n_boot=0, rule="clip", **SMALL)
+    clipped = locate(list(bad), bad.get, doc, weights=WEIGHTS, n_boot=0, rule="clip", **SMALL, **SCALAR)
     assert clipped.outliers[4]["n_kept"] == len(doc)
     assert clipped.outliers[4]["top_share_after"] < kept.outliers[4]["top_share_after"]
 
@@ -81,7 +84,7 @@ def test_unit_weights_reproduce_the_point_estimate(d):
     rng = np.random.default_rng(3)
     doc = np.repeat(np.arange(30), 40)
     x = rng.normal(size=(len(doc), d)) * np.geomspace(0.1, 2, d) + rng.normal(size=(30, d))[doc]
-    ctx = ProxyContext.from_states(x, **SMALL)
+    ctx = ProxyContext.from_states(x, **SMALL, space="scalar")
     names = list(PROXIES)
     point = {}
     for name in names:
@@ -101,7 +104,7 @@ def test_fast_replicates_track_full_recomputation():
     n_docs, d = 40, 24
     doc = np.repeat(np.arange(n_docs), 40)
     x = rng.normal(size=(len(doc), d)) * np.linspace(0.3, 2, d) + rng.normal(size=(n_docs, d))[doc]
-    ctx = ProxyContext.from_states(x, anchors=256, k=8, pairs=1024, seed=0)
+    ctx = ProxyContext.from_states(x, anchors=256, k=8, pairs=1024, seed=0, space="scalar")
     for name in WEIGHTS:
         PROXIES[name].fn(ctx)
     counts = document_counts(n_docs, 30, seed=0)
@@ -109,8 +112,8 @@ def test_fast_replicates_track_full_recomputation():
     full = {name: [] for name in WEIGHTS}
     for b, c in enumerate(counts):
         idx = np.concatenate([np.flatnonzero(doc == j).repeat(1) for j in range(n_docs) for _ in range(int(c[j]))])
-        vals = compute_layer_proxies(x[idx], proxies=["sigma", "erank"], anchors=256, k=8, pairs=1024, seed=b)
-        vals.update(compute_layer_proxies(x[c[doc] > 0], proxies=["kappa"], anchors=256, k=8, pairs=1024, seed=b))
+        vals = compute_layer_proxies(x[idx], proxies=["sigma", "erank"], anchors=256, k=8, pairs=1024, seed=b, space="scalar")
+        vals.update(compute_layer_proxies(x[c[doc] > 0], proxies=["kappa"], anchors=256, k=8, pairs=1024, seed=b, space="scalar"))
         for name in WEIGHTS:
             full[name].append(vals[name])
     np.testing.assert_allclose(fast["erank"], full["erank"], rtol=1e-9)
@@ -120,7 +123,7 @@ def test_fast_replicates_track_full_recomputation():
 
 def test_stability_shares_sum_to_one_and_a_dominant_layer_takes_them_all():
     layers, doc = synthetic_layers()
-    res = locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=60, **SMALL)
+    res = locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=60, **SMALL, **SCALAR)
     st = res.stability
     assert st is not None and len(st.g) == 60
     assert sum(st.share) == pytest.approx(1.0)

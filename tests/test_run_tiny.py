@@ -55,10 +55,16 @@ def first_run(project):
 def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
     spec, result = first_run
     assert "ℓ*" in result.output and "ledger" in result.output
-    geo = ledger_rows(project, "SELECT layer, kappa, sigma, erank, score, selected FROM layer_geometry ORDER BY layer")
+    geo = ledger_rows(project, "SELECT layer, kappa, sigma, erank, score, selected FROM layer_geometry "
+                               "WHERE space = 'bridge' ORDER BY layer")  # fmt: skip
     assert [r[0] for r in geo] == [1, 2, 3] and sum(r[5] for r in geo) == 1
     best = max(geo, key=lambda r: r[4])
-    assert best[5], "the selected layer is the argmax of G"
+    assert best[5], "the selected layer is the argmax of G in the spec's space (bridge by default)"
+    spaces = ledger_rows(project, "SELECT space, count(*), count_if(space_best), count_if(selected) FROM "
+                                  "layer_geometry GROUP BY space ORDER BY space")  # fmt: skip
+    assert spaces == [("bridge", 3, 1, 1), ("scalar", 3, 1, 1)]  # every space recorded; ℓ* marked in each
+    tokens = ledger_rows(project, "SELECT top_channel_tokens FROM layer_geometry WHERE space = 'scalar'")
+    assert all(json.loads(t)[0]["count"] >= 5 and "text" in json.loads(t)[0] for (t,) in tokens)
     bridge = ledger_rows(project, "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results")
     assert len(bridge) == 1 and bridge[0][0] == best[0] and all(v > 0 for v in bridge[0][2:])
     runs = ledger_rows(project, "SELECT status, stages_run, code_version, packages, seed FROM runs")
@@ -69,16 +75,20 @@ def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
 
 def test_run_records_how_sure_the_selection_is(project, first_run):
     spec, result = first_run
-    (layer, share, n_boot, n_docs, start, rule), = ledger_rows(
-        project, "SELECT layer, argmax_share, n_boot, n_documents, block_start, outlier_rule FROM selections")
+    (layer, share, n_boot, n_docs, start, rule, space, sentence), = ledger_rows(
+        project, "SELECT layer, argmax_share, n_boot, n_documents, block_start, outlier_rule, space, confidence "
+                 "FROM selections")  # fmt: skip
     assert n_boot == 200 and 0 < share <= 1 and start == "<s>" and rule == "drop>20x median norm"
-    assert f"argmax in {share:.0%} of 200 document resamples" in result.output
-    shares = ledger_rows(project, "SELECT argmax_share, g_lo, score, g_hi, top_share_after, n_states FROM "
-                                  "layer_geometry ORDER BY layer")  # fmt: skip
-    assert sum(r[0] for r in shares) == pytest.approx(1.0)
-    assert all(r[1] <= r[3] and 0 <= r[4] <= 1 and r[5] > 0 for r in shares)
-    stab = ledger_rows(project, "SELECT variant, count(*), sum(argmax_share) FROM selection_stability GROUP BY ALL")
-    assert stab == [("main", 3, pytest.approx(1.0))]
+    assert space == "bridge" and sentence.startswith(f"ℓ* = {layer} (bridge space) is ")
+    assert f"argmax in {share:.0%} of 200 document resamples" in result.output and sentence in result.output
+    for name in ("bridge", "scalar"):
+        shares = ledger_rows(project, "SELECT argmax_share, g_lo, score, g_hi, top_share_after, n_states FROM "
+                                      f"layer_geometry WHERE space = '{name}' ORDER BY layer")  # fmt: skip
+        assert sum(r[0] for r in shares) == pytest.approx(1.0)
+        assert all(r[1] <= r[3] and 0 <= r[4] <= 1 and r[5] > 0 for r in shares)
+    stab = ledger_rows(project, "SELECT variant, space, count(*), sum(argmax_share) FROM selection_stability "
+                                "GROUP BY ALL ORDER BY ALL")  # fmt: skip
+    assert stab == [("main", "bridge", 3, pytest.approx(1.0)), ("main", "scalar", 3, pytest.approx(1.0))]
     assert n_docs >= 10  # the 35 blocks are spread over the geometry split's documents
 
 
@@ -92,7 +102,7 @@ def test_sensitivity_variants_report_their_own_selection(project, first_run):
     assert "sensitivity" in result.output
     rows = ledger_rows(project, "SELECT variant, count(*), sum(argmax_share), any_value(settings) FROM "
                                 "selection_stability s JOIN specs USING (spec_hash) WHERE name = 'tiny-sens' "
-                                "GROUP BY variant ORDER BY variant")  # fmt: skip
+                                "AND space = 'bridge' GROUP BY variant ORDER BY variant")  # fmt: skip
     assert [r[0] for r in rows] == ["bos-any", "keep", "main"] and all(r[1] == 3 for r in rows)
     assert json.loads(rows[1][3]) == {"geometry": {"outliers": {"rule": "keep"}}}
 
@@ -157,7 +167,7 @@ def test_same_spec_same_numbers(project, first_run):
 def test_ledger_sql_formats_and_refuses_writes(project, first_run):
     h = ledger_rows(project, "SELECT spec_hash FROM specs WHERE name = 'tiny'")[0][0]
     res = invoke(project, "ledger", "sql", f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' "
-                                            "ORDER BY layer", "--format", "csv")  # fmt: skip
+                                            "AND space = 'bridge' ORDER BY layer", "--format", "csv")  # fmt: skip
     assert res.exit_code == 0 and res.output.splitlines()[0] == "layer,score" and len(res.output.splitlines()) == 4
     res = invoke(project, "ledger", "sql", "SELECT count(*) AS n FROM runs", "--format", "json")
     assert json.loads(res.output)[0]["n"] >= 1
@@ -192,11 +202,24 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     assert result.exit_code == 0, result.output
     kinds = [s.split("-")[0] for s in stages_ran(result.output)]
     assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-1] == "correlate"
-    (rho, lo, hi, best, n_layers, p, method, resampled), = ledger_rows(
+    rows = ledger_rows(
         project, "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers, spearman_p, interval_method, "
-                 "resampled FROM correlations")  # fmt: skip
-    assert -1 <= lo <= rho <= hi <= 1 and best in (1, 2, 3) and n_layers == 3
-    assert 0 < p <= 1 and method == "symmetric" and "geometry document-resamples" in resampled
+                 "resampled, space, selection_space FROM correlations ORDER BY space")  # fmt: skip
+    assert [(r[8], r[9]) for r in rows] == [("bridge", True), ("scalar", False)]  # one C1 row per space
+    for rho, lo, hi, best, n_layers, p, method, resampled, _, _ in rows:
+        assert -1 <= lo <= rho <= hi <= 1 and best in (1, 2, 3) and n_layers == 3
+        assert 0 < p <= 1 and method == "symmetric" and "geometry document-resamples" in resampled
+    assert "C1 in the bridge space: Spearman" in result.output and "C1 in the scalar space" in result.output
+    # each space's ρ, recomputed here from the ledger's own G and losses with scipy (a second computation)
+    from scipy.stats import spearmanr
+
+    h = ledger_rows(project, "SELECT spec_hash FROM specs WHERE name = 'tiny-sweep'")[0][0]
+    loss = dict(ledger_rows(project, f"SELECT layer, avg(bridge_val_loss) FROM bridge_results WHERE spec_hash = '{h}' "
+                                     "GROUP BY layer"))  # fmt: skip
+    for space, rho in [(r[8], r[0]) for r in rows]:
+        g = dict(ledger_rows(project, f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' AND "
+                                      f"space = '{space}'"))  # fmt: skip
+        assert rho == pytest.approx(spearmanr([g[x] for x in (1, 2, 3)], [loss[x] for x in (1, 2, 3)])[0])
     html = (project / "reports" / "tiny-sweep.html").read_text()
     assert "data:image/png;base64" in html
 

@@ -42,16 +42,17 @@ def embedded_dir() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").exists():
-            _convert_gguf(gguf, target)
+            convert_gguf(gguf, target)
     return target
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """A GGUF checkpoint as a plain transformers directory (weights dequantised to float32), written atomically."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from dihal.progress import log
 
-    log(f"converting the embedded backbone once ({gguf.name} → {target})")
+    log(f"converting {gguf.name} once → {target}")
     src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)

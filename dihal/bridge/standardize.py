@@ -7,6 +7,10 @@ dimensions and barely touch others. The statistics belong to the bridge (they ar
 to de-standardise its samples), so they travel in its state dict.
 
 Fitting on the training split only is the caller's job: this module cannot know the split.
+
+`channel_statistics` is the one definition of "the bridge's space": the Standardizer fits with it, and
+the geometry's `bridge` space (`dihal.geometry.spaces`) standardises a layer's sample with it, so the
+space the proxies measure can never drift from the space the denoiser works in.
 """
 
 from __future__ import annotations
@@ -29,6 +33,25 @@ def _select_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
             )
         return x[mask.to(x.device)]
     return x.reshape(-1, x.shape[-1])
+
+
+def channel_statistics(rows: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel population mean and std of (M, d) rows, float64, std floored at `eps`.
+
+    Population (not unbiased) so the fitted rows come out with exactly unit variance. The std is floored
+    rather than having eps added: non-degenerate channels are standardised exactly, and only a channel
+    that is constant on the rows (std below eps) is left unscaled-but-centred instead of blowing up.
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if rows.ndim != 2:
+        raise ValueError(f"rows must be an (M, d) matrix, got shape {tuple(rows.shape)}")
+    if rows.shape[0] < 2:
+        raise ValueError(f"need at least 2 selected vectors to fit, got {rows.shape[0]}")
+    rows = rows.detach().to(torch.float64)
+    if not bool(torch.isfinite(rows).all()):
+        raise ValueError("x contains NaN or inf among the selected vectors")
+    return rows.mean(dim=0), rows.var(dim=0, unbiased=False).sqrt().clamp_min(eps)
 
 
 @dataclass
@@ -59,24 +82,14 @@ class Standardizer:
     def fit(
         cls, x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-6
     ) -> "Standardizer":
-        """Population mean/std (so the fitted data comes out with exactly unit variance).
+        """Fit with `channel_statistics` on the rows `mask` selects (shape x.shape[:-1], True = use).
 
-        The std is floored at `eps` rather than having eps added: non-degenerate dimensions
-        are standardised exactly, and only a dimension that is constant on the training
-        data (std below eps) is left unscaled-but-centred instead of blowing up to inf.
-        `mask` (shape x.shape[:-1], True = use) excludes padding or the BOS position, whose
-        huge-norm state would otherwise dominate the statistics.
+        The mask excludes padding or the BOS position, whose huge-norm state would otherwise
+        dominate the statistics.
         """
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
-        rows = _select_rows(x, mask)
-        if rows.shape[0] < 2:
-            raise ValueError(f"need at least 2 selected vectors to fit, got {rows.shape[0]}")
-        rows = rows.detach().to(torch.float64)
-        if not bool(torch.isfinite(rows).all()):
-            raise ValueError("x contains NaN or inf among the selected vectors")
-        mean = rows.mean(dim=0)
-        std = rows.var(dim=0, unbiased=False).sqrt().clamp_min(eps)
+        mean, std = channel_statistics(_select_rows(x, mask), eps)
         return cls(mean=mean.to(torch.float32).cpu(), std=std.to(torch.float32).cpu())
 
     def _check(self, x: torch.Tensor) -> None:

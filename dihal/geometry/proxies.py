@@ -28,7 +28,8 @@ from functools import cached_property
 import torch
 
 from dihal.geometry.knn import knn
-from dihal.geometry.normalize import as_states, normalize_states
+from dihal.geometry.normalize import as_states
+from dihal.geometry.spaces import DEFAULT_SPACE, to_space
 from dihal.proxy_names import STANDARD
 
 _CHUNK = 256
@@ -131,13 +132,17 @@ class ProxyContext:
         pairs: int = 4096,
         ridge: float = 1e-3,
         seed: int = 0,
+        space: str = DEFAULT_SPACE,
     ) -> "ProxyContext":
-        """Build the context for one layer: validate, normalise, seed, draw."""
+        """Build the context for one layer: validate, put the states in `space` (`geometry/spaces.py`), seed, draw.
+
+        The draws depend on N and the seed only, so every space of one layer uses the same anchors and pairs.
+        """
         raw = as_states(states)
         generator = torch.Generator().manual_seed(_check_int("seed", seed, 0))
         return cls(
             raw=raw,
-            x=normalize_states(raw),
+            x=to_space(raw, space),
             anchors=anchors,
             k=k,
             pairs=pairs,
@@ -155,8 +160,8 @@ class ProxyContext:
 
     @cached_property
     def cov(self) -> torch.Tensor:
-        """Unbiased (1/(N-1)) covariance of the normalised states, float64."""
-        # x is already centred by normalize_states; re-centring would only add rounding.
+        """Unbiased (1/(N-1)) covariance of the states in their space, float64."""
+        # every space centres x; re-centring would only add rounding.
         return (self.x.T @ self.x) / (self.n - 1)
 
     @cached_property
@@ -226,8 +231,9 @@ def compute_layer_proxies(
     pairs: int = 4096,
     ridge: float = 1e-3,
     seed: int = 0,
+    space: str = DEFAULT_SPACE,
 ) -> dict[str, float]:
-    """Return {name: value} for each requested proxy plus its auxiliaries.
+    """Return {name: value} for each requested proxy plus its auxiliaries, measured in `space`.
 
     Names are checked before any computation so a typo in a spec fails in
     milliseconds, not after the covariance of a large layer.
@@ -241,7 +247,7 @@ def compute_layer_proxies(
             f"unknown proxy name(s): {', '.join(map(repr, unknown))}; "
             f"registered proxies: {', '.join(sorted(PROXIES))}"
         )
-    ctx = ProxyContext.from_states(states, anchors=anchors, k=k, pairs=pairs, ridge=ridge, seed=seed)
+    ctx = ProxyContext.from_states(states, anchors=anchors, k=k, pairs=pairs, ridge=ridge, seed=seed, space=space)
     return evaluate_proxies(ctx, names)
 
 

@@ -93,6 +93,10 @@ class SpecReport:
     bridge_gen: list[GenStats] = field(default_factory=list)
     # claim C3's interfaces and budgets (dihal.report.c3.C3Section); None without baselines or the table
     c3: object | None = None
+    # the geometry space ℓ* was chosen in (`geometry` holds its rows); every scored space's rows and C1 rows
+    space: str = "scalar"
+    geometry_by_space: dict[str, list[dict]] = field(default_factory=dict)
+    correlations: dict[str, dict] = field(default_factory=dict)
 
     @property
     def selected_layer(self) -> int | None:
@@ -143,12 +147,13 @@ def _has_table(con, table: str) -> bool:
     return bool(con.execute(sql, [table]).fetchone()[0])
 
 
-def _stability(con, spec_hash: str) -> dict[str, list[dict]]:
+def _stability(con, spec_hash: str, space: str) -> dict[str, list[dict]]:
     if not _has_table(con, "selection_stability"):
         return {}
     out: dict[str, list[dict]] = {}
-    sql = "SELECT * FROM selection_stability WHERE spec_hash = ? ORDER BY variant <> 'main', variant, layer"
-    for row in _rows(con, sql, [spec_hash]):
+    sql = ("SELECT * FROM selection_stability WHERE spec_hash = ? AND space = ? "
+           "ORDER BY variant <> 'main', variant, layer")  # fmt: skip
+    for row in _rows(con, sql, [spec_hash, space]):
         try:
             row["settings"] = _json(row.get("settings"))
         except ValueError:
@@ -265,13 +270,17 @@ def load_spec(con, spec_hash: str) -> SpecReport:
     runs = _runs(con, spec_hash)
     succeeded = [r for r in runs if r.get("status") == "succeeded"]
 
-    geometry = _rows(con, "SELECT * FROM layer_geometry WHERE spec_hash = ? ORDER BY layer", [spec_hash])
-    weights: dict[str, float] = {}
-    for g in geometry:
-        g["proxies"] = _json(g.get("proxies")) or {}
-        weights = weights or dict(g["proxies"].get("weights") or {})
     selections = _rows(con, "SELECT * FROM selections WHERE spec_hash = ?", [spec_hash])
     selection = selections[0] if selections else None
+    space = (selection or {}).get("space") or "scalar"
+    by_space: dict[str, list[dict]] = {}
+    weights: dict[str, float] = {}
+    for g in _rows(con, "SELECT * FROM layer_geometry WHERE spec_hash = ? ORDER BY space, layer", [spec_hash]):
+        g["proxies"] = _json(g.get("proxies")) or {}
+        g["top_channel_tokens"] = _json(g.get("top_channel_tokens"))
+        weights = weights or dict(g["proxies"].get("weights") or {})
+        by_space.setdefault(g.get("space") or "scalar", []).append(g)
+    geometry = by_space.get(space) or next(iter(by_space.values()), [])
     scores = {g["layer"]: _finite(g.get("score")) for g in geometry}
 
     bridge = _rows(con, "SELECT * FROM bridge_results WHERE spec_hash = ? ORDER BY layer, seed", [spec_hash])
@@ -301,7 +310,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         if len(kept) < SAMPLES_PER_LAYER:
             kept.append(s)
 
-    corr = _rows(con, "SELECT * FROM correlations WHERE spec_hash = ?", [spec_hash])
+    corr = _rows(con, "SELECT * FROM correlations WHERE spec_hash = ? ORDER BY NOT selection_space, space", [spec_hash])
     canonical = spec.get("canonical_json") or ""
     try:
         pretty = _pretty_json(json.loads(canonical))
@@ -314,7 +323,9 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         first_seen=spec.get("first_seen"), last_seen=spec.get("last_seen"),
         latest_run=runs[0] if runs else None, provenance_run=(succeeded or runs or [None])[0],
         geometry=geometry, proxy_weights=weights, selection=selection, layers=layers, curves=curves,
-        samples=samples, correlation=corr[0] if corr else None, runs=runs, stability=_stability(con, spec_hash),
+        samples=samples, correlation=corr[0] if corr else None, runs=runs,
+        stability=_stability(con, spec_hash, space), space=space, geometry_by_space=by_space,
+        correlations={r.get("space") or "scalar": r for r in corr},
         references=_references(con, spec_hash), bridge_gen=bridge_gen, c3=_c3(con, spec_hash),
     )  # fmt: skip
 
@@ -333,7 +344,8 @@ def summarize(con) -> list[SpecSummary]:
         SELECT spec_hash, status, started_at FROM runs
         QUALIFY row_number() OVER (PARTITION BY spec_hash ORDER BY started_at DESC NULLS LAST, run_id) = 1""", [])}
     selected = {r["spec_hash"]: r for r in _rows(con, "SELECT * FROM selections", [])}  # * : old ledgers lack columns
-    corr = {r["spec_hash"]: r for r in _rows(con, "SELECT spec_hash, spearman_rho, kendall_tau FROM correlations", [])}
+    corr = {r["spec_hash"]: r for r in _rows(con, "SELECT spec_hash, spearman_rho, kendall_tau FROM correlations "
+                                                   "WHERE selection_space", [])}  # fmt: skip
     at_sel = {r["spec_hash"]: r for r in _rows(con, """
         SELECT b.spec_hash, avg(b.bridge_val_loss) AS loss, avg(b.gen_ppl) AS ppl
         FROM bridge_results b JOIN selections s ON s.spec_hash = b.spec_hash AND s.layer = b.layer

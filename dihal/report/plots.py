@@ -128,8 +128,8 @@ def _fmt(v: float | None) -> str:
     return f"{v:+.2f}" if _ok(v) else "n/a"
 
 
-def scatter_figure(layers: list[LayerStats], selected: int | None, corr: dict) -> str | None:
-    """Claim C1 at a glance: G against bridge_val_loss, one point per layer, error bars over seeds."""
+def scatter_figure(layers: list[LayerStats], selected: int | None, corr: dict, space: str | None = None) -> str | None:
+    """Claim C1 at a glance: G (in `space`) against bridge_val_loss, one point per layer, error bars over seeds."""
     pts = [(ls.layer, ls.score, *ls.stats["bridge_val_loss"]) for ls in layers
            if _ok(ls.score) and _ok(ls.stats["bridge_val_loss"][0])]  # fmt: skip
     if not pts:
@@ -151,8 +151,10 @@ def scatter_figure(layers: list[LayerStats], selected: int | None, corr: dict) -
                                f"{_fmt(corr.get('spearman_hi'))}]")  # fmt: skip
     ax.plot([], [], " ", label=f"Kendall τ = {_fmt(tau)}  95% [{_fmt(corr.get('kendall_lo'))}, "
                                f"{_fmt(corr.get('kendall_hi'))}]")  # fmt: skip
-    ax.set_title(f"G vs bridge validation loss: ρ = {_fmt(rho)}, τ = {_fmt(tau)} (C1 predicts < 0)", fontsize=9.5)
-    ax.set_xlabel("geometry score G (higher = more diffusion-friendly)", fontsize=9)
+    where = f" ({space} space)" if space else ""
+    ax.set_title(f"G{where} vs bridge validation loss: ρ = {_fmt(rho)}, τ = {_fmt(tau)} (C1 predicts < 0)",
+                 fontsize=9.5)  # fmt: skip
+    ax.set_xlabel(f"geometry score G{where} (higher = more diffusion-friendly)", fontsize=9)
     ax.set_ylabel("bridge_val_loss (lower is better)", fontsize=9)
     _style(ax)
     ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")

@@ -19,6 +19,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -261,6 +262,39 @@ def _figure(cache: Path | None, key: str, module: str, fn: str, *args) -> str | 
     return uri
 
 
+def _space_layers(r: SpecReport, space: str) -> list:
+    """The bridge's per-layer stats with G taken from `space` (C1's panel for that space)."""
+    g = {row["layer"]: row.get("score") for row in r.geometry_by_space.get(space, [])}
+    return [dataclasses.replace(ls, score=g.get(ls.layer)) for ls in r.layers]
+
+
+def c1_spaces(r: SpecReport) -> list[dict]:
+    """One row per scored space: its C1 numbers, its own argmax and the verdict sentence (escaped by the template)."""
+    from dihal.verdicts import c1_verdict
+
+    rows = []
+    for space, c in r.correlations.items():
+        best = next((g["layer"] for g in r.geometry_by_space.get(space, []) if g.get("space_best")), None)
+        rows.append({"space": space, "c": c, "chosen": space == r.space, "argmax": best,
+                     "verdict": c1_verdict(space, c["spearman_rho"], c.get("spearman_lo"), c.get("spearman_hi"),
+                                           c.get("spearman_p"), c.get("n_layers") or 0, c.get("resampled"))})  # fmt: skip
+    return rows
+
+
+def channel_sentence(r: SpecReport) -> str | None:
+    """The dominant raw channel at ℓ* (or the layer where one channel holds the most) and the tokens behind it."""
+    rows = [g for g in r.geometry if (g.get("top_channel_share") or 0) > 0.5]
+    if not rows:
+        return None
+    at = next((g for g in rows if g["layer"] == r.selected_layer), None) or max(rows, key=lambda g: g["top_channel_share"])
+    toks = ", ".join(f"{t.get('text')!r} ×{t['count']} ({t['variance_share']:.0%})" for t in at.get("top_channel_tokens") or [])
+    layers = [g["layer"] for g in rows]
+    return (f"At layer {at['layer']}, raw channel {at['top_channel']} carries {at['top_channel_share']:.0%} of the "
+            f"variance (one channel holds over half of it at layers {layers[0]}–{layers[-1]})"
+            + (f"; the tokens that light it most: {toks}" if toks else "")
+            + ". Standardised per channel, as the bridge sees it, it has unit variance like every other.")
+
+
 def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
     sel = r.selected_layer
     t = _trust(r)
@@ -275,7 +309,11 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
         "sensitivity": fig("sensitivity", "plots_geometry", "sensitivity_figure", sens,
                            {v["variant"]: v["layer"] for v in t["sensitivity"]}) if sens else None,
         "curves": fig("curves", "plots", "curves_figure", r.curves, sel),
-        "scatter": fig("scatter", "plots", "scatter_figure", r.layers, sel, r.correlation) if r.correlation else None,
+        "scatter": fig("scatter", "plots", "scatter_figure", r.layers, sel, r.correlation, r.space)
+        if r.correlation else None,
+        **{f"scatter_{c['space']}": fig(f"scatter-{c['space']}", "plots", "scatter_figure",
+                                        _space_layers(r, c["space"]), c["argmax"], c["c"], c["space"])
+           for c in c1_spaces(r) if not c["chosen"]},
         "standing": fig("standing", "plots", "standing_figure", [_plot_row(g) for g in standing["bridge"]],
                         [_plot_row(g) for g in standing["references"]], sel) if standing else None,
         "c3": fig("c3", "plots", "c3_figure", *c3.plot_rows(r.c3)) if r.c3 else None,
@@ -283,6 +321,7 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
     prov = r.provenance_run or {}
     return _env().get_template("spec.j2").render(
         r=r, slug=slug, figures=figures, facts=_facts(r), trust=t, metrics=METRIC_LABELS, prov=prov, standing=standing,
+        c1=c1_spaces(r), channel=channel_sentence(r),
         packages=sorted((prov.get("packages") or {}).items()), csp=_csp(), rendered_at=_rendered_at(),
         version=__version__,
     )  # fmt: skip

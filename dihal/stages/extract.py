@@ -4,7 +4,9 @@ States go straight from each batch into one memory-mapped `.npy` per layer, so
 memory stays at one batch × all layers however large N is. Position 0 (the block
 start token, an attention sink) and any special token are dropped here; METHOD.md's
 proxies never see them. Each kept state's document is stored beside it
-(`documents.npy`), because the stability bootstrap in `score` resamples documents.
+(`documents.npy`), because the stability bootstrap in `score` resamples documents, and so
+is its token id (`state_tokens.npy`, with the text of each distinct id in `token_text.json`),
+so `score` can name the tokens behind a dominant channel without loading a tokenizer.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def run(cfg: StageConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_array(out / "tokens.npy", ids)
     save_array(out / "documents.npy", np.repeat(blocks.doc[:, None], T, axis=1)[keep][:N].astype(np.int32))
+    state_ids = ids[keep][:N].astype(np.int32)
+    save_array(out / "state_tokens.npy", state_ids)
+    write_json(out / "token_text.json", {str(i): bb.tokenizer.decode([int(i)]) for i in np.unique(state_ids)})
     maps = {
         layer: np.lib.format.open_memmap(out / layer_file(layer), mode="w+", dtype=np.float32, shape=(N, ad.d))
         for layer in layers

@@ -1,7 +1,8 @@
-"""score and select: the geometry proxies per layer, their z-scores, G, ℓ*, and how sure ℓ* is.
+"""score and select: the geometry proxies per layer and space, their z-scores, G, ℓ*, and how sure ℓ* is.
 
 Per layer: the outlier rule (massive activations, `geometry/outliers.py`) first, with
-its diagnostics recorded; then the proxies on what is left; then the document
+its diagnostics and the tokens behind the dominant channel recorded; then, in every
+configured space (`geometry/spaces.py`), the proxies on what is left and the document
 bootstrap (`geometry/stability.py`). `geometry/locate.py` holds the whole path.
 """
 
@@ -15,6 +16,18 @@ from dihal import dvc_results
 from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, read_json, write_json,
                                  write_results)
 from dihal.stages.extract import layer_file
+from dihal.verdicts import confidence
+
+
+def _space_block(res, name: str) -> dict:
+    sr = res.spaces[name]
+    t = sr.table
+    return {"layers": t.layers, "values": {str(k): v for k, v in sr.values.items()}, "z": t.z, "score": t.score,
+            "best": t.best(), "shape": {str(k): v for k, v in sr.shape.items()}}  # fmt: skip
+
+
+def _stability_block(stab, n_documents: int, seed: int) -> dict | None:
+    return None if stab is None else {**stab.to_dict(), "n_documents": n_documents, "seed": seed}
 
 
 def run_score(cfg: StageConfig) -> None:
@@ -25,21 +38,23 @@ def run_score(cfg: StageConfig) -> None:
     src = cfg.inputs["extract"]
     meta = read_json(src / "meta.json")
     rule, threshold = geo["outliers"]["rule"], geo["outliers"]["threshold"]
+    space, spaces = geo["space"], geo["spaces"]
+    tokens = np.load(src / "state_tokens.npy") if (src / "state_tokens.npy").exists() else None
+    text = {int(k): v for k, v in read_json(src / "token_text.json").items()} if tokens is not None else None
     with Timer() as timer:
         res = locate(
             meta["layers"], lambda layer: np.load(src / layer_file(layer), mmap_mode="r"),
-            np.load(src / "documents.npy"), weights=geo["proxies"], names=STANDARD, rule=rule, threshold=threshold,
-            anchors=geo["anchors"], k=geo["k"], pairs=geo["pairs"], ridge=geo["ridge"], seed=seed,
-            n_boot=geo["n_boot"], progress=progress.bar,
+            np.load(src / "documents.npy"), weights=geo["proxies"], names=STANDARD, spaces=spaces, space=space,
+            tokens=tokens, token_text=text, rule=rule, threshold=threshold, anchors=geo["anchors"], k=geo["k"],
+            pairs=geo["pairs"], ridge=geo["ridge"], seed=seed, n_boot=geo["n_boot"], progress=progress.bar,
         )  # fmt: skip
-    table = res.table
+    # The top level is the space ℓ* comes from (what select, correlate and the DVC files read); `spaces` holds
+    # every scored space, the chosen one included, so each can be reported and correlated on its own.
     scores = {
-        "layers": table.layers,
-        "values": {str(k): v for k, v in res.values.items()},
-        "z": table.z,
-        "score": table.score,
+        **_space_block(res, space),
+        "space": space,
+        "spaces": {name: _space_block(res, name) for name in spaces},
         "weights": geo["proxies"],
-        "best": table.best(),
         "seconds": timer.seconds,
         "bootstrap_seconds": res.bootstrap_seconds,
         "n_tokens": meta["n_tokens"],
@@ -49,12 +64,16 @@ def run_score(cfg: StageConfig) -> None:
         "block_start": meta.get("block_start"),
         "outlier_rule": describe(rule, threshold),
         "outliers": {str(k): v for k, v in res.outliers.items()},
+        "channels": {str(k): v for k, v in res.channels.items()},
     }  # fmt: skip
-    check_stage_finite(cfg, scores, RESULT_METRICS["score"])
+    for name in spaces:
+        check_stage_finite(cfg, scores["spaces"][name], RESULT_METRICS["score"])
     write_json(cfg.out / "scores.json", scores)
     stability = None
     if res.stability is not None:
-        stability = {**res.stability.to_dict(), "n_documents": res.n_documents, "seed": seed}
+        stability = {**_stability_block(res.stability, res.n_documents, seed), "space": space,
+                     "spaces": {name: _stability_block(res.spaces[name].stability, res.n_documents, seed)
+                                for name in spaces}}  # fmt: skip
         write_json(cfg.out / "stability.json", stability)
     # from the stored JSON, so the DVC metrics carry exactly the numbers in artifacts/ and the ledger
     write_results(cfg, *dvc_results.score_results(read_json(cfg.out / "scores.json"),
@@ -74,14 +93,16 @@ def run_select(cfg: StageConfig) -> None:
         if not 1 <= layer <= scores["n_layers"]:
             raise ValueError(f"select.layer: {layer} is not a layer of the backbone (1..{scores['n_layers']})")
     by_layer = dict(zip(layers, g))
-    share = None
+    share, stab = None, None
     if (src / "stability.json").exists():
         stab = read_json(src / "stability.json")
         share = dict(zip(stab["layers"], stab["argmax_share"])).get(layer)
     selection = {
         "layer": layer, "rule": rule["rule"], "score": by_layer.get(layer),
         "rank_by_score": sorted(layers, key=lambda x: -by_layer[x]).index(layer) + 1 if layer in by_layer else None,
-        "n_layers": scores["n_layers"], "argmax_share": share,
+        "n_layers": scores["n_layers"], "argmax_share": share, "space": scores.get("space"),
+        "confidence": confidence(layer, scores, stab if share is not None else None) if rule["rule"] == "argmax"
+        else None,
     }  # fmt: skip
     check_stage_finite(cfg, selection, RESULT_METRICS["select"])
     write_json(cfg.out / "selection.json", selection)
