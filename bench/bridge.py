@@ -16,7 +16,7 @@ from dihal.bridge.denoiser import Denoiser
 from dihal.bridge.hybrid import HybridLM
 from dihal.bridge.standardize import Standardizer
 from dihal.bridge.train import TrainConfig, train_denoiser
-from dihal.tokens import resolve_block_start
+from dihal.data.tokens import resolve_block_start
 
 
 def main(layer: int = 12, n: int = 16, seq_len: int = 64, steps: int = 50, train_steps: int = 60) -> None:
@@ -37,8 +37,13 @@ def main(layer: int = 12, n: int = 16, seq_len: int = 64, steps: int = 50, train
 
     def hf():
         with torch.inference_mode():
-            bb.model.generate(prompt, max_new_tokens=seq_len - 1, min_new_tokens=seq_len - 1, do_sample=False,
-                              pad_token_id=bb.tokenizer.eos_token_id)  # fmt: skip
+            bb.model.generate(
+                prompt,
+                max_new_tokens=seq_len - 1,
+                min_new_tokens=seq_len - 1,
+                do_sample=False,
+                pad_token_id=bb.tokenizer.eos_token_id,
+            )
 
     t_g = timed(hf, repeat=2)
     print(f"hybrid sample()        : {t_h:6.2f} s")

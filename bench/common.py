@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from dihal.backbone import BackboneAdapter, load_backbone
-from dihal.blocks import sample_blocks
-from dihal.data import load_documents, split_documents
-from dihal.spec import BackboneSpec, DataSpec
-from dihal.tokens import resolve_block_start
+from dihal.data.blocks import sample_blocks
+from dihal.data.corpora import load_documents, split_documents
+from dihal.data.tokens import resolve_block_start
+from dihal.spec.schema import BackboneSpec, DataSpec
 
 
 def embedded():
@@ -23,8 +23,15 @@ def blocks(bb, n: int, seq_len: int = 64, split: str = "geometry") -> torch.Tens
     data = DataSpec()
     docs = split_documents(load_documents(data), data.splits)[split]
     start = resolve_block_start(bb.tokenizer, data.block_start)
-    b = sample_blocks(docs, bb.tokenizer, start_id=start.id, seq_len=seq_len, n_blocks=n, seed=0,
-                      max_per_doc=data.max_blocks_per_document)  # fmt: skip
+    b = sample_blocks(
+        docs,
+        bb.tokenizer,
+        start_id=start.id,
+        seq_len=seq_len,
+        n_blocks=n,
+        seed=0,
+        max_per_doc=data.max_blocks_per_document,
+    )
     return torch.as_tensor(b.ids)
 
 

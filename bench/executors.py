@@ -27,10 +27,16 @@ from tests.tiny import TINY_SWEEP as BASE  # noqa: E402
 from tests.tiny import save_tiny, write_spec_from  # noqa: E402
 
 
-
 def env() -> dict:
-    e = dict(os.environ, OMP_NUM_THREADS="1", DIHAL_PROGRESS="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-             DIHAL_RAY_NUM_CPUS="2", DVC_NO_ANALYTICS="1")  # fmt: skip
+    e = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        DIHAL_PROGRESS="0",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DIHAL_RAY_NUM_CPUS="2",
+        DVC_NO_ANALYTICS="1",
+    )
     e.pop("RAY_ADDRESS", None)
     e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
     return e
@@ -42,8 +48,24 @@ def sweep(executor: str, tmp: Path) -> tuple[float, str]:
     save_tiny(root / "tiny")
     spec = write_spec_from(BASE, root, "sweep")
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dihal", "run", str(spec), "--no-report", "--project", str(root),
-                           "--executor", executor], cwd=root, env=env(), capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dihal",
+            "run",
+            str(spec),
+            "--no-report",
+            "--project",
+            str(root),
+            "--executor",
+            executor,
+        ],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{executor} run failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -61,8 +83,9 @@ def trivial(tmp: Path, repeat: int) -> tuple[float, float, float]:
     root = tmp / "trivial"
     root.mkdir()
     dvc(["init", "--no-scm", "-q"], root)
-    (root / "dvc.yaml").write_text(f"stages:\n  noop:\n    cmd: {sys.executable} -c \"open('out.txt','w').write('x')\"\n"
-                                   "    outs: [out.txt]\n")  # fmt: skip
+    (root / "dvc.yaml").write_text(
+        f"stages:\n  noop:\n    cmd: {sys.executable} -c \"open('out.txt','w').write('x')\"\n    outs: [out.txt]\n"
+    )
     dvc(["repro", "-q"], root)
     local = []
     for _ in range(repeat):
@@ -99,13 +122,19 @@ def main() -> None:
         ray_wall, out = sweep("ray", tmp)
         stage_s = [float(x) for x in re.findall(r"\(stage ([\d.]+) s\)", out)]
         n = len(re.findall(r"Running stage '", out))
-        print(f"tiny sweep ({n} stages), wall: local {local_wall:.1f} s, ray (2 CPUs) {ray_wall:.1f} s, "
-              f"ray/local = {ray_wall / local_wall:.2f}")  # fmt: skip
-        print(f"ray run: sum of in-worker stage times {sum(stage_s):.1f} s over {len(stage_s)} stages; "
-              f"wall - sum = {ray_wall - sum(stage_s):.1f} s")  # fmt: skip
+        print(
+            f"tiny sweep ({n} stages), wall: local {local_wall:.1f} s, ray (2 CPUs) {ray_wall:.1f} s, "
+            f"ray/local = {ray_wall / local_wall:.2f}"
+        )
+        print(
+            f"ray run: sum of in-worker stage times {sum(stage_s):.1f} s over {len(stage_s)} stages; "
+            f"wall - sum = {ray_wall - sum(stage_s):.1f} s"
+        )
         lo, rt, start = trivial(tmp, args.repeat)
-        print(f"trivial stage, best of {args.repeat}: local (dvc repro -f) {lo:.2f} s, "
-              f"ray (task + dvc commit) {rt:.2f} s, ratio {rt / lo:.2f}; ray.init of a local cluster {start:.1f} s")
+        print(
+            f"trivial stage, best of {args.repeat}: local (dvc repro -f) {lo:.2f} s, "
+            f"ray (task + dvc commit) {rt:.2f} s, ratio {rt / lo:.2f}; ray.init of a local cluster {start:.1f} s"
+        )
 
 
 if __name__ == "__main__":

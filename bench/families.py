@@ -28,16 +28,20 @@ def main(d: int = 256, layers: int = 8, batch: int = 8, seq: int = 64, repeat: i
     cases = {
         "hidden_states, layers 0..L": lambda ad: ad.hidden_states(ids, list(range(layers + 1))),
         "hidden_states, layers 1..2 (stops)": lambda ad: ad.hidden_states(ids, [1, 2]),
-        **{f"logits_from(h_{ell}, {ell})": (lambda ad, ell=ell: ad.logits_from(hs[ell], ell))
-           for ell in (1, layers // 2, layers - 1)},
-    }  # fmt: skip
+        **{
+            f"logits_from(h_{ell}, {ell})": (lambda ad, ell=ell: ad.logits_from(hs[ell], ell))
+            for ell in (1, layers // 2, layers - 1)
+        },
+    }
     header(f"families: tiny Llama d={d}, {layers} blocks, batch {batch} × {seq} tokens, best of {repeat}")
     with torch.inference_mode():
         for label, fn in cases.items():
-            t_fast = timed(lambda: fn(fast), repeat)
-            t_gen = timed(lambda: fn(generic), repeat)
-            print(f"{label:<36} fast {t_fast * 1e3:8.2f} ms   generic {t_gen * 1e3:8.2f} ms   "
-                  f"slowdown {t_gen / t_fast:5.2f}x")  # fmt: skip
+            t_fast = timed(lambda fn=fn: fn(fast), repeat)
+            t_gen = timed(lambda fn=fn: fn(generic), repeat)
+            print(
+                f"{label:<36} fast {t_fast * 1e3:8.2f} ms   generic {t_gen * 1e3:8.2f} ms   "
+                f"slowdown {t_gen / t_fast:5.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from bench.common import blocks
 from dihal.backbone import BackboneAdapter, load_backbone
 from dihal.bridge.denoiser import Denoiser
 from dihal.bridge.train import TrainConfig, train_denoiser
-from dihal.spec import BackboneSpec
+from dihal.spec.schema import BackboneSpec
 
 
 def cuda_time(fn):

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 
 from bench.common import embedded, header
-from dihal.blocks import content_mask, sample_blocks
-from dihal.data import load_documents, split_documents
+from dihal.data.blocks import content_mask, sample_blocks
+from dihal.data.corpora import load_documents, split_documents
+from dihal.data.tokens import resolve_block_start, special_ids
 from dihal.geometry import ProxyContext, compute_layer_proxies
 from dihal.geometry.locate import locate
 from dihal.geometry.outliers import apply_rule
 from dihal.geometry.proxies import evaluate_proxies
 from dihal.geometry.stability import document_counts, layer_replicates
-from dihal.proxy_names import SPACE_NAMES
-from dihal.spec import DataSpec
-from dihal.tokens import resolve_block_start, special_ids
+from dihal.spec.geometry import SPACE_NAMES
+from dihal.spec.schema import DataSpec
 
 WEIGHTS = {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}
 
@@ -34,8 +34,15 @@ def sample(n_tokens: int = 8192, seq_len: int = 64):
     data = DataSpec()
     start = resolve_block_start(bb.tokenizer, data.block_start)
     docs = split_documents(load_documents(data), data.splits)["geometry"]
-    b = sample_blocks(docs, bb.tokenizer, start_id=start.id, seq_len=seq_len, n_blocks=math.ceil(n_tokens / (seq_len - 1)),
-                      seed=0, max_per_doc=data.max_blocks_per_document)  # fmt: skip
+    b = sample_blocks(
+        docs,
+        bb.tokenizer,
+        start_id=start.id,
+        seq_len=seq_len,
+        n_blocks=math.ceil(n_tokens / (seq_len - 1)),
+        seed=0,
+        max_per_doc=data.max_blocks_per_document,
+    )
     keep = content_mask(b.ids, special_ids(bb.tokenizer) | {start.id})
     doc = np.repeat(b.doc[:, None], seq_len, axis=1)[keep][:n_tokens]
     layers = list(range(1, ad.n_layers))
@@ -57,8 +64,12 @@ def main(n_boot: int = 200, check_layers=(3, 7, 12, 20), check_reps: int = 12) -
         t = time.perf_counter()
         res = locate(layers, states.get, doc, weights=WEIGHTS, names=WEIGHTS, n_boot=b, spaces=SPACE_NAMES)
         times[b] = time.perf_counter() - t
-        share = "" if res.stability is None else f", argmax share {res.stability.share[layers.index(res.table.best())]:.0%}"
-        print(f"n_boot={b:>3}: {times[b]:.1f} s (bootstrap itself {res.bootstrap_seconds:.1f} s); ℓ* = {res.table.best()}{share}")
+        share = (
+            "" if res.stability is None else f", argmax share {res.stability.share[layers.index(res.table.best())]:.0%}"
+        )
+        print(
+            f"n_boot={b:>3}: {times[b]:.1f} s (bootstrap itself {res.bootstrap_seconds:.1f} s); ℓ* = {res.table.best()}{share}"
+        )
     print(f"the bootstrap adds {times[n_boot] / times[0] - 1:+.0%} to the stage (target: at most +25%)")
 
     print(f"\nfast replicates vs full recomputation, {check_reps} document resamples, mean ± sd:")
@@ -77,8 +88,10 @@ def main(n_boot: int = 200, check_layers=(3, 7, 12, 20), check_reps: int = 12) -
                 vals.update(compute_layer_proxies(kept[c[d] > 0], proxies=["kappa"], seed=r, space=space))
                 for name in WEIGHTS:
                     full[name].append(vals[name])
-            line = "  ".join(f"{n} {np.mean(fast[n]):.3f}±{np.std(fast[n]):.3f} vs "
-                             f"{np.mean(full[n]):.3f}±{np.std(full[n]):.3f}" for n in WEIGHTS)  # fmt: skip
+            line = "  ".join(
+                f"{n} {np.mean(fast[n]):.3f}±{np.std(fast[n]):.3f} vs {np.mean(full[n]):.3f}±{np.std(full[n]):.3f}"
+                for n in WEIGHTS
+            )
             print(f"{space:>6} layer {layer:>2}: {line}")
 
 

@@ -55,22 +55,28 @@ def main() -> None:
         print(f"cold quickstart run in {project} first (minutes) ...", flush=True)
         project.mkdir(parents=True, exist_ok=True)
         wall([*dihal, "run", str(SPEC), "--project", str(project)], project, 1)
-    from dihal.paths import load_project_spec  # no torch: the same modules `dihal validate` uses
-    from dihal.checks import check_resources
-    from dihal.pipeline import plan
+    from dihal.compile.plan import plan
+    from dihal.compile.preflight import check_resources
+    from dihal.spec.paths import load_project_spec  # no torch: the same modules `dihal validate` uses
 
     spec, _ = load_project_spec(SPEC, project)
     targets = plan(spec, check_resources(spec, str(SPEC), project)).targets
     rows = [
         ("python -c pass (interpreter floor)", wall([sys.executable, "-c", "pass"], project, args.repeat)),
         ("dihal validate specs/quickstart.yaml", wall([*dihal, "validate", str(SPEC)], ROOT, args.repeat)),
-        ("dvc status <quickstart stages> (the floor)",
-         wall([sys.executable, "-m", "dvc", "status", *targets], project, args.repeat)),
-        ("dihal run specs/quickstart.yaml --no-report (warm)",
-         wall([*dihal, "run", str(SPEC), "--project", str(project), "--no-report"], project, args.repeat)),
-        ("dihal run specs/quickstart.yaml (warm, with report)",
-         wall([*dihal, "run", str(SPEC), "--project", str(project)], project, args.repeat)),
-    ]  # fmt: skip
+        (
+            "dvc status <quickstart stages> (the floor)",
+            wall([sys.executable, "-m", "dvc", "status", *targets], project, args.repeat),
+        ),
+        (
+            "dihal run specs/quickstart.yaml --no-report (warm)",
+            wall([*dihal, "run", str(SPEC), "--project", str(project), "--no-report"], project, args.repeat),
+        ),
+        (
+            "dihal run specs/quickstart.yaml (warm, with report)",
+            wall([*dihal, "run", str(SPEC), "--project", str(project)], project, args.repeat),
+        ),
+    ]
     print(f"best of {args.repeat}, fresh processes; {os.cpu_count()} CPUs; project {project}")
     for label, seconds in rows:
         print(f"  {label:<52} {seconds:6.2f} s")

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dihal.spec import SpecError
+from dihal.spec.schema import SpecError
 
 app = typer.Typer(
     help="DiHAL experiments from one YAML spec: locate the most diffusion-friendly layer of a causal LM, "
@@ -21,8 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-ledger_app = typer.Typer(help="Query the DuckDB ledger (read-only); replay queued runs; rebuild it from artifacts/.",
-                         no_args_is_help=True)  # fmt: skip
+ledger_app = typer.Typer(
+    help="Query the DuckDB ledger (read-only); replay queued runs; rebuild it from artifacts/.", no_args_is_help=True
+)
 app.add_typer(ledger_app, name="ledger")
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80-column default.
@@ -32,7 +33,9 @@ EXIT_SPEC = 2
 EXIT_QUEUED = 75  # EX_TEMPFAIL: the run's results are on disk, its ledger rows wait in ledger/pending/
 
 SpecArg = typer.Argument(..., exists=False, help="Path to a YAML experiment spec.")
-RootOpt = typer.Option(Path("."), "--project", "-C", help="Project root: holds dvc.yaml, ledger/, reports/, artifacts/.")
+RootOpt = typer.Option(
+    Path("."), "--project", "-C", help="Project root: holds dvc.yaml, ledger/, reports/, artifacts/."
+)
 
 
 def _fail_spec(e: SpecError) -> None:
@@ -42,8 +45,8 @@ def _fail_spec(e: SpecError) -> None:
 
 def _load_checked(spec_path: Path, project: Path, notes: list[str] | None = None):
     """The spec with its relative paths resolved (against the spec file's folder), checked, and its depth."""
-    from dihal.checks import check_resources
-    from dihal.paths import load_project_spec
+    from dihal.compile.preflight import check_resources
+    from dihal.spec.paths import load_project_spec
 
     try:
         spec, _ = load_project_spec(spec_path, project)
@@ -56,13 +59,18 @@ def _load_checked(spec_path: Path, project: Path, notes: list[str] | None = None
 @app.command()
 def validate(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Check a spec (schema, files, layers against the backbone's depth) without computing anything."""
-    from dihal.hashing import spec_hash
+    from dihal.spec.hashing import spec_hash
 
     notes: list[str] = []
     spec, depth = _load_checked(spec_path, project, notes)
-    depth_note = (f"backbone has {depth} blocks" if depth else
-                  "layer numbers not checked against the backbone (its config is not available offline)")  # fmt: skip
-    out.print(f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}; {depth_note}", highlight=False, soft_wrap=True)
+    depth_note = (
+        f"backbone has {depth} blocks"
+        if depth
+        else "layer numbers not checked against the backbone (its config is not available offline)"
+    )
+    out.print(
+        f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}; {depth_note}", highlight=False, soft_wrap=True
+    )
     for note in notes:
         out.print(f"[yellow]note[/yellow]: {note}", highlight=False, soft_wrap=True)
 
@@ -72,8 +80,8 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Write the spec's stages into the project's dvc.yaml (no compute); `dvc repro` can then run them."""
     from filelock import FileLock
 
-    from dihal.pipeline import compile_spec
-    from dihal.runner import ensure_project
+    from dihal.compile.plan import compile_spec
+    from dihal.execute.runner import ensure_project
 
     spec, depth = _load_checked(spec_path, project)
     ensure_project(project)
@@ -89,21 +97,29 @@ class ExecutorName(str, Enum):
 
 
 @app.command()
-def run(spec_path: Path = SpecArg, project: Path = RootOpt,
-        report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end."),
-        executor: ExecutorName = typer.Option(ExecutorName.local, "--executor",
-                                     help="local: `dvc repro`; ray: the changed stages as Ray tasks, in parallel "
-                                          "where the DAG allows (needs Ray: the package's ray extra)."),
-        address: str | None = typer.Option(None, "--address", help="Ray cluster to use (auto, ray://host:10001); "
-                                           "default: start a local one. Only with --executor ray."),
-        retries: int = typer.Option(2, "--retries", min=0, help="Ray: retries of a failed or lost stage task.")) -> None:  # fmt: skip
+def run(
+    spec_path: Path = SpecArg,
+    project: Path = RootOpt,
+    report: bool = typer.Option(True, help="Write reports/<name>.html and reports/index.html at the end."),
+    executor: ExecutorName = typer.Option(
+        ExecutorName.local,
+        "--executor",
+        help="local: `dvc repro`; ray: the changed stages as Ray tasks, in parallel "
+        "where the DAG allows (needs Ray: the package's ray extra).",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster to use (auto, ray://host:10001); default: start a local one. Only with --executor ray.",
+    ),
+    retries: int = typer.Option(2, "--retries", min=0, help="Ray: retries of a failed or lost stage task."),
+) -> None:
     """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability)."""
-    from dihal import signals
-    from dihal.ledger_queue import LedgerQueued
-    from dihal.runner import RunFailed, run_spec
-    from dihal.summary import print_summary
-
-    from dihal.executors import ExecutorUnavailable, get
+    from dihal.execute import signals
+    from dihal.execute.executors import ExecutorUnavailable, get
+    from dihal.execute.runner import RunFailed, run_spec
+    from dihal.ledger.queue import LedgerQueued
+    from dihal.report.summary import print_summary
 
     try:
         chosen = get("ray", address=address, retries=retries) if executor is ExecutorName.ray else get("local")
@@ -111,7 +127,7 @@ def run(spec_path: Path = SpecArg, project: Path = RootOpt,
         err.print(str(e), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     try:
-        with signals.raise_on_signals():  # SIGTERM and SIGHUP end the run as Ctrl-C does (`dihal.signals`)
+        with signals.raise_on_signals():  # SIGTERM and SIGHUP end the run as Ctrl-C does (`dihal.execute.signals`)
             result = run_spec(spec_path, project, executor=chosen)
     except SpecError as e:
         _fail_spec(e)
@@ -124,8 +140,9 @@ def run(spec_path: Path = SpecArg, project: Path = RootOpt,
         raise typer.Exit(EXIT_QUEUED) from None
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM or SIGHUP: exit 128 + signum, as a shell reports it
         try:
-            err.print(f"[yellow]{signals.describe(e)}[/yellow]: the ledger keeps its earlier results; the run is "
-                      "logged.")  # fmt: skip
+            err.print(
+                f"[yellow]{signals.describe(e)}[/yellow]: the ledger keeps its earlier results; the run is logged."
+            )
         except OSError:
             pass  # SIGHUP: the terminal may be gone
         raise typer.Exit(signals.exit_code(e)) from None
@@ -136,14 +153,17 @@ def run(spec_path: Path = SpecArg, project: Path = RootOpt,
 
 def _after_run(what: str, result, reason: str, retry: str) -> None:
     """Say that the run itself succeeded and is recorded, what failed after it, and how to get it later."""
-    err.print(f"[yellow]run {result.run_id} succeeded and its results are recorded, but its {what} failed[/yellow]:"
-              f"\n{reason}\n{retry}", highlight=False)  # fmt: skip
+    err.print(
+        f"[yellow]run {result.run_id} succeeded and its results are recorded, but its {what} failed[/yellow]:"
+        f"\n{reason}\n{retry}",
+        highlight=False,
+    )
 
 
 def _write_run_report(project: Path, result, spec_path: Path) -> bool:
     """The run's report; a failure after a succeeded run (the ledger held too long, a rendering bug) is a message
     and exit 1, never a traceback that reads as if the run had failed."""
-    from dihal.ledger import LedgerError
+    from dihal.ledger.store import LedgerError
     from dihal.report import write_reports
 
     try:
@@ -157,7 +177,7 @@ def _write_run_report(project: Path, result, spec_path: Path) -> bool:
 
 def _print_run_summary(project: Path, result, print_summary) -> bool:
     """The summary read back from the ledger; a ledger held by another process is a message, not a traceback."""
-    from dihal.ledger import LedgerError
+    from dihal.ledger.store import LedgerError
 
     try:
         print_summary(out, project, result)
@@ -169,8 +189,9 @@ def _print_run_summary(project: Path, result, print_summary) -> bool:
 
 @app.command()
 def gc(
-    keep: list[str] = typer.Option(None, "--keep", help="Keep only these specs (names or spec files); "
-                                   "unregister every other one."),  # fmt: skip
+    keep: list[str] = typer.Option(
+        None, "--keep", help="Keep only these specs (names or spec files); unregister every other one."
+    ),
     drop: list[str] = typer.Option(None, "--drop", help="Unregister these specs (names or spec files)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; change nothing."),
     project: Path = RootOpt,
@@ -178,8 +199,8 @@ def gc(
     """Remove the stages and artifacts no registered spec uses (unregistering specs first with --keep/--drop)."""
     from filelock import FileLock
 
-    from dihal.registry import gc as collect
-    from dihal.registry import registered
+    from dihal.compile.project import gc as collect
+    from dihal.compile.project import registered
 
     (project / ".dihal").mkdir(parents=True, exist_ok=True)
     with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):
@@ -189,22 +210,29 @@ def gc(
             err.print(f"[red]{e}[/red]", highlight=False)
             raise typer.Exit(EXIT_SPEC) from None
     verb = "would remove" if dry_run else "removed"
-    for what, items in (("spec", res.unregistered), ("stage", res.stages), ("artifact", res.artifacts),
-                        ("stage config", res.configs)):  # fmt: skip
+    for what, items in (
+        ("spec", res.unregistered),
+        ("stage", res.stages),
+        ("artifact", res.artifacts),
+        ("stage config", res.configs),
+    ):
         for item in items:
             out.print(f"{verb} {what} {item}", highlight=False, soft_wrap=True)
     if res.dvc_gc:
         err.print(f"[yellow]{res.dvc_gc}[/yellow]", highlight=False)
     kept = [r["name"] for r in registered(project)]
-    out.print(f"registered: {', '.join(kept) or 'none'}; "
-              f"{len(res.stages)} stage(s), {len(res.artifacts)} artifact dir(s) {verb}", highlight=False)  # fmt: skip
+    out.print(
+        f"registered: {', '.join(kept) or 'none'}; "
+        f"{len(res.stages)} stage(s), {len(res.artifacts)} artifact dir(s) {verb}",
+        highlight=False,
+    )
 
 
 @app.command(hidden=True)
 def stage(config: Path = typer.Argument(..., help="A stage config under .dihal/stages/.")) -> None:
     """Run one compiled stage (what dvc.yaml's commands call). A failure is one line on stderr, its traceback
     in `.dihal/logs/<stage>.log`; an interrupt propagates as it came (`dvc repro` and the runner act on it)."""
-    from dihal.stage_log import failure_line
+    from dihal.execute.stage_log import failure_line
     from dihal.stages import run_stage
 
     try:
@@ -226,12 +254,13 @@ def sample(
     project: Path = RootOpt,
 ) -> None:
     """Generate text with the hybrid (bridge + retained upper blocks + final norm + LM head) of a run spec."""
-    from dihal.sampling import SampleError, sample_texts
+    from dihal.execute.sample import SampleError, sample_texts
 
     spec, depth = _load_checked(spec_path, project)
     try:
-        texts = sample_texts(spec, project, depth, n=n, prompt=prompt, seed=seed, steps=steps,
-                             temperature=temperature, layer=layer)  # fmt: skip
+        texts = sample_texts(
+            spec, project, depth, n=n, prompt=prompt, seed=seed, steps=steps, temperature=temperature, layer=layer
+        )
     except SampleError as e:
         err.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(1) from None
@@ -242,9 +271,9 @@ def sample(
 @app.command("report")
 def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Render reports/<name>.html for a spec already run, and refresh reports/index.html."""
-    from dihal.hashing import spec_hash
-    from dihal.ledger import LedgerError
+    from dihal.ledger.store import LedgerError
     from dihal.report import write_reports
+    from dihal.spec.hashing import spec_hash
 
     spec, _ = _load_checked(spec_path, project)
     try:
@@ -269,12 +298,20 @@ class PlanFormat(str, Enum):
 @app.command()
 def plan(
     spec_path: Path = SpecArg,
-    gpu: Gpu | None = typer.Option(None, "--gpu", help="Estimate wall time on this GPU class (datasheet peak × "
-                                   "utilisation); default: this machine, from a quick matmul benchmark."),  # fmt: skip
+    gpu: Gpu | None = typer.Option(
+        None,
+        "--gpu",
+        help="Estimate wall time on this GPU class (datasheet peak × "
+        "utilisation); default: this machine, from a quick matmul benchmark.",
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Workers running independent stages in parallel."),
-    utilisation: float | None = typer.Option(None, "--utilisation", min=0.01, max=1.0,
-                                             help="Share of peak sustained (default 0.4 on a GPU, 0.5 of the "
-                                                  "measured matmul rate here)."),  # fmt: skip
+    utilisation: float | None = typer.Option(
+        None,
+        "--utilisation",
+        min=0.01,
+        max=1.0,
+        help="Share of peak sustained (default 0.4 on a GPU, 0.5 of the measured matmul rate here).",
+    ),
     fmt: PlanFormat = typer.Option(PlanFormat.table, "--format", "-f"),
     project: Path = RootOpt,
 ) -> None:
@@ -318,10 +355,14 @@ def _emit(cols: list[str], rows: list[tuple], fmt: Format) -> None:
 
 
 @ledger_app.command("sql")
-def ledger_sql(query: str = typer.Argument(..., help="A SQL query (DuckDB dialect)."),
-               fmt: Format = typer.Option(Format.table, "--format", "-f"), project: Path = RootOpt) -> None:  # fmt: skip
+def ledger_sql(
+    query: str = typer.Argument(..., help="A SQL query (DuckDB dialect)."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+    project: Path = RootOpt,
+) -> None:
     """Run a read-only SQL query against the ledger; statements that write are refused."""
-    from dihal.ledger import LedgerError, query as run_query
+    from dihal.ledger.store import LedgerError
+    from dihal.ledger.store import query as run_query
 
     try:
         cols, rows = run_query(project, query)
@@ -332,14 +373,20 @@ def ledger_sql(query: str = typer.Argument(..., help="A SQL query (DuckDB dialec
 
 
 @ledger_app.command("runs")
-def ledger_runs(limit: int = typer.Option(20, min=1), fmt: Format = typer.Option(Format.table, "--format", "-f"),
-                project: Path = RootOpt) -> None:  # fmt: skip
+def ledger_runs(
+    limit: int = typer.Option(20, min=1),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+    project: Path = RootOpt,
+) -> None:
     """List the latest runs: spec, status, stages run, revision, timing, error."""
-    from dihal.ledger import LedgerError, query as run_query
+    from dihal.ledger.store import LedgerError
+    from dihal.ledger.store import query as run_query
 
-    sql = ("SELECT run_id, spec_name, left(spec_hash, 12) AS spec, status, stages_run, stages_total, "
-           "left(git_revision, 12) AS git, started_at, round(epoch(ended_at - started_at), 1) AS seconds, "
-           "left(error, 120) AS error FROM runs ORDER BY started_at DESC LIMIT ?")  # fmt: skip
+    sql = (
+        "SELECT run_id, spec_name, left(spec_hash, 12) AS spec, status, stages_run, stages_total, "
+        "left(git_revision, 12) AS git, started_at, round(epoch(ended_at - started_at), 1) AS seconds, "
+        "left(error, 120) AS error FROM runs ORDER BY started_at DESC LIMIT ?"
+    )
     try:
         with_rows = run_query(project, sql, [limit])
     except LedgerError as e:
@@ -351,8 +398,8 @@ def ledger_runs(limit: int = typer.Option(20, min=1), fmt: Format = typer.Option
 @ledger_app.command("replay")
 def ledger_replay(project: Path = RootOpt) -> None:
     """Write the runs queued in ledger/pending/ (left there while another process held the ledger)."""
-    from dihal.ledger import LedgerError, writer
-    from dihal.ledger_queue import pending
+    from dihal.ledger.queue import pending, writer
+    from dihal.ledger.store import LedgerError
 
     n = len(pending(project))
     try:
@@ -366,14 +413,18 @@ def ledger_replay(project: Path = RootOpt) -> None:
 
 
 @ledger_app.command("rebuild")
-def ledger_rebuild(specs: list[Path] = typer.Argument(None, help="Spec files to include besides the ledger's and "
-                                                                  "ledger/specs/ records (for specs run before records)."),
-                   project: Path = RootOpt) -> None:  # fmt: skip
+def ledger_rebuild(
+    specs: list[Path] = typer.Argument(
+        None,
+        help="Spec files to include besides the ledger's and ledger/specs/ records (for specs run before records).",
+    ),
+    project: Path = RootOpt,
+) -> None:
     """Re-create ledger/dihal.duckdb from the stage outputs under artifacts/ and the records in ledger/."""
-    from dihal.hashing import canonical_json, semantic_dict, spec_hash
-    from dihal.ledger import LedgerError
-    from dihal.paths import load_project_spec
-    from dihal.rebuild import rebuild
+    from dihal.ledger.rebuild import rebuild
+    from dihal.ledger.store import LedgerError
+    from dihal.spec.hashing import canonical_json, semantic_dict, spec_hash
+    from dihal.spec.paths import load_project_spec
 
     named = []
     for path in specs or []:
@@ -387,11 +438,16 @@ def ledger_rebuild(specs: list[Path] = typer.Argument(None, help="Spec files to 
     except LedgerError as e:
         err.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(1) from None
-    out.print(f"rebuilt {res.path}: {len(res.from_artifacts)} spec(s) from artifacts/, {res.n_runs} run(s)"
-              + (f"; previous ledger kept as {res.backup}" if res.backup else ""), highlight=False)  # fmt: skip
-    for label, names in (("results carried over from the previous ledger (artifacts incomplete)", res.carried),
-                         ("results LOST (artifacts incomplete, no previous ledger)", res.missing),
-                         ("no successful run, so no results", res.no_results)):  # fmt: skip
+    out.print(
+        f"rebuilt {res.path}: {len(res.from_artifacts)} spec(s) from artifacts/, {res.n_runs} run(s)"
+        + (f"; previous ledger kept as {res.backup}" if res.backup else ""),
+        highlight=False,
+    )
+    for label, names in (
+        ("results carried over from the previous ledger (artifacts incomplete)", res.carried),
+        ("results LOST (artifacts incomplete, no previous ledger)", res.missing),
+        ("no successful run, so no results", res.no_results),
+    ):
         if names:
             out.print(f"  {label}: {', '.join(names)}", highlight=False)
     if res.missing:

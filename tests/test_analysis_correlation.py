@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from scipy import stats
 
 from dihal.analysis.correlation import CorrelationResult, _kendall_rows, _spearman_rows, correlate
@@ -105,7 +104,10 @@ def test_deterministic_with_geometry_and_interval_independent_of_n_perm():
     assert a == b
     c = correlate(scores, losses, selected_layer=0, n_boot=200, seed=3, score_replicates=reps, n_perm=50)
     assert (c.spearman_lo, c.spearman_hi, c.kendall_lo, c.kendall_hi) == (
-        a.spearman_lo, a.spearman_hi, a.kendall_lo, a.kendall_hi
+        a.spearman_lo,
+        a.spearman_hi,
+        a.kendall_lo,
+        a.kendall_hi,
     )
     assert c.n_perm == 50
 
@@ -145,9 +147,13 @@ def test_undefined_replicates_are_dropped():
     # constant and undefined; seed 1 carries the signal.
     scores = {1: 2.0, 2: 1.0, 3: 0.0}
     losses = {
-        (1, 0): [1.0], (2, 0): [1.0], (3, 0): [1.0],
-        (1, 1): [0.0], (2, 1): [1.0], (3, 1): [2.0],
-    }  # fmt: skip
+        (1, 0): [1.0],
+        (2, 0): [1.0],
+        (3, 0): [1.0],
+        (1, 1): [0.0],
+        (2, 1): [1.0],
+        (3, 1): [2.0],
+    }
     res = correlate(scores, losses, selected_layer=1, n_boot=400)
     assert res.spearman_rho == pytest.approx(-1.0)
     assert 0 < res.n_boot_spearman < 400  # 2 seeds: each replicate draws one, ~1/2 draw seed 0
@@ -449,11 +455,7 @@ def test_other_bad_inputs_raise():
 def test_property_ranges(n_layers, n_seeds, n_batches, data_seed):
     rng = np.random.default_rng(data_seed)
     scores = {layer: float(rng.normal()) for layer in range(n_layers)}
-    losses = {
-        (layer, s): list(rng.normal(size=n_batches))
-        for layer in range(n_layers)
-        for s in range(n_seeds)
-    }
+    losses = {(layer, s): list(rng.normal(size=n_batches)) for layer in range(n_layers) for s in range(n_seeds)}
     res = correlate(scores, losses, selected_layer=0, n_boot=50)
     for lo, pt, hi in [
         (res.spearman_lo, res.spearman_rho, res.spearman_hi),

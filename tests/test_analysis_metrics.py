@@ -23,9 +23,7 @@ from dihal.analysis.text_metrics import (
     unigram_entropy,
 )
 
-seqs_strategy = st.lists(
-    st.lists(st.integers(min_value=0, max_value=12), max_size=30), min_size=1, max_size=6
-)
+seqs_strategy = st.lists(st.lists(st.integers(min_value=0, max_value=12), max_size=30), min_size=1, max_size=6)
 
 
 # --- rep_n ---------------------------------------------------------------

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dihal import manifest
 from dihal.cli import app
-from dihal.manifest import ArtifactCorrupted
+from dihal.stages import manifest
 from dihal.stages.common import StageConfig
+from dihal.stages.manifest import ArtifactCorrupted
 from tests.tiny import ledger_rows, save_tiny, stages_ran
 
 # geometry only: extract → score → select is the part of the pipeline the reported damage was in
@@ -27,7 +27,7 @@ SPEC = {
     "data": {"source": "kjv", "max_documents": 200},
     "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
     "bridge": None,
-}  # fmt: skip
+}
 GEOMETRY = "SELECT layer, kappa, sigma, erank, score, selected, argmax_share FROM layer_geometry ORDER BY layer"
 runner = CliRunner()
 
@@ -38,14 +38,10 @@ def dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
-
-
 def run(root: Path):
     result = runner.invoke(app, ["run", str(root / "spec.yaml"), "--no-report", "--project", str(root)])
     assert result.exit_code == 0, result.output
     return result
-
-
 
 
 def damage(path: Path, size: int) -> None:
@@ -120,8 +116,10 @@ def test_truncated_artifact_is_reported_and_restored_from_the_intact_cache(proje
     damage(layer, 1000)
     result = run(root)
     stage = f"extract-{extract.name[:8]}"
-    assert (f"artifacts/extract/{extract.name}: layer_003.npy is 1000 bytes, expected {original['size']}"
-            f" — restoring stage {stage}") in result.output  # fmt: skip
+    assert (
+        f"artifacts/extract/{extract.name}: layer_003.npy is 1000 bytes, expected {original['size']}"
+        f" — restoring stage {stage}"
+    ) in result.output
     assert stages_ran(result.output) == []  # the cache's copy is intact: nothing to recompute
     assert_as_original(root, extract, original)
 
@@ -159,8 +157,10 @@ def test_deleted_output_is_not_checked_out_from_a_damaged_cache(hardlinked):
     extract.rmdir()
     result = run(root)
     stage = f"extract-{extract.name[:8]}"
-    assert (f"artifacts/extract/{extract.name}: the cached copy of layer_003.npy is 1000 bytes, expected "
-            f"{original['size']} — recomputing stage {stage}") in result.output  # fmt: skip
+    assert (
+        f"artifacts/extract/{extract.name}: the cached copy of layer_003.npy is 1000 bytes, expected "
+        f"{original['size']} — recomputing stage {stage}"
+    ) in result.output
     assert stage in stages_ran(result.output)
     assert_as_original(root, extract, original)
 
@@ -241,20 +241,28 @@ def test_verify_inputs_names_the_reading_and_the_writing_stage(tmp_path, monkeyp
     up.mkdir(parents=True)
     (up / "train_h.npy").write_bytes(b"\0" * 256)
     manifest.write(up, "targets", "1111222233334444")
-    cfg = StageConfig(kind="train", hash="5555666677778888", params={}, inputs={"targets": up}, link=None,
-                      out=Path("artifacts/train/5555666677778888"), runtime={},
-                      results={"metrics": "metrics/train-L03-s0-55556666.json"})  # fmt: skip
+    cfg = StageConfig(
+        kind="train",
+        hash="5555666677778888",
+        params={},
+        inputs={"targets": up},
+        link=None,
+        out=Path("artifacts/train/5555666677778888"),
+        runtime={},
+        results={"metrics": "metrics/train-L03-s0-55556666.json"},
+    )
     manifest.verify_inputs(cfg)
     os.truncate(up / "train_h.npy", 100)
     with pytest.raises(ArtifactCorrupted) as err:
         manifest.verify_inputs(cfg)
-    assert str(err.value).startswith(f"stage train-L03-s0-55556666 ({cfg.out}) cannot read its input {up} "
-                                     "(output of stage targets-11112222)")  # fmt: skip
+    assert str(err.value).startswith(
+        f"stage train-L03-s0-55556666 ({cfg.out}) cannot read its input {up} (output of stage targets-11112222)"
+    )
     assert "train_h.npy is 100 bytes, expected 256" in str(err.value)
 
 
 def test_projects_on_the_old_hardlink_default_are_switched(tmp_path):
-    from dihal.runner import ensure_project
+    from dihal.execute.runner import ensure_project
 
     ensure_project(tmp_path)
     config = tmp_path / ".dvc" / "config"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dihal.backbone import BackboneAdapter, UnsupportedArchitecture, load_backbone
-from dihal.spec import BackboneSpec
+from dihal.spec.schema import BackboneSpec
 from tests.tiny import make_model
 
 
@@ -80,10 +80,11 @@ def test_local_directory_loads(tiny_llama):
 
 
 def test_attention_implementation_is_explicit_and_unset_keeps_old_hashes(tiny_llama):
-    from dihal.hashing import spec_hash
-    from dihal.spec import parse_spec
+    from dihal.spec.hashing import spec_hash
+    from dihal.spec.schema import parse_spec
 
     assert spec_hash(parse_spec({"name": "a", "backbone": {"attn_implementation": None}})) == spec_hash(
-        parse_spec({"name": "a"}))
+        parse_spec({"name": "a"})
+    )
     bb = load_backbone(BackboneSpec(source="local", id=str(tiny_llama), attn_implementation="eager"))
     assert bb.model.config._attn_implementation == "eager"

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dihal.blocks import BlockError, content_mask, sample_blocks, sentence_end_ids
-from dihal.data import Document
-from dihal.tokens import TokenError, resolve_block_start, special_ids
+from dihal.data.blocks import BlockError, content_mask, sample_blocks, sentence_end_ids
+from dihal.data.corpora import Document
+from dihal.data.tokens import TokenError, resolve_block_start, special_ids
 
 WORDS = "and the earth was without form void darkness upon face of deep God said let there be light".split()
 
@@ -22,21 +22,31 @@ def make_tokenizer(specials: list[str], bos: str | None, eos: str | None, chat_t
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", *specials],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", *specials], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator([" ".join(WORDS) + ". And so on; yes: no!"] * 20, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token="<unk>")
     fast.chat_template = chat_template
     return fast
 
 
-SMOL = dict(specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos="<|im_start|>", eos="<|im_end|>",
-            chat_template="{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
+SMOL = dict(
+    specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    bos="<|im_start|>",
+    eos="<|im_end|>",
+    chat_template="{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+)
 LLAMA = dict(specials=["<s>", "</s>"], bos="<s>", eos="</s>")
-QWEN = dict(specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None, eos="<|im_end|>",
-            chat_template=SMOL["chat_template"])
-CHAT_ONLY = dict(specials=["<|im_start|>", "<|im_end|>"], bos="<|im_start|>", eos="<|im_end|>",
-                 chat_template=SMOL["chat_template"])  # fmt: skip
+QWEN = dict(
+    specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    bos=None,
+    eos="<|im_end|>",
+    chat_template=SMOL["chat_template"],
+)
+CHAT_ONLY = dict(
+    specials=["<|im_start|>", "<|im_end|>"], bos="<|im_start|>", eos="<|im_end|>", chat_template=SMOL["chat_template"]
+)
 
 
 def docs(n: int, words: int = 60, seed: int = 0) -> list[Document]:
@@ -102,15 +112,27 @@ def test_blocks_start_at_sentences_and_are_seeded():
 
 def test_too_little_text_is_a_clear_error():
     with pytest.raises(BlockError, match="fewer than the 10 needed"):
-        sample_blocks(docs(2), make_tokenizer(**LLAMA), start_id=1, seq_len=16, n_blocks=10, seed=0, max_per_doc=2,
-                      split="geometry")  # fmt: skip
+        sample_blocks(
+            docs(2),
+            make_tokenizer(**LLAMA),
+            start_id=1,
+            seq_len=16,
+            n_blocks=10,
+            seed=0,
+            max_per_doc=2,
+            split="geometry",
+        )
 
 
 @settings(max_examples=25, deadline=None)
-@given(kind=st.sampled_from([SMOL, LLAMA, QWEN]), seed=st.integers(0, 2**16),
-       inserts=st.lists(st.sampled_from(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "<unk>"]),
-                        max_size=6),
-       align=st.sampled_from(["sentence", "any"]))  # fmt: skip
+@given(
+    kind=st.sampled_from([SMOL, LLAMA, QWEN]),
+    seed=st.integers(0, 2**16),
+    inserts=st.lists(
+        st.sampled_from(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "<unk>"]), max_size=6
+    ),
+    align=st.sampled_from(["sentence", "any"]),
+)
 def test_no_special_token_enters_a_sample_a_loss_or_a_standardizer_fit(kind, seed, inserts, align):
     """Documents that literally contain special-token strings still yield special-free content."""
     import torch

@@ -216,8 +216,9 @@ class Oracle(nn.Module):
 def test_ddim_with_oracle_recovers_x0(objective, steps):
     x0 = torch.randn(B, T, D, generator=gen(7))
     mask = prefix()
-    out = ddim_sample(Oracle(x0, objective), clamp_values=x0, clamp_mask=mask, steps=steps,
-                      objective=objective, generator=gen(8))
+    out = ddim_sample(
+        Oracle(x0, objective), clamp_values=x0, clamp_mask=mask, steps=steps, objective=objective, generator=gen(8)
+    )
     if objective == "x0":
         assert torch.equal(out, x0)
     else:
@@ -226,9 +227,14 @@ def test_ddim_with_oracle_recovers_x0(objective, steps):
 
 def test_ddim_oracle_recovers_x0_without_any_clamping():
     x0 = torch.randn(B, T, D, generator=gen(9))
-    out = ddim_sample(Oracle(x0, "eps"), clamp_values=torch.zeros_like(x0),
-                      clamp_mask=torch.zeros(B, T, dtype=torch.bool), steps=20, objective="eps",
-                      generator=gen(1))
+    out = ddim_sample(
+        Oracle(x0, "eps"),
+        clamp_values=torch.zeros_like(x0),
+        clamp_mask=torch.zeros(B, T, dtype=torch.bool),
+        steps=20,
+        objective="eps",
+        generator=gen(1),
+    )
     assert torch.allclose(out, x0, rtol=1e-5, atol=1e-5)
 
 
@@ -248,8 +254,15 @@ def test_clamped_positions_bit_identical_at_every_step(objective):
     mask[1, :3] = True
     mask[2, [0, 4]] = True  # not only prefixes
     model = randomised(small_denoiser())
-    out, traj = ddim_sample(model, clamp_values=values, clamp_mask=mask, steps=10,
-                            objective=objective, generator=gen(13), return_trajectory=True)
+    out, traj = ddim_sample(
+        model,
+        clamp_values=values,
+        clamp_mask=mask,
+        steps=10,
+        objective=objective,
+        generator=gen(13),
+        return_trajectory=True,
+    )
     assert traj.shape == (11, B, T, D)
     assert torch.equal(traj[-1], out)
     for state in traj:
@@ -329,7 +342,6 @@ def test_loss_averages_over_unclamped_positions_only():
     loss = training_loss(model, x0, mask, torch.full((B,), 0.3), noise, "x0")
     assert loss.item() == pytest.approx(float((x0[:, 2:] ** 2).mean()), rel=1e-6)
     with pytest.raises(ValueError, match="clamped"):
-        training_loss(model, x0, torch.ones(B, T, dtype=torch.bool), torch.rand(B, generator=gen()),
-                      noise)
+        training_loss(model, x0, torch.ones(B, T, dtype=torch.bool), torch.rand(B, generator=gen()), noise)
     with pytest.raises(ValueError, match="objective"):
         training_loss(model, x0, mask, torch.rand(B, generator=gen()), noise, "score")

@@ -62,9 +62,15 @@ def test_lr_schedule_warmup_then_cosine_to_zero():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [(dict(steps=0), "steps"), (dict(warmup=700), "warmup"), (dict(lr=0.0), "lr"),
-     (dict(objective="score"), "objective"), (dict(prefix=-1), "prefix"),
-     (dict(batch_size=0), "batch_size"), (dict(grad_clip=-1.0), "grad_clip")],
+    [
+        (dict(steps=0), "steps"),
+        (dict(warmup=700), "warmup"),
+        (dict(lr=0.0), "lr"),
+        (dict(objective="score"), "objective"),
+        (dict(prefix=-1), "prefix"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(grad_clip=-1.0), "grad_clip"),
+    ],
 )
 def test_train_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -75,7 +81,7 @@ def test_train_config_and_spec_agree_on_warmup():
     """warmup == steps is refused by both (it would leave lr_at(steps) no cosine phase to divide by)."""
     from pydantic import ValidationError
 
-    from dihal.spec import BridgeSpec
+    from dihal.spec.schema import BridgeSpec
 
     for make in (TrainConfig, BridgeSpec):
         make(steps=10, warmup=9)
@@ -109,8 +115,14 @@ def test_training_loss_falls_on_low_rank_sequences(objective):
     # Thresholds leave margin for the slowest objective (v falls least in 60 steps).
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
     assert after < 0.75 * before
-    out = ddim_sample(net, clamp_values=x0[:4], clamp_mask=mask[:4], steps=10, objective=objective,
-                      generator=torch.Generator().manual_seed(0))
+    out = ddim_sample(
+        net,
+        clamp_values=x0[:4],
+        clamp_mask=mask[:4],
+        steps=10,
+        objective=objective,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.isfinite(out).all()
 
 
@@ -140,8 +152,9 @@ def test_runs_under_torch_deterministic_algorithms():
         net = model()
         train_denoiser(net, low_rank_data(32), cfg(steps=3, warmup=1), progress=False)
         x0 = low_rank_data(2)
-        ddim_sample(net, clamp_values=x0, clamp_mask=prefix_mask(2, T, 1), steps=3,
-                    generator=torch.Generator().manual_seed(0))
+        ddim_sample(
+            net, clamp_values=x0, clamp_mask=prefix_mask(2, T, 1), steps=3, generator=torch.Generator().manual_seed(0)
+        )
     finally:
         torch.use_deterministic_algorithms(previous)
 
@@ -203,8 +216,7 @@ def test_checkpoint_from_another_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="data"):
         train_denoiser(model(), data + 1, cfg(steps=5), checkpoint_path=ckpt, progress=False)
     with pytest.raises(ValueError, match="log_every"):
-        train_denoiser(model(), data, cfg(steps=5), checkpoint_path=ckpt, progress=False,
-                       log_every=3)
+        train_denoiser(model(), data, cfg(steps=5), checkpoint_path=ckpt, progress=False, log_every=3)
 
 
 CHILD = """
@@ -252,8 +264,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     ref = model()
     ref_result = train_denoiser(ref, low_rank_data(64), c, progress=False, log_every=3)
     resumed = model(seed=1)
-    result = train_denoiser(resumed, low_rank_data(64), c, checkpoint_path=ckpt, progress=False,
-                            log_every=3)
+    result = train_denoiser(resumed, low_rank_data(64), c, checkpoint_path=ckpt, progress=False, log_every=3)
     assert result.resumed_from == kill_at
     assert_same_run(ref, ref_result, resumed, result)
 
@@ -266,8 +277,7 @@ def test_config_is_frozen_and_recorded():
 
 
 def test_progress_bar_runs_and_reports_loss(capsys):
-    result = train_denoiser(model(), low_rank_data(32), cfg(steps=4, warmup=1), progress=True,
-                            log_every=2)
+    result = train_denoiser(model(), low_rank_data(32), cfg(steps=4, warmup=1), progress=True, log_every=2)
     err = capsys.readouterr().err
     assert "loss=" in err and "4/4" in err
     assert [row["step"] for row in result.curve] == [2, 4]

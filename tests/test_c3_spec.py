@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dihal.hashing import spec_hash
-from dihal.pipeline import plan
-from dihal.spec import SpecError, load_spec, parse_spec
-from dihal.spec_yaml import read_yaml
+from dihal.compile.plan import plan
+from dihal.spec.hashing import spec_hash
+from dihal.spec.reader import read_yaml
+from dihal.spec.schema import SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 C3 = read_yaml(ROOT / "specs" / "c3.yaml")[0]
@@ -35,14 +35,17 @@ def test_shipped_c3_spec_is_valid_and_leaves_other_hashes_alone():
     assert spec_hash(quick).startswith("68452cd8"), "an unset baselines section must not enter the hash"
 
 
-@pytest.mark.parametrize(("fields", "path", "value", "expect"), [
-    ({"latent_width": 64}, "baselines.latent_width", 64, "same parameter count"),
-    ({"recovery_steps": 3000}, "baselines.recovery_steps", 3000, "at most bridge.steps (1500)"),
-    ({"interfaces": ["latent_ae", "latent_ae"]}, "baselines.interfaces", ["latent_ae", "latent_ae"], "distinct"),
-    ({"interfaces": ["hidden"]}, "baselines.interfaces[0]", "hidden", "embedding_rounding"),
-    ({"rounding": "dot"}, "baselines.rounding", "dot", "cosine"),
-    ({"latent_heads": 3}, "baselines", None, "divisible by latent_heads"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fields", "path", "value", "expect"),
+    [
+        ({"latent_width": 64}, "baselines.latent_width", 64, "same parameter count"),
+        ({"recovery_steps": 3000}, "baselines.recovery_steps", 3000, "at most bridge.steps (1500)"),
+        ({"interfaces": ["latent_ae", "latent_ae"]}, "baselines.interfaces", ["latent_ae", "latent_ae"], "distinct"),
+        ({"interfaces": ["hidden"]}, "baselines.interfaces[0]", "hidden", "embedding_rounding"),
+        ({"rounding": "dot"}, "baselines.rounding", "dot", "cosine"),
+        ({"latent_heads": 3}, "baselines", None, "divisible by latent_heads"),
+    ],
+)
 def test_a_spec_that_breaks_the_match_is_refused_naming_the_field(fields, path, value, expect):
     found = problems(with_changes("baselines", **fields))
     assert any(p == path and (value is None or v == value) and expect in msg for p, v, msg in found), found
@@ -78,7 +81,11 @@ def test_baseline_stages_share_the_bridge_protocol_and_no_geometry():
         for key in ("d_model", "depth", "heads", "steps", "batch_size", "lr", "warmup", "objective", "seq_len"):
             assert train.params[key] == bridge_train[key], key
     before = baseline_stages(C3)
-    for section, fields in (("geometry", {"k": 8}), ("geometry", {"n_tokens": 4096}), ("select", {"rule": "fixed", "layer": 5})):
+    for section, fields in (
+        ("geometry", {"k": 8}),
+        ("geometry", {"n_tokens": 4096}),
+        ("select", {"rule": "fixed", "layer": 5}),
+    ):
         assert baseline_stages(with_changes(section, **fields)) == before, (section, fields)
 
 

@@ -13,9 +13,17 @@ import torch
 from tests.test_run_tiny import BASE, invoke
 from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
 
-C3 = {**BASE, "bridge": {**BASE["bridge"], "seeds": [0, 1], "steps": 60},
-      "baselines": {"recovery_lr": 0.02, "recovery_batch_tokens": 256, "latent_d_model": 32, "latent_heads": 2,
-                    "latent_depth": 1}}  # fmt: skip
+C3 = {
+    **BASE,
+    "bridge": {**BASE["bridge"], "seeds": [0, 1], "steps": 60},
+    "baselines": {
+        "recovery_lr": 0.02,
+        "recovery_batch_tokens": 256,
+        "latent_d_model": 32,
+        "latent_heads": 2,
+        "latent_depth": 1,
+    },
+}
 INTERFACES = ["embedding_readout", "embedding_rounding", "hidden", "latent_ae"]
 
 
@@ -38,9 +46,12 @@ def c3_run(project):
 
 
 def test_every_interface_gets_a_row_per_seed_with_its_budget(project, c3_run):
-    rows = ledger_rows(project, """SELECT interface, seed, layer, diffusion_steps, denoiser_params, recovery_steps,
+    rows = ledger_rows(
+        project,
+        """SELECT interface, seed, layer, diffusion_steps, denoiser_params, recovery_steps,
         recovery_params, budget_matched, gen_ppl, recovery_token_acc, recovery_ce, recovery_coverage
-        FROM interface_results ORDER BY interface, seed""")
+        FROM interface_results ORDER BY interface, seed""",
+    )
     assert [(r[0], r[1]) for r in rows] == [(i, s) for i in INTERFACES for s in (0, 1)]
     by = {r[0]: r for r in rows}
     assert {r[3] for r in rows} == {60}, "every interface trains the denoiser for bridge.steps"
@@ -63,7 +74,7 @@ def _train_dirs(project, name):
 def test_decoders_recover_tokens_from_clean_states(project, c3_run):
     from dihal.backbone import BackboneAdapter, load_backbone
     from dihal.bridge.hybrid import DiffusionLM
-    from dihal.spec import BackboneSpec
+    from dihal.spec.schema import BackboneSpec
 
     ad = BackboneAdapter(load_backbone(BackboneSpec(source="local", id=str(project / "tiny"))).model)
     for name in ("embedding_rounding", "embedding_readout", "latent_ae"):

@@ -78,20 +78,24 @@ import yaml  # noqa: E402
 
 
 def test_validate_imports_neither_torch_nor_transformers():
-    code = ("import sys\nfrom dihal.cli import app\nsys.argv = ['dihal', 'validate', sys.argv[1]]\n"
-            "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'datasets', 'dvc'}))")
-    res = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "quickstart.yaml")], capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    code = (
+        "import sys\nfrom dihal.cli import app\nsys.argv = ['dihal', 'validate', sys.argv[1]]\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'datasets', 'dvc'}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "specs" / "quickstart.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout
 
 
 def test_the_torch_free_proxy_names_are_the_registry():
     from dihal.geometry.proxies import PROXIES
-    from dihal.proxy_names import BUILTIN, known_proxies
-
-    from dihal.proxy_names import STANDARD
+    from dihal.spec.geometry import BUILTIN, STANDARD, known_proxies
     from dihal.stages import score
 
     assert BUILTIN == {name: p.higher_is_better for name, p in PROXIES.items()}
@@ -112,11 +116,17 @@ def test_relative_paths_resolve_against_the_spec_folder_from_any_directory(tmp_p
     (root / "exp" / "corpus.txt").write_text("In the beginning.\n\nAnd the earth.\n")
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # neither the project root nor the spec's folder
-    body = {"backbone": {"source": "local", "id": "../model"}, "data": {"source": "text", "paths": ["corpus.txt"]},
-            "sensitivity": [{"name": "other", "data": {"paths": ["corpus.txt"], "max_documents": 1}}]}  # fmt: skip
+    body = {
+        "backbone": {"source": "local", "id": "../model"},
+        "data": {"source": "text", "paths": ["corpus.txt"]},
+        "sensitivity": [{"name": "other", "data": {"paths": ["corpus.txt"], "max_documents": 1}}],
+    }
     (root / "exp" / "spec.yaml").write_text(yaml.safe_dump({"name": "in-exp", **body}))
-    at_root = {"backbone": {"source": "local", "id": "model"}, "data": {"source": "text", "paths": ["exp/corpus.txt"]},
-               "sensitivity": [{"name": "other", "data": {"paths": ["exp/corpus.txt"], "max_documents": 1}}]}  # fmt: skip
+    at_root = {
+        "backbone": {"source": "local", "id": "model"},
+        "data": {"source": "text", "paths": ["exp/corpus.txt"]},
+        "sensitivity": [{"name": "other", "data": {"paths": ["exp/corpus.txt"], "max_documents": 1}}],
+    }
     (root / "same.yaml").write_text(yaml.safe_dump({"name": "at-root", **at_root}))
     hashes = []
     for spec in (root / "exp" / "spec.yaml", root / "same.yaml"):
@@ -152,10 +162,19 @@ def test_a_hub_backbone_depth_comes_from_the_cached_config_without_transformers(
     (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
     (tmp_path / "hub.yaml").write_text("name: hub\nbackbone: {source: hf, id: org/tiny}\ngeometry: {layers: [1, 5]}\n")
-    code = ("import sys\nfrom dihal.cli import app\nsys.argv = ['dihal', 'validate', sys.argv[1]]\n"
-            "try:\n    app()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})  # fmt: skip
-    assert "geometry.layers[1]" in res.stdout + res.stderr and "1..4" in res.stdout + res.stderr, res.stdout + res.stderr
+    code = (
+        "import sys\nfrom dihal.cli import app\nsys.argv = ['dihal', 'validate', sys.argv[1]]\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "hub.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert "geometry.layers[1]" in res.stdout + res.stderr and "1..4" in res.stdout + res.stderr, (
+        res.stdout + res.stderr
+    )
     assert res.stdout.strip().splitlines()[-2:] == ["exit 2", "[]"], res.stdout

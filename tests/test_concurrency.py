@@ -2,7 +2,7 @@
 
 DuckDB admits one process with a writable connection and refuses every other process, readers included, so a
 report rendered while another run ingests used to fail at once (a traceback after a succeeded run). Readers now
-wait like writers (`dihal.ledger.connect_readonly`).
+wait like writers (`dihal.ledger.store.connect_readonly`).
 """
 
 from __future__ import annotations
@@ -18,22 +18,32 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from dihal import ledger
 from dihal.cli import app
+from dihal.ledger import store as ledger
 from tests.tiny import save_tiny, write_spec_from
 
 # Small enough that a run takes seconds. Rounds 1-2: the two specs differ in their seed, so they share no stage;
 # round 3: they share extract (same data and sample, different k), which DVC refuses to run from two processes
-# at once -- the second run waits for the first (`dihal.runner.repro_waiting`).
+# at once -- the second run waits for the first (`dihal.execute.dvc.repro_waiting`).
 BASE = {
     "name": "tiny",
     "backbone": {"source": "local", "id": "tiny"},
     "data": {"source": "kjv", "max_documents": 200},
     "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8, "n_boot": 20},
-    "bridge": {"seq_len": 16, "n_train": 32, "n_val": 16, "d_model": 16, "depth": 1, "heads": 2, "steps": 10,
-               "warmup": 2, "batch_size": 8, "checkpoint_every": 10},
+    "bridge": {
+        "seq_len": 16,
+        "n_train": 32,
+        "n_val": 16,
+        "d_model": 16,
+        "depth": 1,
+        "heads": 2,
+        "steps": 10,
+        "warmup": 2,
+        "batch_size": 8,
+        "checkpoint_every": 10,
+    },
     "eval": {"n_samples": 2, "sampling_steps": 3, "n_boot": 20, "val_batches": 2},
-}  # fmt: skip
+}
 
 
 def write_spec(root: Path, name: str, **changes) -> Path:
@@ -53,10 +63,19 @@ def _env() -> dict[str, str]:
 
 def run_together(root: Path, specs: list[Path]) -> list[subprocess.CompletedProcess]:
     """`python -m dihal run SPEC` for every spec, started together, each in its own process."""
-    procs = [subprocess.Popen([sys.executable, "-m", "dihal", "run", str(s)], cwd=root, env=_env(), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in specs]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dihal", "run", str(s)],
+            cwd=root,
+            env=_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for s in specs
+    ]
     done = []
-    for spec, proc in zip(specs, procs):
+    for proc in procs:
         out, err = proc.communicate(timeout=600)
         done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return done
@@ -73,8 +92,10 @@ def test_two_specs_run_at_once_both_succeed_and_both_render_reports(project, rou
     # the extract stage between the two specs
     names = [f"con{round_}-a", f"con{round_}-b"]
     if round_ == 3:
-        specs = [write_spec(project, name, seed=3, bridge=None, geometry={**BASE["geometry"], "k": k})
-                 for name, k in zip(names, (8, 10))]  # fmt: skip
+        specs = [
+            write_spec(project, name, seed=3, bridge=None, geometry={**BASE["geometry"], "k": k})
+            for name, k in zip(names, (8, 10))
+        ]
     else:
         bridge = {} if round_ > 1 else {"bridge": None}
         specs = [write_spec(project, name, seed=seed, **bridge) for name, seed in zip(names, (1, 2))]
@@ -98,15 +119,19 @@ def test_two_specs_run_at_once_both_succeed_and_both_render_reports(project, rou
         assert sum("Running stage 'extract" in res.stdout + res.stderr for res in results) == 1
     waited = sum("is open in another process" in res.stderr for res in results)
     shared = sum("another run holds a stage" in res.stderr for res in results)
-    print(f"round {round_}: two concurrent runs took {elapsed:.1f} s; {waited} of them waited for the ledger, "
-          f"{shared} for a shared stage")
+    print(
+        f"round {round_}: two concurrent runs took {elapsed:.1f} s; {waited} of them waited for the ledger, "
+        f"{shared} for a shared stage"
+    )
 
 
 @contextmanager
 def held_for_writing(path: Path, seconds: float):
     """Another process holding a writable DuckDB connection to the ledger for `seconds`."""
-    code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-            "time.sleep(float(sys.argv[2])); c.close()")  # fmt: skip
+    code = (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+        "time.sleep(float(sys.argv[2])); c.close()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
@@ -155,11 +180,11 @@ def test_ledger_sql_while_the_file_is_held_is_a_message_not_a_traceback(small_le
 
 def test_a_report_failure_after_a_succeeded_run_is_a_message_and_exit_1(tmp_path, monkeypatch):
     """No ledger at all makes the report (and the summary) raise LedgerError: the CLI says the run succeeded."""
-    import dihal.runner
+    import dihal.execute.runner
 
     spec = write_spec(tmp_path, "fake")
     fake = SimpleNamespace(spec_hash="0" * 64, run_id="run-fake", spec=SimpleNamespace(name="fake"), report=None)
-    monkeypatch.setattr(dihal.runner, "run_spec", lambda path, project, **options: fake)
+    monkeypatch.setattr(dihal.execute.runner, "run_spec", lambda path, project, **options: fake)
     res = CliRunner().invoke(app, ["run", str(spec), "--project", str(tmp_path)])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     assert "run run-fake succeeded" in res.output and "report failed" in res.output

@@ -33,16 +33,23 @@ def variant(tmp_path: Path, name: str, base: str = "quickstart.yaml", **sections
 
 
 def test_quickstart_lists_every_stage_of_the_plan():
+    from dihal.compile.plan import plan
     from dihal.cost.backbone import backbone_shape
-    from dihal.paths import load_project_spec
-    from dihal.pipeline import plan
+    from dihal.spec.paths import load_project_spec
 
     spec, _ = load_project_spec(ROOT / "specs" / "quickstart.yaml", ROOT)
     expected = [st.name for st in plan(spec, backbone_shape(spec.backbone).layers).stages]
     got = plan_json(ROOT / "specs" / "quickstart.yaml")
     assert [s["name"] for s in got["stages"]] == expected
-    assert {s["kind"] for s in got["stages"]} >= {"extract", "score", "select", "targets", "train", "evaluate",
-                                                  "reference"}  # fmt: skip
+    assert {s["kind"] for s in got["stages"]} >= {
+        "extract",
+        "score",
+        "select",
+        "targets",
+        "train",
+        "evaluate",
+        "reference",
+    }
     for s in got["stages"]:
         assert s["flops"] > 0 and s["seconds"] >= 0, s
         if s["kind"] not in ("select", "correlate"):  # these two process no tokens
@@ -102,7 +109,7 @@ def test_paper_specs_plan_offline_at_8b_scale(spec, layers, monkeypatch, tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import dihal.backbone.depth as depth
 
-    monkeypatch.setattr(depth, "_cached_hub_config", lambda spec: None)  # as if not cached: the built-in table
+    monkeypatch.setattr(depth, "cached_hub_config", lambda spec: None)  # as if not cached: the built-in table
     doc = plan_json(ROOT / "specs" / spec, "--gpu", "h100", "--workers", "8")
     bb = doc["backbone"]
     assert 7e9 <= bb["params"] <= 9e9
@@ -112,10 +119,13 @@ def test_paper_specs_plan_offline_at_8b_scale(spec, layers, monkeypatch, tmp_pat
     assert doc["total"]["workers_s"] < doc["total"]["serial_s"]
 
 
-@pytest.mark.parametrize("cfg", [
-    dict(d_in=576, d_model=128, depth=3, heads=4, max_len=64),
-    dict(d_in=96, d_model=64, depth=2, heads=2, max_len=32, time_cond="add", pos="learned"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(d_in=576, d_model=128, depth=3, heads=4, max_len=64),
+        dict(d_in=96, d_model=64, depth=2, heads=2, max_len=32, time_cond="add", pos="learned"),
+    ],
+)
 def test_denoiser_formula_matches_the_module(cfg):
     from dihal.bridge.denoiser import Denoiser
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dihal.data import DataError, Document, assign_split, load_documents, split_documents
-from dihal.spec import DataSpec, SplitFractions
+from dihal.data.corpora import DataError, Document, assign_split, load_documents, split_documents
+from dihal.spec.schema import DataSpec, SplitFractions
 
 
 def test_kjv_is_one_document_per_chapter_and_splits_are_disjoint():

@@ -15,8 +15,8 @@ import torch
 
 from dihal.backbone import BackboneAdapter, load_backbone
 from dihal.backbone.loading import placement_kwargs
-from dihal.hashing import semantic_dict, spec_hash
-from dihal.spec import BackboneSpec, SpecError, load_spec, parse_spec
+from dihal.spec.hashing import semantic_dict, spec_hash
+from dihal.spec.schema import BackboneSpec, SpecError, load_spec, parse_spec
 from tests.tiny import save_tiny
 
 N_LAYERS = 4

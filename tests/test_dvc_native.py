@@ -15,9 +15,9 @@ import yaml
 from typer.testing import CliRunner
 
 from dihal.cli import app
-from dihal.dvc_results import METRICS_DIR, PLOTS_DIR, dvc_fields
-from dihal.pipeline import plan
-from dihal.spec import load_spec
+from dihal.compile.plan import plan
+from dihal.spec.schema import load_spec
+from dihal.stages.dvc_files import METRICS_DIR, PLOTS_DIR, dvc_fields
 from tests.test_run_tiny import BASE
 from tests.tiny import save_tiny
 
@@ -31,8 +31,9 @@ def dvc(root: Path, *args: str) -> str:
 
 
 def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True, capture_output=True
+    )
 
 
 @pytest.fixture(scope="module")

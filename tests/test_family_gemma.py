@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig,
-                          GemmaForCausalLM)  # fmt: skip
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
+)
 
 from dihal.backbone import BackboneAdapter
 from dihal.backbone.families import gemma as gemma_family
@@ -22,9 +28,20 @@ from tests.family_checks import check_hidden_states, check_splice, check_stops_e
 
 GENERATIONS = ["gemma", "gemma2", "gemma3_text"]
 TYPES = [SLIDING, SLIDING, FULL, SLIDING, FULL]
-COMMON = dict(vocab_size=256, hidden_size=48, intermediate_size=96, num_hidden_layers=len(TYPES), num_attention_heads=4,
-              num_key_value_heads=2, head_dim=16, max_position_embeddings=64, initializer_range=0.2,
-              bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+COMMON = dict(
+    vocab_size=256,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=len(TYPES),
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=64,
+    initializer_range=0.2,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 WINDOWED = dict(layer_types=TYPES, sliding_window=4, query_pre_attn_scalar=16, final_logit_softcapping=5.0)
 
 
@@ -36,8 +53,10 @@ def make(generation: str, attn: str = "eager", **overrides):
         cfg = Gemma2Config(**COMMON, **WINDOWED, attn_logit_softcapping=5.0, attn_implementation=attn, **overrides)
         model = Gemma2ForCausalLM(cfg)
     else:
-        rope = {FULL: {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
-                SLIDING: {"rope_type": "default", "rope_theta": 1e4}}  # fmt: skip
+        rope = {
+            FULL: {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
+            SLIDING: {"rope_type": "default", "rope_theta": 1e4},
+        }
         cfg = Gemma3TextConfig(**COMMON, **WINDOWED, rope_parameters=rope, attn_implementation=attn, **overrides)
         model = Gemma3ForCausalLM(cfg)
     with torch.no_grad():
@@ -144,8 +163,9 @@ CONTROLS = [
 ]
 
 
-@pytest.mark.parametrize(("drop", "generation", "check"), CONTROLS,
-                         ids=[f"{d.__name__[1:]}-{g}" for d, g, _ in CONTROLS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("drop", "generation", "check"), CONTROLS, ids=[f"{d.__name__[1:]}-{g}" for d, g, _ in CONTROLS]
+)
 def test_check_fails_without_the_quirk(monkeypatch, drop, generation, check):
     model = make(generation)
     drop(monkeypatch)

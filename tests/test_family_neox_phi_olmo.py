@@ -14,11 +14,21 @@ from tests.family_checks import check_hidden_states, check_splice, check_stops_e
 
 ATOL = 1e-5
 # initializer_range 0.1 (HF's default is 0.02) so attention is far from uniform and every detail shows in h_ℓ
-COMMON = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-              max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-              initializer_range=0.1)  # fmt: skip
-LONGROPE = dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.5, short_factor=[1.0, 1.5],
-                long_factor=[2.0, 3.0])  # fmt: skip
+COMMON = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+    initializer_range=0.1,
+)
+LONGROPE = dict(
+    rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.5, short_factor=[1.0, 1.5], long_factor=[2.0, 3.0]
+)
 
 
 def build(name: str, attn: str = "eager"):
@@ -32,8 +42,9 @@ def build(name: str, attn: str = "eager"):
         cfg = tf.Phi3Config(**COMMON, num_key_value_heads=2, partial_rotary_factor=0.5, sliding_window=5)
         model = tf.Phi3ForCausalLM(cfg)
     elif name == "phi3-longrope":  # Phi-3-128k-style LongRoPE, sequence longer than the original context
-        cfg = tf.Phi3Config(**COMMON, num_key_value_heads=2, rope_parameters=dict(LONGROPE),
-                            original_max_position_embeddings=8)  # fmt: skip
+        cfg = tf.Phi3Config(
+            **COMMON, num_key_value_heads=2, rope_parameters=dict(LONGROPE), original_max_position_embeddings=8
+        )
         model = tf.Phi3ForCausalLM(cfg)
     elif name == "phi":
         cfg = tf.PhiConfig(**COMMON, partial_rotary_factor=0.5, qk_layernorm=True)

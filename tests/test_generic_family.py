@@ -26,9 +26,17 @@ def tiny(arch: str, n_layers: int = 4):
 
     torch.manual_seed(0)
     if arch == "stablelm":
-        cfg = StableLmConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                             bos_token_id=1, eos_token_id=2)  # fmt: skip
+        cfg = StableLmConfig(
+            vocab_size=256,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
         return StableLmForCausalLM(cfg).eval()
     cfg = BloomConfig(vocab_size=256, hidden_size=32, n_layer=n_layers, n_head=4, bos_token_id=1, eos_token_id=2)
     return BloomForCausalLM(cfg).eval()
@@ -61,8 +69,10 @@ def test_generic_extraction_stops_early(model):
 def _computing(ad: BackboneAdapter) -> tuple[list[int], list]:
     """Blocks that really compute (a hook on a block's parts: a skipped block's hooks fire, its parts do not)."""
     ran = []
-    handles = [next(iter(blk.children())).register_forward_hook(lambda *_, i=i: ran.append(i))
-               for i, blk in enumerate(ad.blocks, 1)]  # fmt: skip
+    handles = [
+        next(iter(blk.children())).register_forward_hook(lambda *_, i=i: ran.append(i))
+        for i, blk in enumerate(ad.blocks, 1)
+    ]
     return ran, handles
 
 
@@ -116,8 +126,9 @@ def test_forced_generic_on_llama_equals_the_block_loop():
     a, b = fast.hidden_states(x, [0, 2, 4]), generic.hidden_states(x, [0, 2, 4])
     for layer in a:
         torch.testing.assert_close(a[layer], b[layer], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(fast.logits_from(a[layer], layer), generic.logits_from(a[layer], layer),
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            fast.logits_from(a[layer], layer), generic.logits_from(a[layer], layer), rtol=1e-5, atol=1e-5
+        )
     assert generic.final_norm is m.model.norm and generic.lm_head is m.lm_head
 
 
@@ -135,8 +146,15 @@ def test_the_generic_path_is_announced_once(capsys, monkeypatch):
 # --- support decided from a config alone ------------------------------------------------------------------------
 CONFIGS = {
     "bert": ({"model_type": "bert", "architectures": ["BertForMaskedLM"], "num_hidden_layers": 4}, "not a causal LM"),
-    "t5": ({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "is_encoder_decoder": True,
-            "num_layers": 4}, "encoder-decoder"),  # fmt: skip
+    "t5": (
+        {
+            "model_type": "t5",
+            "architectures": ["T5ForConditionalGeneration"],
+            "is_encoder_decoder": True,
+            "num_layers": 4,
+        },
+        "encoder-decoder",
+    ),
     "unknown, no architecture": ({"model_type": "mystery", "num_hidden_layers": 4}, "'mystery' is not supported"),
 }
 
@@ -172,8 +190,9 @@ def test_validate_refuses_an_architecture_that_cannot_be_split(case, tmp_path, m
 
 
 def test_validate_accepts_an_unknown_decoder_only_lm_with_a_notice(tmp_path, monkeypatch):
-    root = _project(tmp_path, {"model_type": "mystery", "architectures": ["MysteryForCausalLM"],
-                               "num_hidden_layers": 4})  # fmt: skip
+    root = _project(
+        tmp_path, {"model_type": "mystery", "architectures": ["MysteryForCausalLM"], "num_hidden_layers": 4}
+    )
     monkeypatch.chdir(root)
     res = runner.invoke(app, ["validate", "spec.yaml"])
     assert res.exit_code == 0, res.output

@@ -34,6 +34,7 @@ def compute_layer_proxies(states, **kw):
     standardises every channel, erasing the anisotropy these tests plant); tests/test_spaces.py covers it."""
     return _compute_layer_proxies(states, **{"space": "scalar", **kw})
 
+
 ALL = ("kappa", "sigma", "erank", "twonn", "anisotropy")
 SMALL = dict(anchors=64, k=8, pairs=256)
 
@@ -59,7 +60,6 @@ def offset_data() -> np.ndarray:
 @pytest.fixture(scope="module")
 def offset_base(offset_data) -> dict[str, float]:
     return compute_layer_proxies(offset_data, proxies=ALL, **SMALL)
-
 
 
 def test_normalize_centres_and_scales_to_width():
@@ -89,7 +89,6 @@ def test_normalize_uses_one_scalar_keeping_covariance_shape():
 def test_normalize_rejects_degenerate_input(bad, error):
     with pytest.raises(ValueError, match=error):
         normalize_states(bad)
-
 
 
 def _brute(q, p, k, exclude=None):
@@ -150,7 +149,6 @@ def test_knn_validates_arguments():
         knn(torch.randn(2, 4), p, 1)
     with pytest.raises(ValueError, match="exclude"):
         knn(p, p, 1, exclude=torch.tensor([0, 5, 1, 2, 3]))
-
 
 
 def test_erank_isotropic_gaussian_is_near_full_width():
@@ -246,7 +244,6 @@ def test_duplicated_states_raise_instead_of_returning_inf():
             compute_layer_proxies(repeated, proxies=(name,), k=8)
 
 
-
 @settings(max_examples=25, deadline=None)
 @given(log_scale=st.floats(-6.0, 6.0))
 def test_all_proxies_invariant_to_positive_rescaling(offset_data, offset_base, log_scale):
@@ -263,7 +260,6 @@ def test_kappa_sigma_erank_twonn_invariant_to_translation(offset_data, offset_ba
     moved = compute_layer_proxies(offset_data + np.array(shift), proxies=names, **SMALL)
     for key in ("kappa", "sigma", "lambda_min_p", "erank", "participation_ratio", "twonn"):
         assert moved[key] == pytest.approx(offset_base[key], rel=1e-8), key
-
 
 
 def test_default_output_has_proxies_and_auxiliaries():
@@ -337,7 +333,6 @@ def test_anchor_and_pair_draws():
     assert bool((i != j).all()) and int(j.min()) >= 0 and int(j.max()) < 30
 
 
-
 def test_zscore_population_std():
     z = zscore([1.0, 2.0, 3.0, 4.0])
     assert np.allclose(z, (np.arange(1, 5) - 2.5) / np.std(np.arange(1, 5)))
@@ -383,7 +378,7 @@ def test_score_layers_custom_weights_and_constant_proxy():
 def test_best_ties_go_to_shallowest_layer():
     per_layer = {5: {"kappa": 2.0}, 2: {"kappa": 1.0}, 4: {"kappa": 2.0}, 7: {"kappa": 1.0}}
     assert score_layers(per_layer, {"kappa": 1.0}).best() == 4
-    assert score_layers({l: {"kappa": 0.0} for l in (9, 3, 6)}, {"kappa": 1.0}).best() == 3
+    assert score_layers({layer: {"kappa": 0.0} for layer in (9, 3, 6)}, {"kappa": 1.0}).best() == 3
     tied = LayerScores(layers=[1, 2, 3], raw={}, z={}, score=[0.5, 0.5 + 1e-13, -1.0])
     assert tied.best() == 1
 

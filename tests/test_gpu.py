@@ -16,7 +16,7 @@ from dihal.bridge.denoiser import Denoiser
 from dihal.bridge.hybrid import HybridLM
 from dihal.bridge.standardize import Standardizer
 from dihal.bridge.train import TrainConfig, train_denoiser
-from dihal.spec import BackboneSpec
+from dihal.spec.schema import BackboneSpec
 from tests.tiny import make_model
 
 pytestmark = pytest.mark.gpu
@@ -31,8 +31,10 @@ def ids(batch: int = 3, length: int = 16, vocab: int = 200) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("placement", [{"device": "cuda"}, {"device": "cuda", "device_map": "cuda:0"},
-                                       {"device": "cuda", "device_map": "auto"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "placement",
+    [{"device": "cuda"}, {"device": "cuda", "device_map": "cuda:0"}, {"device": "cuda", "device_map": "auto"}],
+)
 def test_extraction_on_cuda_matches_cpu(tiny_llama, placement):
     layers = list(range(N_LAYERS + 1))
     x = ids()

@@ -51,7 +51,8 @@ def test_hybrid_fed_true_states_reproduces_backbone_logits(arch, layer):
 
 def test_retained_stack_gets_no_gradient_and_stays_bit_identical():
     hybrid, _ = hybrid_for("llama", 2)
-    frozen = hybrid.frozen_parameters()
+    ad = hybrid.adapter  # the retained stack: blocks ℓ+1..L, final norm, LM head
+    frozen = [p for m in (*ad.blocks[hybrid.layer :], ad.final_norm, ad.lm_head) for p in m.parameters()]
     before = [p.detach().clone() for p in frozen]
     x = ids()
     true_h = hybrid.adapter.hidden_states(x, [2])[2]
@@ -92,12 +93,34 @@ def _stage_config(root: Path, name: str, steps: int) -> Path:
         np.save(targets / "train_h.npy", rng.standard_normal((64, 8, 6)).astype(np.float32))
         np.save(targets / "train_ids.npy", rng.integers(3, 100, (64, 8)))
         (targets / "meta.json").write_text(json.dumps({"layer": 2, "special_ids": [0, 1, 2]}))
-    params = {"seq_len": 8, "prefix": 1, "d_model": 16, "depth": 1, "heads": 2, "time_cond": "adaln",
-              "pos": "sinusoidal", "objective": "x0", "steps": steps, "batch_size": 8, "lr": 1e-3, "warmup": 5,
-              "weight_decay": 0.01, "grad_clip": 1.0, "outliers": {"rule": "drop", "threshold": 20.0}, "seed": 0,
-              "device": "cpu"}  # fmt: skip
-    cfg = {"kind": "train", "hash": name, "params": params, "inputs": {"targets": str(targets)}, "link": None,
-           "out": str(root / "out" / name), "runtime": {"checkpoint_every": 50}}  # fmt: skip
+    params = {
+        "seq_len": 8,
+        "prefix": 1,
+        "d_model": 16,
+        "depth": 1,
+        "heads": 2,
+        "time_cond": "adaln",
+        "pos": "sinusoidal",
+        "objective": "x0",
+        "steps": steps,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup": 5,
+        "weight_decay": 0.01,
+        "grad_clip": 1.0,
+        "outliers": {"rule": "drop", "threshold": 20.0},
+        "seed": 0,
+        "device": "cpu",
+    }
+    cfg = {
+        "kind": "train",
+        "hash": name,
+        "params": params,
+        "inputs": {"targets": str(targets)},
+        "link": None,
+        "out": str(root / "out" / name),
+        "runtime": {"checkpoint_every": 50},
+    }
     path = root / f"{name}.json"
     path.write_text(json.dumps(cfg))
     return path

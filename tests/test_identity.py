@@ -1,4 +1,4 @@
-"""Code, data and model are part of a stage's identity (dihal.identity): each test can fail if one is left out."""
+"""Code, data and model are part of a stage's identity (dihal.stages.identity): each test can fail if one is left out."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 import dihal
-from dihal import identity
-from dihal.hashing import spec_hash
-from dihal.pipeline import compile_spec, plan
-from dihal.spec import Spec, load_spec
+from dihal.compile.plan import compile_spec, plan
+from dihal.spec.hashing import spec_hash
+from dihal.spec.schema import Spec, load_spec
+from dihal.stages import identity
 from tests.test_run_tiny import BASE, invoke, stages_ran
 from tests.tiny import save_tiny
 
@@ -28,25 +28,25 @@ def quickstart() -> Spec:
 
 def test_code_hash_covers_the_modules_a_stage_imports(tmp_path):
     pkg = shutil.copytree(Path(dihal.__file__).parent, tmp_path / "dihal", ignore=shutil.ignore_patterns("__pycache__"))
-    before = {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULE}
-    assert "dihal.geometry.builtin_proxies" in identity.code_modules("score", pkg)
-    assert "dihal.backbone.loading" in identity.code_modules("extract", pkg)  # a lazy PEP 562 re-export
+    before = {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULES}
+    assert "dihal.geometry.builtin_proxies" in identity.closure(pkg, "dihal.stages.score")
+    assert "dihal.backbone.loading" in identity.closure(pkg, "dihal.stages.extract")  # a lazy PEP 562 re-export
     with open(pkg / "geometry" / "builtin_proxies.py", "a") as f:
         f.write("\n# a proxy's code changed\n")
     with open(pkg / "cli.py", "a") as f:
         f.write("\n# presentation only\n")
-    after = {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULE}
+    after = {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULES}
     assert after["score"] != before["score"] and after["select"] != before["select"]
     assert after["extract"] == before["extract"] and after["targets"] == before["targets"]
     (pkg / "cli.py").write_text((pkg / "cli.py").read_text() + "\n# again\n")
-    assert {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULE} == after, "the CLI moves no stage"
+    assert {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULES} == after, "the CLI moves no stage"
 
 
 def test_changed_code_gives_the_stages_it_covers_new_names(monkeypatch):
     spec = quickstart()
     old = {s.kind: s.name for s in plan(spec, 30).stages}
     real = identity.code_hash
-    monkeypatch.setattr("dihal.pipeline.code_hash", lambda kind: real(kind) + ("-new" if kind == "score" else ""))
+    monkeypatch.setattr("dihal.compile.plan.code_hash", lambda kind: real(kind) + ("-new" if kind == "score" else ""))
     p = plan(spec, 30)
     new = {s.kind: s.name for s in p.stages}
     assert new["extract"] == old["extract"]
@@ -86,8 +86,9 @@ def test_hf_revision_resolves_from_the_local_cache_and_warns_when_unpinned(tmp_p
     (refs / "v1").write_text("b" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     identity._model_identity.cache_clear()
-    unpinned = Spec.model_validate({"name": "hub", "backbone": {"source": "hf", "id": "org/tiny"},
-                                    "geometry": {"layers": [1, 2]}})  # fmt: skip
+    unpinned = Spec.model_validate(
+        {"name": "hub", "backbone": {"source": "hf", "id": "org/tiny"}, "geometry": {"layers": [1, 2]}}
+    )
     p = compile_spec(unpinned, tmp_path / "proj", 3)
     assert p.extract.identity["model"] == {"revision": None, "commit": "a" * 40}
     assert "names no revision" in capsys.readouterr().err
@@ -111,8 +112,8 @@ def test_local_model_files_and_text_files_are_dvc_deps(tmp_path):
 
 
 def kjv_text(n: int) -> str:
-    from dihal.data import load_documents
-    from dihal.spec import DataSpec
+    from dihal.data.corpora import load_documents
+    from dihal.spec.schema import DataSpec
 
     return "\n\n".join(d.text for d in load_documents(DataSpec(source="kjv", max_documents=n)))
 
@@ -148,8 +149,9 @@ def test_editing_a_text_file_reruns_extract_and_everything_after(tmp_path, monke
 def test_an_unpinned_hub_model_is_loaded_at_the_commit_its_stage_names(tmp_path):
     from dihal.stages.common import StageConfig
 
-    spec = Spec.model_validate({"name": "hub", "backbone": {"source": "hf", "id": "org/tiny"},
-                                "geometry": {"layers": [1, 2]}})  # fmt: skip
+    spec = Spec.model_validate(
+        {"name": "hub", "backbone": {"source": "hf", "id": "org/tiny"}, "geometry": {"layers": [1, 2]}}
+    )
     raw = plan(spec, 3).extract.config()
     raw["identity"]["model"] = {"revision": None, "commit": "c" * 40}
     (tmp_path / "extract.json").write_text(json.dumps(raw))

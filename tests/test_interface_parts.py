@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dihal.interfaces.embedding_readout import Readout, fit_readout
-from dihal.interfaces.recovery_training import warmup_cosine
 from dihal.interfaces.latent_ae import LatentAE, fit_autoencoder
+from dihal.interfaces.recovery_training import warmup_cosine
 from dihal.interfaces.vocab import full_logits, to_class, training_vocab
 from tests.tiny import make_model
 
@@ -27,8 +27,9 @@ def data():
 
 def _fit_readout(data, seed=0, steps=300):
     readout = Readout(D, data["vocab"], V, seed=seed)
-    report = fit_readout(readout, data["h"].reshape(-1, D), data["ids"].reshape(-1),
-                         steps=steps, batch_size=256, lr=0.05, seed=seed)  # fmt: skip
+    report = fit_readout(
+        readout, data["h"].reshape(-1, D), data["ids"].reshape(-1), steps=steps, batch_size=256, lr=0.05, seed=seed
+    )
     return readout, report
 
 

@@ -6,12 +6,25 @@ import multiprocessing as mp
 
 import pytest
 
-from dihal import ledger
+from dihal.ledger import store as ledger
 
 
 def _rows(spec_hash: str, n: int = 5) -> list[dict]:
-    return [{"spec_hash": spec_hash, "space": "bridge", "layer": i, "kappa": float(i), "score": -float(i), "selected": i == 0,
-             "run_id": "r", "code_version": "v", "packages": {"torch": "x"}, "seed": 0} for i in range(n)]  # fmt: skip
+    return [
+        {
+            "spec_hash": spec_hash,
+            "space": "bridge",
+            "layer": i,
+            "kappa": float(i),
+            "score": -float(i),
+            "selected": i == 0,
+            "run_id": "r",
+            "code_version": "v",
+            "packages": {"torch": "x"},
+            "seed": 0,
+        }
+        for i in range(n)
+    ]
 
 
 def _ingest(root: str, spec_hash: str) -> None:
@@ -46,8 +59,15 @@ def test_a_failure_mid_ingestion_rolls_back_everything(tmp_path):
     assert ledger.query(tmp_path, "SELECT count(*) FROM layer_geometry WHERE spec_hash = 'a'")[1] == [(5,)]
 
 
-@pytest.mark.parametrize("sql", ["DELETE FROM layer_geometry", "CREATE TABLE x (a INT)",
-                                 "UPDATE layer_geometry SET kappa = 0", "ATTACH 'other.db'"])  # fmt: skip
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM layer_geometry",
+        "CREATE TABLE x (a INT)",
+        "UPDATE layer_geometry SET kappa = 0",
+        "ATTACH 'other.db'",
+    ],
+)
 def test_queries_cannot_write(tmp_path, sql):
     _ingest(tmp_path, "a")
     with pytest.raises(ledger.LedgerError, match="read-only|refused|failed"):
@@ -67,7 +87,8 @@ from datetime import datetime, timedelta  # noqa: E402
 
 import duckdb  # noqa: E402
 
-from dihal import ledger_queue, records  # noqa: E402
+from dihal.ledger import queue as ledger_queue  # noqa: E402
+from dihal.ledger import records  # noqa: E402
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, 123456)
 
@@ -75,10 +96,16 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, 123456)
 @contextmanager
 def held_read_only(path, seconds: float | None = None):
     """Another process (a notebook, the DuckDB CLI) holding the ledger open read-only, until released."""
-    code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True); "
-            "time.sleep(float(sys.argv[2])) if sys.argv[2] != 'stdin' else sys.stdin.read(); c.close()")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path), "stdin" if seconds is None else str(seconds)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    code = (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('held', flush=True); "
+        "time.sleep(float(sys.argv[2])) if sys.argv[2] != 'stdin' else sys.stdin.read(); c.close()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), "stdin" if seconds is None else str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         yield proc
@@ -89,11 +116,29 @@ def held_read_only(path, seconds: float | None = None):
 
 def _txn(spec_hash: str, run_id: str, minutes: int, kappa: float | None = 1.0, status: str = "succeeded") -> dict:
     ended = T0 + timedelta(minutes=minutes)
-    spec = {"spec_hash": spec_hash, "name": f"spec-{spec_hash}", "canonical_json": json.dumps({"seed": 0}),
-            "yaml_text": "name: x\n", "seen_at": ended}  # fmt: skip
-    run = {"run_id": run_id, "spec_hash": spec_hash, "spec_name": spec["name"], "git_revision": None,
-           "code_version": "v", "packages": {"torch": "x"}, "seed": 0, "host": "h", "started_at": ended,
-           "ended_at": ended, "status": status, "error": None, "stages_run": 1, "stages_total": 1}  # fmt: skip
+    spec = {
+        "spec_hash": spec_hash,
+        "name": f"spec-{spec_hash}",
+        "canonical_json": json.dumps({"seed": 0}),
+        "yaml_text": "name: x\n",
+        "seen_at": ended,
+    }
+    run = {
+        "run_id": run_id,
+        "spec_hash": spec_hash,
+        "spec_name": spec["name"],
+        "git_revision": None,
+        "code_version": "v",
+        "packages": {"torch": "x"},
+        "seed": 0,
+        "host": "h",
+        "started_at": ended,
+        "ended_at": ended,
+        "status": status,
+        "error": None,
+        "stages_run": 1,
+        "stages_total": 1,
+    }
     results = None
     if kappa is not None:
         rows = [{**r, "kappa": kappa, "run_id": run_id} for r in _rows(spec_hash, 3)]
@@ -126,7 +171,9 @@ def test_a_reader_makes_the_writer_wait_say_who_then_queue_and_the_next_writer_r
     ledger_queue.commit(tmp_path, _txn("b", "run-b", 5), notify=replayed.append)  # the reader is gone
     assert not queued.exists() and any("replayed queued run run-a" in m for m in replayed)
     assert ledger.query(tmp_path, "SELECT run_id, status FROM runs ORDER BY run_id")[1] == [
-        ("run-a", "succeeded"), ("run-b", "succeeded")]
+        ("run-a", "succeeded"),
+        ("run-b", "succeeded"),
+    ]
     assert ledger.query(tmp_path, "SELECT sum(kappa) FROM layer_geometry WHERE spec_hash = 'a'")[1] == [(21.0,)]
     assert ledger.query(tmp_path, "SELECT count(*) FROM layer_geometry WHERE spec_hash = 'old'")[1] == [(5,)]
 
@@ -153,7 +200,7 @@ def test_the_wait_is_read_from_the_environment(monkeypatch):
 def test_a_replayed_older_run_never_replaces_a_newer_runs_results(tmp_path):
     ledger_queue.commit(tmp_path, _txn("a", "new", 10, kappa=2.0))
     ledger_queue.queue(tmp_path, _txn("a", "old", 0, kappa=1.0))  # queued earlier, replayed only now
-    with ledger.writer(tmp_path, notify=lambda m: None):
+    with ledger_queue.writer(tmp_path, notify=lambda m: None):  # opening a writer replays the queue
         pass
     assert ledger.query(tmp_path, "SELECT DISTINCT kappa, run_id FROM layer_geometry")[1] == [(2.0, "new")]
     assert ledger.query(tmp_path, "SELECT run_id FROM runs ORDER BY ended_at")[1] == [("old",), ("new",)]
@@ -183,20 +230,29 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
     _ingest(tmp_path, "b")
     assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,), (3,), (4,), (5,)]
     # step 5: rows from before geometry spaces were measured in the one-scalar space, and say so
-    assert ledger.query(tmp_path, "SELECT space, layer, kappa FROM layer_geometry WHERE spec_hash = 'a' "
-                                  "ORDER BY layer")[1] == [("scalar", 1, 0.5), ("scalar", 2, 0.25)]  # fmt: skip
+    assert ledger.query(
+        tmp_path, "SELECT space, layer, kappa FROM layer_geometry WHERE spec_hash = 'a' ORDER BY layer"
+    )[1] == [("scalar", 1, 0.5), ("scalar", 2, 0.25)]
     assert ledger.query(tmp_path, "SELECT space, selection_space, spearman_rho FROM correlations")[1] == [
-        ("scalar", True, 0.52)]
+        ("scalar", True, 0.52)
+    ]
     assert ledger.query(tmp_path, "SELECT space FROM selection_stability")[1] == [("scalar",)]
     assert ledger.query(tmp_path, "SELECT space FROM selections")[1] == [("scalar",)]
-    pk = ledger.query(tmp_path, "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = "
-                                "'correlations' AND constraint_type = 'PRIMARY KEY'")[1]  # fmt: skip
+    pk = ledger.query(
+        tmp_path,
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = "
+        "'correlations' AND constraint_type = 'PRIMARY KEY'",
+    )[1]
     assert pk == [(["spec_hash", "space"],)]
     assert ledger.query(tmp_path, "SELECT count(*) FROM reference_results")[1] == [(0,)]  # step 3 created it
     assert ledger.query(tmp_path, "SELECT count(*) FROM interface_results")[1] == [(0,)]  # step 4 created it
     assert ledger.query(tmp_path, "SELECT layer, argmax_share FROM selections")[1] == [(3, None)]
-    cols = {c for c, in ledger.query(tmp_path, "SELECT column_name FROM information_schema.columns "
-                                                "WHERE table_name = 'layer_geometry'")[1]}  # fmt: skip
+    cols = {
+        c
+        for (c,) in ledger.query(
+            tmp_path, "SELECT column_name FROM information_schema.columns WHERE table_name = 'layer_geometry'"
+        )[1]
+    }
     assert {table_col for t, table_col, _ in ledger.MIGRATIONS if t == "layer_geometry"} <= cols
     _ingest(tmp_path, "c")  # a second writer finds version 5 and applies nothing twice
     assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(5,)]
@@ -214,7 +270,7 @@ def test_a_ledger_from_a_newer_dihal_is_not_written_and_the_run_is_queued(tmp_pa
 
 def test_a_failed_run_whose_ledger_is_held_is_queued_once_and_says_where(tmp_path, monkeypatch, capsys):
     """The failure path tries the writer once (no second wait) and the RunFailed names the queued file."""
-    from dihal.runner import RunFailed, _record_failure
+    from dihal.execute.runner import RunFailed, _record_failure
 
     _ingest(tmp_path, "old")
     monkeypatch.setenv("DIHAL_LEDGER_WAIT", "1")

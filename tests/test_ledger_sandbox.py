@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from dihal import ledger
 from dihal.cli import app
+from dihal.ledger import store as ledger
 
 HOSTILE = [
     "PRAGMA enable_profiling='json'; SELECT 1",

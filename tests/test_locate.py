@@ -112,8 +112,14 @@ def test_fast_replicates_track_full_recomputation():
     full = {name: [] for name in WEIGHTS}
     for b, c in enumerate(counts):
         idx = np.concatenate([np.flatnonzero(doc == j).repeat(1) for j in range(n_docs) for _ in range(int(c[j]))])
-        vals = compute_layer_proxies(x[idx], proxies=["sigma", "erank"], anchors=256, k=8, pairs=1024, seed=b, space="scalar")
-        vals.update(compute_layer_proxies(x[c[doc] > 0], proxies=["kappa"], anchors=256, k=8, pairs=1024, seed=b, space="scalar"))
+        vals = compute_layer_proxies(
+            x[idx], proxies=["sigma", "erank"], anchors=256, k=8, pairs=1024, seed=b, space="scalar"
+        )
+        vals.update(
+            compute_layer_proxies(
+                x[c[doc] > 0], proxies=["kappa"], anchors=256, k=8, pairs=1024, seed=b, space="scalar"
+            )
+        )
         for name in WEIGHTS:
             full[name].append(vals[name])
     np.testing.assert_allclose(fast["erank"], full["erank"], rtol=1e-9)

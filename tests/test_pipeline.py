@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dihal.pipeline import compile_spec, plan
-from dihal.spec import load_spec
+from dihal.compile.plan import compile_spec, plan
+from dihal.spec.schema import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden"
@@ -73,7 +73,9 @@ def test_adding_a_layer_keeps_every_trained_bridge():
     spec, _ = load_spec(ROOT / "specs" / "sweep.yaml")
     layers = spec.bridge.layers
     extra = next(x for x in range(1, 30) if x not in layers)
-    more = spec.model_copy(update={"bridge": spec.bridge.model_copy(update={"layers": tuple(sorted((*layers, extra)))})})
+    more = spec.model_copy(
+        update={"bridge": spec.bridge.model_copy(update={"layers": tuple(sorted((*layers, extra)))})}
+    )
     old = {s.name for s in plan(spec, 30).stages if s.kind == "train"}
     new = {s.name for s in plan(more, 30).stages if s.kind == "train"}
     assert old <= new and len(new - old) == len(spec.bridge_seeds)
@@ -90,5 +92,7 @@ def test_sensitivity_variants_share_what_they_do_not_change():
     names = [s.name for s in p.stages]
     assert len(names) == len(set(names))  # shared stages appear once
     assert all(v.name in p.targets for v in p.variants.values())
-    assert p.variant_settings["unguarded"] == {"data": {"block_start": "bos", "block_align": "any"},
-                                               "geometry": {"outliers": {"rule": "keep"}}}
+    assert p.variant_settings["unguarded"] == {
+        "data": {"block_start": "bos", "block_align": "any"},
+        "geometry": {"outliers": {"rule": "keep"}},
+    }

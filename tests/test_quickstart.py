@@ -59,8 +59,9 @@ def test_quickstart_end_to_end(project):
     dag = sh([sys.executable, "-m", "dvc", "dag", "--mermaid"], project)
     assert dag.returncode == 0
     labels = dict(re.findall(r'(node\d+)\["([^"]+)"\]', dag.stdout))
-    edges = {(labels[a].split("-")[0], labels[b].split("-")[0])
-             for a, b in re.findall(r"(node\d+)-->(node\d+)", dag.stdout)}  # fmt: skip
+    edges = {
+        (labels[a].split("-")[0], labels[b].split("-")[0]) for a, b in re.findall(r"(node\d+)-->(node\d+)", dag.stdout)
+    }
     for edge in (("extract", "score"), ("score", "select"), ("select", "targets"), ("train", "evaluate")):
         assert edge in edges, dag.stdout
 

@@ -20,9 +20,9 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'diha
 
 ROWS = {
     "bridge": "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce, samples_digest FROM bridge_results "
-              "ORDER BY layer, seed",
+    "ORDER BY layer, seed",
     "geometry": "SELECT layer, score FROM layer_geometry ORDER BY layer",
-}  # fmt: skip
+}
 runner = CliRunner()
 
 
@@ -110,9 +110,9 @@ def test_a_killed_worker_is_retried_and_gives_the_same_rows(tmp_path_factory, lo
 
 
 def test_resources_are_validated_and_not_hashed():
-    from dihal.hashing import spec_hash
-    from dihal.spec import SpecError, parse_spec
-    from dihal.spec_resources import stage_resources
+    from dihal.spec.hashing import spec_hash
+    from dihal.spec.resources import stage_resources
+    from dihal.spec.schema import SpecError, parse_spec
 
     plain = parse_spec({"name": "x"})
     asked = parse_spec({"name": "x", "resources": {"train": {"gpus": 1, "cpus": 4}, "extract": {"gpus": 0.5}}})
@@ -121,7 +121,7 @@ def test_resources_are_validated_and_not_hashed():
     assert stage_resources(asked, "score") == {"num_cpus": 1.0, "num_gpus": 0.0}
     with pytest.raises(SpecError) as e:
         parse_spec({"name": "x", "resources": {"trian": {"gpus": 1}}})
-    (path, value, expected), = e.value.problems
+    ((path, value, expected),) = e.value.problems
     assert path == "resources" and "trian" in str(value) and "'trian'" in expected and "train" in expected
     with pytest.raises(SpecError) as e:
         parse_spec({"name": "x", "resources": {"train": {"cpus": -1, "gpu": 1}}})
@@ -129,10 +129,12 @@ def test_resources_are_validated_and_not_hashed():
 
 
 def test_ray_stays_optional():
-    code = ("import sys; import dihal.cli, dihal.runner, dihal.executors; dihal.executors.get('local'); "
-            "assert 'ray' not in sys.modules; sys.modules['ray'] = None\n"
-            "try:\n    dihal.executors.get('ray')\n"
-            "except dihal.executors.ExecutorUnavailable as e:\n    print(e)")  # fmt: skip
+    code = (
+        "import sys; import dihal.cli, dihal.execute.runner, dihal.execute.executors; dihal.execute.executors.get('local'); "
+        "assert 'ray' not in sys.modules; sys.modules['ray'] = None\n"
+        "try:\n    dihal.execute.executors.get('ray')\n"
+        "except dihal.execute.executors.ExecutorUnavailable as e:\n    print(e)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert 'pip install "dihal[ray]"' in out.stdout

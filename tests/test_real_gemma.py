@@ -30,8 +30,10 @@ def gemma(tmp_path_factory):
 
 
 def real_ids(tok) -> torch.Tensor:
-    texts = ["In the beginning God created the heaven and the earth. And the earth was without form",
-             "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun today"]  # fmt: skip
+    texts = [
+        "In the beginning God created the heaven and the earth. And the earth was without form",
+        "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun today",
+    ]
     rows = [tok(t, add_special_tokens=False)["input_ids"][:15] for t in texts]
     return torch.tensor([[tok.bos_token_id, *r] for r in rows])
 

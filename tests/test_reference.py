@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from dihal.cli import app
-from dihal.paths import load_project_spec
-from dihal.pipeline import plan
+from dihal.compile.plan import plan
+from dihal.spec.paths import load_project_spec
 from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
 
 BASE = {
@@ -21,20 +21,28 @@ BASE = {
     "backbone": {"source": "local", "id": "tiny"},
     "data": {"source": "kjv", "max_documents": 200},
     "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
-    "bridge": {"seq_len": 16, "n_train": 32, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 10,
-               "warmup": 2, "batch_size": 8, "checkpoint_every": 10, "seeds": [0, 1], "prefix": 2},
+    "bridge": {
+        "seq_len": 16,
+        "n_train": 32,
+        "n_val": 16,
+        "d_model": 32,
+        "depth": 1,
+        "heads": 2,
+        "steps": 10,
+        "warmup": 2,
+        "batch_size": 8,
+        "checkpoint_every": 10,
+        "seeds": [0, 1],
+        "prefix": 2,
+    },
     "eval": {"n_samples": 4, "sampling_steps": 3, "n_boot": 20, "val_batches": 2},
-}  # fmt: skip
+}
 REFERENCES = {"backbone_t1", "backbone_greedy", "real_text"}
 runner = CliRunner()
 
 
 def write_spec(root: Path, name: str, **changes) -> Path:
     return write_spec_from(BASE, root, name, **changes)
-
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,9 @@ def _plan(project: Path, spec_path: Path):
 
 
 def _adapter(project: Path):
-    from dihal.backbone import BackboneAdapter
     from transformers import AutoModelForCausalLM
+
+    from dihal.backbone import BackboneAdapter
 
     model = AutoModelForCausalLM.from_pretrained(project / "tiny").eval()
     return model, BackboneAdapter(model)
@@ -77,9 +86,12 @@ def _adapter(project: Path):
 def test_a_run_records_three_references_per_bridge_seed(project, first_run):
     spec, result = first_run
     assert any(s.startswith("reference-") for s in stages_ran(result.output))
-    rows = ledger_rows(project, "SELECT reference, seed, gen_ppl, gen_nll, distinct_1, distinct_2, distinct_3, "
-                                "diversity, unigram_entropy, n_samples, seq_len, samples_digest, run_id "
-                                "FROM reference_results r JOIN specs s USING (spec_hash) WHERE s.name = 'ref'")  # fmt: skip
+    rows = ledger_rows(
+        project,
+        "SELECT reference, seed, gen_ppl, gen_nll, distinct_1, distinct_2, distinct_3, "
+        "diversity, unigram_entropy, n_samples, seq_len, samples_digest, run_id "
+        "FROM reference_results r JOIN specs s USING (spec_hash) WHERE s.name = 'ref'",
+    )
     assert {(r[0], r[1]) for r in rows} == {(ref, s) for ref in REFERENCES for s in (0, 1)} and len(rows) == 6
     for r in rows:
         assert all(math.isfinite(v) for v in r[2:9]) and r[2] > 1 and r[3] > 0, r
@@ -92,18 +104,23 @@ def test_a_run_records_three_references_per_bridge_seed(project, first_run):
 
 
 def test_greedy_rows_are_the_same_for_every_seed(project, first_run):
-    rows = ledger_rows(project, "SELECT seed, gen_ppl, distinct_2, samples_digest FROM reference_results "
-                                "WHERE reference = 'backbone_greedy' ORDER BY seed")  # fmt: skip
+    rows = ledger_rows(
+        project,
+        "SELECT seed, gen_ppl, distinct_2, samples_digest FROM reference_results "
+        "WHERE reference = 'backbone_greedy' ORDER BY seed",
+    )
     assert len(rows) == 2 and rows[0][1:] == rows[1][1:]
     out = _plan(project, first_run[0]).reference.out
     samples = [json.loads(line) for line in (project / out / "samples.jsonl").read_text().splitlines()]
-    greedy = {s["seed"]: [x["tokens"] for x in samples if x["seed"] == s["seed"] and x["reference"] == "backbone_greedy"]
-              for s in samples}  # fmt: skip
+    greedy = {
+        s["seed"]: [x["tokens"] for x in samples if x["seed"] == s["seed"] and x["reference"] == "backbone_greedy"]
+        for s in samples
+    }
     assert greedy[0] == greedy[1] and len(greedy[0]) == 4 and all(len(t) == 16 - 2 for t in greedy[0])
 
 
 def test_real_text_is_judged_on_the_targets_validation_blocks(project, first_run):
-    from dihal.judge import judge_nll
+    from dihal.analysis.judge import judge_nll
 
     p = _plan(project, first_run[0])
     (targets,) = p.by_kind("targets")
@@ -130,12 +147,25 @@ def test_real_text_is_judged_on_the_targets_validation_blocks(project, first_run
 
 def test_geometry_and_training_fields_leave_the_reference_stage_alone(project, first_run):
     base = _plan(project, first_run[0]).reference
-    same = [("geometry__k", 4), ("bridge__steps", 20), ("bridge__d_model", 16), ("bridge__lr", 1e-3),
-            ("eval__sampling_steps", 7), ("bridge__n_train", 48), ("bridge__layers", [1, 2, 3])]
+    same = [
+        ("geometry__k", 4),
+        ("bridge__steps", 20),
+        ("bridge__d_model", 16),
+        ("bridge__lr", 1e-3),
+        ("eval__sampling_steps", 7),
+        ("bridge__n_train", 48),
+        ("bridge__layers", [1, 2, 3]),
+    ]
     for key, value in same:
         assert _plan(project, write_spec(project, "ref-tmp", **{key: value})).reference.name == base.name, key
-    moved = [("seed", 1), ("bridge__seeds", [0, 1, 2]), ("bridge__prefix", 1), ("bridge__n_val", 12),
-             ("bridge__seq_len", 12), ("eval__n_samples", 6)]
+    moved = [
+        ("seed", 1),
+        ("bridge__seeds", [0, 1, 2]),
+        ("bridge__prefix", 1),
+        ("bridge__n_val", 12),
+        ("bridge__seq_len", 12),
+        ("eval__n_samples", 6),
+    ]
     for key, value in moved:
         assert _plan(project, write_spec(project, "ref-tmp", **{key: value})).reference.name != base.name, key
     assert _plan(project, write_spec(project, "ref-tmp", bridge=None)).reference is None
@@ -148,8 +178,11 @@ def test_changing_k_does_not_rerun_the_reference_stage(project, first_run):
     assert result.exit_code == 0, result.output
     kinds = [s.split("-")[0] for s in stages_ran(result.output)]
     assert kinds[:2] == ["score", "select"] and "reference" not in kinds
-    rows = ledger_rows(project, "SELECT s.name, reference, seed, gen_ppl, samples_digest FROM reference_results "
-                                "JOIN specs s USING (spec_hash) ORDER BY reference, seed, s.name")  # fmt: skip
+    rows = ledger_rows(
+        project,
+        "SELECT s.name, reference, seed, gen_ppl, samples_digest FROM reference_results "
+        "JOIN specs s USING (spec_hash) ORDER BY reference, seed, s.name",
+    )
     assert len(rows) == 12 and all(a[1:] == b[1:] for a, b in zip(rows[::2], rows[1::2]))
 
 
@@ -161,8 +194,9 @@ def test_greedy_sampling_matches_hf_generate(tmp_path):
     prompts = torch.tensor([[1, 40, 77], [1, 5, 200], [1, 9, 9]])
     ours = sample_backbone(ad, prompts, 12, greedy=True, batch=2)
     model.generation_config.eos_token_id = None  # never stop early: the reference decodes to full length
-    hf = model.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False, max_new_tokens=9,
-                        pad_token_id=0)  # fmt: skip
+    hf = model.generate(
+        prompts, attention_mask=torch.ones_like(prompts), do_sample=False, max_new_tokens=9, pad_token_id=0
+    )
     assert ours.shape == (3, 12) and torch.equal(ours, hf)
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from dihal.pipeline import compile_spec
-from dihal.registry import registered
-from dihal.spec import Spec, load_spec
+from dihal.compile.plan import compile_spec
+from dihal.compile.project import registered
+from dihal.spec.schema import Spec, load_spec
 from tests.test_run_tiny import invoke, write_spec
 from tests.tiny import save_tiny
 

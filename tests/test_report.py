@@ -1,6 +1,6 @@
 """Tests for dihal.report: self-contained, escaped HTML reports rendered from the ledger.
 
-The ledger here is built through dihal.ledger.writer/insert_rows with synthetic
+The ledger here is built through dihal.ledger.store.writer/insert_rows with synthetic
 rows shaped like what `ingest.py` writes (test data for the renderer only): a
 geometry-only spec, and a 5-layer × 2-seed sweep whose name and description are
 script injections, so escaping is exercised on every path a user string takes.
@@ -23,10 +23,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dihal.hashing import canonical_json, digest
-from dihal.ledger import SCHEMA, LedgerError, insert_rows, ledger_path, writer
+from dihal.ledger.store import SCHEMA, LedgerError, insert_rows, ledger_path, writer
 from dihal.report import write_reports
-from dihal.report.trust import outlier_threshold, settings_lines, variant_layer
+from dihal.report.confidence import outlier_threshold, settings_lines, variant_layer
+from dihal.spec.hashing import canonical_json, digest
 
 EVIL = "<script>alert(1)</script>"
 EVIL_DESC = "<img src=x onerror=alert(2)> layer sweep"
@@ -38,15 +38,33 @@ PACKAGES = {"python": "3.11.2", "dihal": "0.1.0", "torch": "2.13.0", "duckdb": "
 
 
 def _spec(name: str, semantic: dict, yaml_text: str, seen: datetime) -> dict:
-    return {"spec_hash": digest(semantic), "name": name, "canonical_json": canonical_json(semantic),
-            "yaml_text": yaml_text, "first_seen": seen, "last_seen": seen}  # fmt: skip
+    return {
+        "spec_hash": digest(semantic),
+        "name": name,
+        "canonical_json": canonical_json(semantic),
+        "yaml_text": yaml_text,
+        "first_seen": seen,
+        "last_seen": seen,
+    }
 
 
 def _run(h: str, name: str, run_id: str, status: str, start: datetime, error: str | None = None) -> dict:
-    return {"run_id": run_id, "spec_hash": h, "spec_name": name, "git_revision": "0123456789abcdef" * 2 + "01234567",
-            "code_version": "0.1.0+g0123456789ab", "packages": PACKAGES, "seed": 0, "host": "ci (x86_64, Linux)",
-            "started_at": start, "ended_at": start + timedelta(minutes=3), "status": status, "error": error,
-            "stages_run": 4, "stages_total": 6}  # fmt: skip
+    return {
+        "run_id": run_id,
+        "spec_hash": h,
+        "spec_name": name,
+        "git_revision": "0123456789abcdef" * 2 + "01234567",
+        "code_version": "0.1.0+g0123456789ab",
+        "packages": PACKAGES,
+        "seed": 0,
+        "host": "ci (x86_64, Linux)",
+        "started_at": start,
+        "ended_at": start + timedelta(minutes=3),
+        "status": status,
+        "error": error,
+        "stages_run": 4,
+        "stages_total": 6,
+    }
 
 
 def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]:
@@ -63,12 +81,29 @@ def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]
     score = {ell: zk[ell] + zs[ell] - zr[ell] for ell in layers}
     best = max(layers, key=lambda ell: score[ell])
     prov = {"run_id": run_id, "code_version": "0.1.0+g0123456789ab", "packages": PACKAGES, "seed": 0}
-    rows = [{"spec_hash": h, "layer": ell, "kappa": kappa[ell], "sigma": sigma[ell], "erank": erank[ell],
-             "participation_ratio": erank[ell] / 3, "lambda_min_p": 0.01, "z_kappa": zk[ell], "z_sigma": zs[ell],
-             "z_erank": zr[ell], "score": score[ell], "selected": ell == best,
-             "proxies": {"values": {"kappa": kappa[ell]}, "z": {"kappa": zk[ell]},
-                         "weights": {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}}, **prov}
-            for ell in layers]  # fmt: skip
+    rows = [
+        {
+            "spec_hash": h,
+            "layer": ell,
+            "kappa": kappa[ell],
+            "sigma": sigma[ell],
+            "erank": erank[ell],
+            "participation_ratio": erank[ell] / 3,
+            "lambda_min_p": 0.01,
+            "z_kappa": zk[ell],
+            "z_sigma": zs[ell],
+            "z_erank": zr[ell],
+            "score": score[ell],
+            "selected": ell == best,
+            "proxies": {
+                "values": {"kappa": kappa[ell]},
+                "z": {"kappa": zk[ell]},
+                "weights": {"kappa": 1.0, "sigma": 1.0, "erank": -1.0},
+            },
+            **prov,
+        }
+        for ell in layers
+    ]
     sel = {"spec_hash": h, "rule": "argmax", "layer": best, "score": score[best], "n_candidates": len(layers), **prov}
     return rows, sel
 
@@ -77,43 +112,86 @@ def _with_trust(rows: list[dict], sel: dict) -> list[dict]:
     """Add the stability and massive-activation columns to a 5-layer spec; return its selection_stability rows."""
     for g in rows:
         ell = g["layer"]
-        g.update(n_states=8120 - ell, norm_ratio_max=35.0 if ell == 1 else 4.0 + ell,
-                 n_over_threshold=3 if ell == 1 else 0, top_share_before=0.62 if ell == 1 else 0.01,
-                 top_share_after=0.04 if ell == 1 else 0.009,
-                 g_lo=g["score"] - 0.5, g_hi=g["score"] + 0.4, argmax_share=SHARES.get(ell, 0.0))  # fmt: skip
-    sel.update(argmax_share=0.87, n_boot=200, n_documents=119, block_start="<|endoftext|>",
-               outlier_rule="drop>20x median norm", warning=WARNING)  # fmt: skip
+        g.update(
+            n_states=8120 - ell,
+            norm_ratio_max=35.0 if ell == 1 else 4.0 + ell,
+            n_over_threshold=3 if ell == 1 else 0,
+            top_share_before=0.62 if ell == 1 else 0.01,
+            top_share_after=0.04 if ell == 1 else 0.009,
+            g_lo=g["score"] - 0.5,
+            g_hi=g["score"] + 0.4,
+            argmax_share=SHARES.get(ell, 0.0),
+        )
+    sel.update(
+        argmax_share=0.87,
+        n_boot=200,
+        n_documents=119,
+        block_start="<|endoftext|>",
+        outlier_rule="drop>20x median norm",
+        warning=WARNING,
+    )
     common = {"spec_hash": sel["spec_hash"], "n_boot": 200, "n_documents": 119, "run_id": "sweep-run-2", "seed": 0}
-    stab = [{**common, "variant": "main", "layer": g["layer"], "score": g["score"], "g_lo": g["g_lo"],
-             "g_hi": g["g_hi"], "argmax_share": g["argmax_share"], "selected": g["selected"],
-             "top_share_after": g["top_share_after"],
-             "settings": {}} for g in rows]  # fmt: skip
-    variants = (("keep-outliers", 3, {"geometry": {"outliers": {"rule": "keep"}}}),  # '$\\frac{$' breaks mathtext
-                ("bos $\\frac{$", 1, {"geometry": {"block_start": EVIL_SETTING, "n_tokens": 4096}}))
+    stab = [
+        {
+            **common,
+            "variant": "main",
+            "layer": g["layer"],
+            "score": g["score"],
+            "g_lo": g["g_lo"],
+            "g_hi": g["g_hi"],
+            "argmax_share": g["argmax_share"],
+            "selected": g["selected"],
+            "top_share_after": g["top_share_after"],
+            "settings": {},
+        }
+        for g in rows
+    ]
+    variants = (
+        ("keep-outliers", 3, {"geometry": {"outliers": {"rule": "keep"}}}),  # '$\\frac{$' breaks mathtext
+        ("bos $\\frac{$", 1, {"geometry": {"block_start": EVIL_SETTING, "n_tokens": 4096}}),
+    )
     for variant, best, settings in variants:
-        stab += [{**common, "variant": variant, "layer": g["layer"], "score": g["score"] + 3.0 * (g["layer"] == best),
-                  "g_lo": g["score"] - 1.0, "g_hi": g["score"] + 1.0,
-                  "argmax_share": 0.55 if g["layer"] == best else 0.1,
-                  "selected": g["layer"] == best, "top_share_after": 0.62 if variant == "keep-outliers" else 0.02,
-                  "settings": settings} for g in rows]  # fmt: skip
+        stab += [
+            {
+                **common,
+                "variant": variant,
+                "layer": g["layer"],
+                "score": g["score"] + 3.0 * (g["layer"] == best),
+                "g_lo": g["score"] - 1.0,
+                "g_hi": g["score"] + 1.0,
+                "argmax_share": 0.55 if g["layer"] == best else 0.1,
+                "selected": g["layer"] == best,
+                "top_share_after": 0.62 if variant == "keep-outliers" else 0.02,
+                "settings": settings,
+            }
+            for g in rows
+        ]
     return stab
 
 
 def build_ledger(root: Path) -> dict[str, str]:
     geo_sem = {"backbone": {"source": "embedded"}, "bridge": None, "geometry": {"k": 16}, "seed": 0}
-    sweep_sem = {"backbone": {"source": "embedded"}, "bridge": {"layers": [1, 2, 3, 4, 5], "seeds": [0, 1]},
-                 "geometry": {"k": 16}, "seed": 0}  # fmt: skip
+    sweep_sem = {
+        "backbone": {"source": "embedded"},
+        "bridge": {"layers": [1, 2, 3, 4, 5], "seeds": [0, 1]},
+        "geometry": {"k": 16},
+        "seed": 0,
+    }
     geo = _spec("kjv-geometry", geo_sem, "name: kjv-geometry\nbridge: null\n", T0)
     yaml_text = f"name: '{EVIL}'\ndescription: '{EVIL_DESC}'\nbridge:\n  layers: [1, 2, 3, 4, 5]\n  seeds: [0, 1]\n"
     sweep = _spec(EVIL, sweep_sem, yaml_text, T0 + timedelta(hours=1))
     gh, sh = geo["spec_hash"], sweep["spec_hash"]
     with writer(root) as con:
         insert_rows(con, "specs", [geo, sweep])
-        insert_rows(con, "runs", [
-            _run(gh, geo["name"], "geo-run-1", "succeeded", T0),
-            _run(sh, EVIL, "sweep-run-1", "failed", T0 + timedelta(hours=1), error="dvc repro failed: <b>boom</b>"),
-            _run(sh, EVIL, "sweep-run-2", "succeeded", T0 + timedelta(hours=2)),
-        ])  # fmt: skip
+        insert_rows(
+            con,
+            "runs",
+            [
+                _run(gh, geo["name"], "geo-run-1", "succeeded", T0),
+                _run(sh, EVIL, "sweep-run-1", "failed", T0 + timedelta(hours=1), error="dvc repro failed: <b>boom</b>"),
+                _run(sh, EVIL, "sweep-run-2", "succeeded", T0 + timedelta(hours=2)),
+            ],
+        )
         rows, sel = _geometry(gh, list(range(1, 30)), "geo-run-1")
         insert_rows(con, "layer_geometry", rows)
         insert_rows(con, "selections", [sel])
@@ -125,29 +203,88 @@ def build_ledger(root: Path) -> dict[str, str]:
         for ell in range(1, 6):
             for seed in (0, 1):
                 loss = 0.2 + 0.05 * ell + 0.01 * seed
-                results.append({"spec_hash": sh, "layer": ell, "seed": seed, "bridge_val_loss": loss,
-                                "recovery_ce": 2.0 + ell * 0.3, "recovery_token_acc": 0.6 - 0.05 * ell,
-                                "recovery_clean_agreement": 0.7, "gen_ppl": 80.0 + 20 * ell + seed,
-                                "distinct_1": 0.4, "distinct_2": 0.7, "distinct_3": 0.85, "diversity": 0.6,
-                                "unigram_entropy": 5.1, "samples_digest": f"d{ell}{seed}", "train_seconds": 60.0,
-                                "train_tokens_per_s": 900.0, "val_batch_losses": [loss, loss + 0.01],
-                                "run_id": "sweep-run-2", "code_version": "0.1.0", "packages": PACKAGES})  # fmt: skip
-                curves += [{"spec_hash": sh, "layer": ell, "seed": seed, "step": step,
-                            "loss": (1.5 + 0.1 * ell) * (0.97 ** step) + loss, "lr": 1e-3, "grad_norm": 1.0}
-                           for step in range(0, 200, 10)]  # fmt: skip
-                samples += [{"spec_hash": sh, "layer": ell, "seed": seed, "idx": i,
-                             "text": f"And it came to pass <b>{ell}/{seed}/{i}</b> that the LORD spake"}
-                            for i in range(4)]  # fmt: skip
+                results.append(
+                    {
+                        "spec_hash": sh,
+                        "layer": ell,
+                        "seed": seed,
+                        "bridge_val_loss": loss,
+                        "recovery_ce": 2.0 + ell * 0.3,
+                        "recovery_token_acc": 0.6 - 0.05 * ell,
+                        "recovery_clean_agreement": 0.7,
+                        "gen_ppl": 80.0 + 20 * ell + seed,
+                        "distinct_1": 0.4,
+                        "distinct_2": 0.7,
+                        "distinct_3": 0.85,
+                        "diversity": 0.6,
+                        "unigram_entropy": 5.1,
+                        "samples_digest": f"d{ell}{seed}",
+                        "train_seconds": 60.0,
+                        "train_tokens_per_s": 900.0,
+                        "val_batch_losses": [loss, loss + 0.01],
+                        "run_id": "sweep-run-2",
+                        "code_version": "0.1.0",
+                        "packages": PACKAGES,
+                    }
+                )
+                curves += [
+                    {
+                        "spec_hash": sh,
+                        "layer": ell,
+                        "seed": seed,
+                        "step": step,
+                        "loss": (1.5 + 0.1 * ell) * (0.97**step) + loss,
+                        "lr": 1e-3,
+                        "grad_norm": 1.0,
+                    }
+                    for step in range(0, 200, 10)
+                ]
+                samples += [
+                    {
+                        "spec_hash": sh,
+                        "layer": ell,
+                        "seed": seed,
+                        "idx": i,
+                        "text": f"And it came to pass <b>{ell}/{seed}/{i}</b> that the LORD spake",
+                    }
+                    for i in range(4)
+                ]
         insert_rows(con, "bridge_results", results)
         insert_rows(con, "training_curves", curves)
         insert_rows(con, "samples", samples)
-        insert_rows(con, "correlations", [{
-            "spec_hash": sh, "spearman_rho": -0.9, "spearman_lo": -1.0, "spearman_hi": -0.6, "kendall_tau": -0.8,
-            "kendall_lo": -1.0, "kendall_hi": -0.4, "selected_layer": sel["layer"], "selected_rank": 1,
-            "best_layer": 1, "in_top_k": True, "top_k": 3, "n_layers": 5, "n_seeds": 2, "n_batches": 2,
-            "n_boot": 1000, "run_id": "sweep-run-2", "code_version": "0.1.0", "packages": PACKAGES, "seed": 0,
-            "spearman_p": 0.012, "kendall_p": 0.0004, "n_perm": 10000, "interval_method": "bca",
-            "resampled": "Seeds and validation batches, resampled <i>together</i> in each replicate."}])  # fmt: skip
+        insert_rows(
+            con,
+            "correlations",
+            [
+                {
+                    "spec_hash": sh,
+                    "spearman_rho": -0.9,
+                    "spearman_lo": -1.0,
+                    "spearman_hi": -0.6,
+                    "kendall_tau": -0.8,
+                    "kendall_lo": -1.0,
+                    "kendall_hi": -0.4,
+                    "selected_layer": sel["layer"],
+                    "selected_rank": 1,
+                    "best_layer": 1,
+                    "in_top_k": True,
+                    "top_k": 3,
+                    "n_layers": 5,
+                    "n_seeds": 2,
+                    "n_batches": 2,
+                    "n_boot": 1000,
+                    "run_id": "sweep-run-2",
+                    "code_version": "0.1.0",
+                    "packages": PACKAGES,
+                    "seed": 0,
+                    "spearman_p": 0.012,
+                    "kendall_p": 0.0004,
+                    "n_perm": 10000,
+                    "interval_method": "bca",
+                    "resampled": "Seeds and validation batches, resampled <i>together</i> in each replicate.",
+                }
+            ],
+        )
     return {"geometry": gh, "sweep": sh}
 
 
@@ -229,8 +366,16 @@ def test_malicious_strings_are_escaped(project):
 def test_sweep_report_content(project):
     _, hashes, paths = project
     html = paths["sweep"].read_text(encoding="utf-8")
-    for anchor in ('id="geometry-plot"', 'id="scatter-plot"', 'id="curves-plot"', 'id="bridge-table"',
-                   'id="provenance"', 'id="spec-yaml"', 'id="spec-json"', "(verified: matches"):  # fmt: skip
+    for anchor in (
+        'id="geometry-plot"',
+        'id="scatter-plot"',
+        'id="curves-plot"',
+        'id="bridge-table"',
+        'id="provenance"',
+        'id="spec-yaml"',
+        'id="spec-json"',
+        "(verified: matches",
+    ):
         assert anchor in html, anchor
     assert hashes["sweep"] in html and "sweep-run-2" in html and "0.1.0+g0123456789ab" in html
     assert "torch" in html and "2.13.0" in html and "ci (x86_64, Linux)" in html
@@ -252,8 +397,14 @@ def test_geometry_only_report(project):
     assert "succeeded" in html and "argmax share" not in html
 
 
-NEW_PANELS = ('id="selection-warning"', 'id="stability"', 'id="stability-plot"', 'id="outliers"', 'id="sensitivity"',
-              'id="spearman-p"')  # fmt: skip
+NEW_PANELS = (
+    'id="selection-warning"',
+    'id="stability"',
+    'id="stability-plot"',
+    'id="outliers"',
+    'id="sensitivity"',
+    'id="spearman-p"',
+)
 
 
 def test_trust_in_selected_layer_panels(project):
@@ -321,7 +472,10 @@ def test_unmigrated_ledger_renders(tmp_path):
 
 def test_trust_helpers():
     assert settings_lines({"geometry": {"outliers": {"rule": "keep", "threshold": 50}}, "seed": None}) == [
-        "geometry.outliers.rule = keep", "geometry.outliers.threshold = 50", "seed = null"]
+        "geometry.outliers.rule = keep",
+        "geometry.outliers.threshold = 50",
+        "seed = null",
+    ]
     assert settings_lines(None) == [] and settings_lines({}) == [] and settings_lines("raw") == ["raw"]
     assert outlier_threshold("drop>20x median norm") == 20.0 and outlier_threshold("drop > 7.5× median") == 7.5
     assert outlier_threshold("keep") is None and outlier_threshold(None) is None
@@ -354,8 +508,10 @@ def test_unknown_hash_and_missing_ledger_raise(project, tmp_path):
 
 
 def test_same_name_specs_get_distinct_files(tmp_path):
-    specs = [_spec(name, {"seed": i}, f"name: {name}\n", T0 + timedelta(minutes=i))
-             for i, name in enumerate(["dup", "dup", "index", "DUP", "///"])]  # fmt: skip
+    specs = [
+        _spec(name, {"seed": i}, f"name: {name}\n", T0 + timedelta(minutes=i))
+        for i, name in enumerate(["dup", "dup", "index", "DUP", "///"])
+    ]
     with writer(tmp_path) as con:
         insert_rows(con, "specs", specs)
     paths = [write_reports(tmp_path, s["spec_hash"]) for s in specs]
@@ -370,8 +526,16 @@ def test_same_name_specs_get_distinct_files(tmp_path):
     assert index.count('class="pick"') == 5
 
 
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 CHROMIUM = os.environ.get("DIHAL_CHROMIUM", "/usr/bin/chromium")
@@ -411,11 +575,24 @@ def test_reports_in_headless_chromium(project):
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
             page.goto(paths["sweep"].resolve().as_uri(), wait_until="load")
-            for sel in ("#scatter-plot", "#geometry-plot", "#curves-plot", "#provenance", "#bridge-table",
-                        "#selection-warning", "#sensitivity-table"):  # fmt: skip
+            for sel in (
+                "#scatter-plot",
+                "#geometry-plot",
+                "#curves-plot",
+                "#provenance",
+                "#bridge-table",
+                "#selection-warning",
+                "#sensitivity-table",
+            ):
                 assert page.locator(sel).is_visible(), sel
-            for img in ("#scatter-plot", "#geometry-plot", "#curves-plot", "#stability-plot", "#outliers-plot",
-                        "#sensitivity-plot"):  # fmt: skip
+            for img in (
+                "#scatter-plot",
+                "#geometry-plot",
+                "#curves-plot",
+                "#stability-plot",
+                "#outliers-plot",
+                "#sensitivity-plot",
+            ):
                 assert page.eval_on_selector(img, "el => el.complete && el.naturalWidth") > 0, img
             assert EVIL in page.locator("h1").inner_text()
             page.screenshot(path="/tmp/report.png", full_page=True)
@@ -445,14 +622,43 @@ def test_quickstart_and_degenerate_values_render(tmp_path):
     rows[0]["erank"] = None
     with writer(tmp_path) as con:
         insert_rows(con, "specs", [spec])
-        insert_rows(con, "runs", [_run(h, "quick start", "q1", "succeeded", T0),
-                                  _run(h, "quick start", "q2", "failed", T0 + timedelta(hours=1), error="OOM")])
+        insert_rows(
+            con,
+            "runs",
+            [
+                _run(h, "quick start", "q1", "succeeded", T0),
+                _run(h, "quick start", "q2", "failed", T0 + timedelta(hours=1), error="OOM"),
+            ],
+        )
         insert_rows(con, "layer_geometry", rows)
         insert_rows(con, "selections", [sel])
-        insert_rows(con, "bridge_results", [{"spec_hash": h, "layer": sel["layer"], "seed": 7, "bridge_val_loss": 0.3,
-                                             "recovery_ce": None, "gen_ppl": float("nan")}])
-        insert_rows(con, "correlations", [{"spec_hash": h, "spearman_rho": float("nan"), "kendall_tau": None,
-                                           "selected_layer": sel["layer"], "n_layers": 1}])
+        insert_rows(
+            con,
+            "bridge_results",
+            [
+                {
+                    "spec_hash": h,
+                    "layer": sel["layer"],
+                    "seed": 7,
+                    "bridge_val_loss": 0.3,
+                    "recovery_ce": None,
+                    "gen_ppl": float("nan"),
+                }
+            ],
+        )
+        insert_rows(
+            con,
+            "correlations",
+            [
+                {
+                    "spec_hash": h,
+                    "spearman_rho": float("nan"),
+                    "kendall_tau": None,
+                    "selected_layer": sel["layer"],
+                    "n_layers": 1,
+                }
+            ],
+        )
     html = write_reports(tmp_path, h).read_text(encoding="utf-8")
     assert "quick-start" in write_reports(tmp_path, h).name
     assert "two\nlines" in html and "OOM" in html and 'class="badge failed"' in html

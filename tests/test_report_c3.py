@@ -15,9 +15,9 @@ import re
 
 import pytest
 
-from dihal.ledger import INTERFACE_SCHEMA, insert_rows, writer
+from dihal.ledger.store import INTERFACE_SCHEMA, insert_rows, writer
 from dihal.report import write_reports
-from dihal.report.c3 import t_interval
+from dihal.report.baselines import t_interval
 from tests.test_report import PACKAGES, build_ledger
 from tests.test_report_reference import add_references, reference_rows
 
@@ -36,18 +36,39 @@ def interface_rows(spec_hash: str, values: dict = VALUES, layer: int = 1, unmatc
     for name, per_seed in values.items():
         for seed, (ppl, div) in enumerate(per_seed):
             rounding = name == "embedding_rounding"
-            rows.append({
-                "spec_hash": spec_hash, "interface": name, "layer": layer, "seed": seed, "bridge_val_loss": 0.3,
-                "recovery_ce": None if rounding else 2.5 + 0.1 * seed, "recovery_token_acc": 0.5 + 0.01 * seed,
-                "recovery_clean_agreement": 0.7, "recovery_coverage": None if rounding else 0.99,
-                "gen_ppl": ppl, "gen_nll": math.log(ppl), "distinct_1": 0.4, "distinct_2": 0.8, "distinct_3": 0.9,
-                "diversity": div, "unigram_entropy": 5.5, "samples_digest": f"{name}-{seed}",
-                "diffusion_steps": 2000, "denoiser_params": 1_200_000,
-                "recovery_steps": 0 if name == "hidden" else 500, "recovery_params": 0 if name == "hidden" else 40_000,
-                "budget_matched": (name, seed) not in unmatched, "train_seconds": 100.0 + seed,
-                "recovery_seconds": 0.0 if name == "hidden" else 12.0, "eval_seconds": 30.0,
-                "settings": {"name": name}, "run_id": "c3-run", "code_version": "0.1.0", "packages": PACKAGES,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "spec_hash": spec_hash,
+                    "interface": name,
+                    "layer": layer,
+                    "seed": seed,
+                    "bridge_val_loss": 0.3,
+                    "recovery_ce": None if rounding else 2.5 + 0.1 * seed,
+                    "recovery_token_acc": 0.5 + 0.01 * seed,
+                    "recovery_clean_agreement": 0.7,
+                    "recovery_coverage": None if rounding else 0.99,
+                    "gen_ppl": ppl,
+                    "gen_nll": math.log(ppl),
+                    "distinct_1": 0.4,
+                    "distinct_2": 0.8,
+                    "distinct_3": 0.9,
+                    "diversity": div,
+                    "unigram_entropy": 5.5,
+                    "samples_digest": f"{name}-{seed}",
+                    "diffusion_steps": 2000,
+                    "denoiser_params": 1_200_000,
+                    "recovery_steps": 0 if name == "hidden" else 500,
+                    "recovery_params": 0 if name == "hidden" else 40_000,
+                    "budget_matched": (name, seed) not in unmatched,
+                    "train_seconds": 100.0 + seed,
+                    "recovery_seconds": 0.0 if name == "hidden" else 12.0,
+                    "eval_seconds": 30.0,
+                    "settings": {"name": name},
+                    "run_id": "c3-run",
+                    "code_version": "0.1.0",
+                    "packages": PACKAGES,
+                }
+            )
     return rows
 
 
@@ -118,8 +139,7 @@ def test_headline_ranks_the_interfaces_by_gen_ppl_with_their_diversity(project):
     _, _, paths = project
     section = _section(paths["sweep"].read_text(encoding="utf-8"))
     sentence = section.split('id="c3-sentence">')[1].split("</p>")[0]
-    assert sentence.startswith("On this spec's 3 seeds, mean gen PPL, lowest first: <b>latent_ae</b> 21.2 "
-                               "(diversity ")
+    assert sentence.startswith("On this spec's 3 seeds, mean gen PPL, lowest first: <b>latent_ae</b> 21.2 (diversity ")
     order = [sentence.index(f"<b>{n}</b>") for n in ("latent_ae", "embedding_readout", "hidden", "embedding_rounding")]
     assert order == sorted(order), "ranked by mean gen PPL, whatever the diversity"
     assert "By the same judge: backbone_t1" in sentence and "real_text 28.3" in sentence
@@ -168,7 +188,8 @@ def test_unmatched_budget_is_flagged_and_a_hostile_name_is_escaped(tmp_path):
     assert sum('class="bad">not matched' in r for r in interfaces) == 1
     assert _cells(interfaces[0])[10] == "1000/2000" and 'id="c3-budget-differs"' in section
     sentence = section.split('id="c3-sentence">')[1].split("</p>")[0]
-    assert sentence.startswith("On this spec's 3 seeds, mean gen PPL, lowest first: <b>&lt;script&gt;alert(9)"
-                               "&lt;/script&gt;</b> 11 (diversity")
+    assert sentence.startswith(
+        "On this spec's 3 seeds, mean gen PPL, lowest first: <b>&lt;script&gt;alert(9)&lt;/script&gt;</b> 11 (diversity"
+    )
     assert "By the same judge" not in sentence  # no reference rows
     assert 'id="c3-plot"' in section

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dihal.ledger import insert_rows, writer
+from dihal.ledger.store import insert_rows, writer
 from dihal.report import write_reports
 from tests.test_report import PACKAGES, build_ledger
 
@@ -37,11 +37,26 @@ def reference_rows(spec_hash: str, values: dict = REFERENCE_VALUES) -> list[dict
     rows = []
     for ref, per_seed in values.items():
         for seed, (ppl, div, d2, h) in enumerate(per_seed):
-            rows.append({"spec_hash": spec_hash, "reference": ref, "seed": seed, "gen_ppl": ppl,
-                         "gen_nll": math.log(ppl), "distinct_1": d2 - 0.3, "distinct_2": d2, "distinct_3": d2 + 0.04,
-                         "diversity": div, "unigram_entropy": h, "n_samples": 16, "seq_len": 64,
-                         "samples_digest": f"{ref}-{seed}", "run_id": "ref-run", "code_version": "0.1.0",
-                         "packages": PACKAGES})  # fmt: skip
+            rows.append(
+                {
+                    "spec_hash": spec_hash,
+                    "reference": ref,
+                    "seed": seed,
+                    "gen_ppl": ppl,
+                    "gen_nll": math.log(ppl),
+                    "distinct_1": d2 - 0.3,
+                    "distinct_2": d2,
+                    "distinct_3": d2 + 0.04,
+                    "diversity": div,
+                    "unigram_entropy": h,
+                    "n_samples": 16,
+                    "seq_len": 64,
+                    "samples_digest": f"{ref}-{seed}",
+                    "run_id": "ref-run",
+                    "code_version": "0.1.0",
+                    "packages": PACKAGES,
+                }
+            )
     return rows
 
 
@@ -153,13 +168,17 @@ def test_standing_figure_is_cached_and_redrawn_when_a_reference_changes(project,
     render.write_reports(root, h)
     assert drawn == []  # nothing changed: every figure, this one included, comes from the cache
     with writer(root) as con:  # only provenance changes: still cached
-        con.execute("UPDATE reference_results SET run_id = 'ref-run-2', code_version = '0.2.0' WHERE spec_hash = ?",
-                    [h])
+        con.execute(
+            "UPDATE reference_results SET run_id = 'ref-run-2', code_version = '0.2.0' WHERE spec_hash = ?", [h]
+        )
     render.write_reports(root, h)
     assert drawn == []
     with writer(root) as con:
-        con.execute("UPDATE reference_results SET gen_ppl = 5.5 WHERE spec_hash = ? AND reference = "
-                    "'backbone_greedy' AND seed = 1", [h])
+        con.execute(
+            "UPDATE reference_results SET gen_ppl = 5.5 WHERE spec_hash = ? AND reference = "
+            "'backbone_greedy' AND seed = 1",
+            [h],
+        )
     html = render.write_reports(root, h).read_text(encoding="utf-8")
     assert drawn == ["dihal.report.plots"]  # the one figure whose inputs changed is drawn again
     after = {p.name for p in cache.rglob("standing.*.uri")}

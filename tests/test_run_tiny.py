@@ -25,8 +25,6 @@ def invoke(root: Path, *args: str):
     return runner.invoke(app, [*args, "--project", str(root)])
 
 
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, monkeypatch_module):
     root = tmp_path_factory.mktemp("project")
@@ -42,8 +40,6 @@ def monkeypatch_module():
     mp.undo()
 
 
-
-
 @pytest.fixture(scope="module")
 def first_run(project):
     spec = write_spec(project, "tiny")
@@ -55,13 +51,18 @@ def first_run(project):
 def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
     spec, result = first_run
     assert "ℓ*" in result.output and "ledger" in result.output
-    geo = ledger_rows(project, "SELECT layer, kappa, sigma, erank, score, selected FROM layer_geometry "
-                               "WHERE space = 'bridge' ORDER BY layer")  # fmt: skip
+    geo = ledger_rows(
+        project,
+        "SELECT layer, kappa, sigma, erank, score, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer",
+    )
     assert [r[0] for r in geo] == [1, 2, 3] and sum(r[5] for r in geo) == 1
     best = max(geo, key=lambda r: r[4])
     assert best[5], "the selected layer is the argmax of G in the spec's space (bridge by default)"
-    spaces = ledger_rows(project, "SELECT space, count(*), count_if(space_best), count_if(selected) FROM "
-                                  "layer_geometry GROUP BY space ORDER BY space")  # fmt: skip
+    spaces = ledger_rows(
+        project,
+        "SELECT space, count(*), count_if(space_best), count_if(selected) FROM "
+        "layer_geometry GROUP BY space ORDER BY space",
+    )
     assert spaces == [("bridge", 3, 1, 1), ("scalar", 3, 1, 1)]  # every space recorded; ℓ* marked in each
     tokens = ledger_rows(project, "SELECT top_channel_tokens FROM layer_geometry WHERE space = 'scalar'")
     assert all(json.loads(t)[0]["count"] >= 5 and "text" in json.loads(t)[0] for (t,) in tokens)
@@ -75,47 +76,64 @@ def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
 
 def test_run_records_how_sure_the_selection_is(project, first_run):
     spec, result = first_run
-    (layer, share, n_boot, n_docs, start, rule, space, sentence), = ledger_rows(
-        project, "SELECT layer, argmax_share, n_boot, n_documents, block_start, outlier_rule, space, confidence "
-                 "FROM selections")  # fmt: skip
+    ((layer, share, n_boot, n_docs, start, rule, space, sentence),) = ledger_rows(
+        project,
+        "SELECT layer, argmax_share, n_boot, n_documents, block_start, outlier_rule, space, confidence FROM selections",
+    )
     assert n_boot == 200 and 0 < share <= 1 and start == "<s>" and rule == "drop>20x median norm"
     assert space == "bridge" and sentence.startswith(f"ℓ* = {layer} (bridge space) is ")
     assert f"argmax in {share:.0%} of 200 document resamples" in result.output and sentence in result.output
     for name in ("bridge", "scalar"):
-        shares = ledger_rows(project, "SELECT argmax_share, g_lo, score, g_hi, top_share_after, n_states FROM "
-                                      f"layer_geometry WHERE space = '{name}' ORDER BY layer")  # fmt: skip
+        shares = ledger_rows(
+            project,
+            "SELECT argmax_share, g_lo, score, g_hi, top_share_after, n_states FROM "
+            f"layer_geometry WHERE space = '{name}' ORDER BY layer",
+        )
         assert sum(r[0] for r in shares) == pytest.approx(1.0)
         assert all(r[1] <= r[3] and 0 <= r[4] <= 1 and r[5] > 0 for r in shares)
-    stab = ledger_rows(project, "SELECT variant, space, count(*), sum(argmax_share) FROM selection_stability "
-                                "GROUP BY ALL ORDER BY ALL")  # fmt: skip
+    stab = ledger_rows(
+        project, "SELECT variant, space, count(*), sum(argmax_share) FROM selection_stability GROUP BY ALL ORDER BY ALL"
+    )
     assert stab == [("main", "bridge", 3, pytest.approx(1.0)), ("main", "scalar", 3, pytest.approx(1.0))]
     assert n_docs >= 10  # the 35 blocks are spread over the geometry split's documents
 
 
 def test_sensitivity_variants_report_their_own_selection(project, first_run):
-    spec = write_spec(project, "tiny-sens", bridge=None, sensitivity=[
-        {"name": "keep", "geometry": {"outliers": {"rule": "keep"}}},
-        {"name": "bos-any", "data": {"block_align": "any"}},
-    ])  # fmt: skip
+    spec = write_spec(
+        project,
+        "tiny-sens",
+        bridge=None,
+        sensitivity=[
+            {"name": "keep", "geometry": {"outliers": {"rule": "keep"}}},
+            {"name": "bos-any", "data": {"block_align": "any"}},
+        ],
+    )
     result = invoke(project, "run", str(spec), "--no-report")
     assert result.exit_code == 0, result.output
     assert "sensitivity" in result.output
-    rows = ledger_rows(project, "SELECT variant, count(*), sum(argmax_share), any_value(settings) FROM "
-                                "selection_stability s JOIN specs USING (spec_hash) WHERE name = 'tiny-sens' "
-                                "AND space = 'bridge' GROUP BY variant ORDER BY variant")  # fmt: skip
+    rows = ledger_rows(
+        project,
+        "SELECT variant, count(*), sum(argmax_share), any_value(settings) FROM "
+        "selection_stability s JOIN specs USING (spec_hash) WHERE name = 'tiny-sens' "
+        "AND space = 'bridge' GROUP BY variant ORDER BY variant",
+    )
     assert [r[0] for r in rows] == ["bos-any", "keep", "main"] and all(r[1] == 3 for r in rows)
     assert json.loads(rows[1][3]) == {"geometry": {"outliers": {"rule": "keep"}}}
 
 
 def test_second_run_computes_nothing_and_adds_no_result_rows(project, first_run):
     spec, _ = first_run
-    before = ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0] + ledger_rows(
-        project, "SELECT count(*) FROM samples")[0][0]  # fmt: skip
+    before = (
+        ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0]
+        + ledger_rows(project, "SELECT count(*) FROM samples")[0][0]
+    )
     result = invoke(project, "run", str(spec))
     assert result.exit_code == 0, result.output
     assert "everything up to date" in result.output
-    after = ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0] + ledger_rows(
-        project, "SELECT count(*) FROM samples")[0][0]  # fmt: skip
+    after = (
+        ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0]
+        + ledger_rows(project, "SELECT count(*) FROM samples")[0][0]
+    )
     assert before == after
     assert ledger_rows(project, "SELECT stages_run FROM runs ORDER BY started_at")[-1] == (0,)
 
@@ -152,22 +170,34 @@ def test_changing_k_reruns_score_and_select_but_not_extract(project, first_run):
 def test_same_spec_same_numbers(project, first_run):
     """Re-running a spec from scratch gives identical metrics (determinism)."""
     spec, _ = first_run
-    first = ledger_rows(project, "SELECT bridge_val_loss, gen_ppl, samples_digest FROM bridge_results b "
-                                 "JOIN specs s USING (spec_hash) WHERE s.name = 'tiny'")  # fmt: skip
+    first = ledger_rows(
+        project,
+        "SELECT bridge_val_loss, gen_ppl, samples_digest FROM bridge_results b "
+        "JOIN specs s USING (spec_hash) WHERE s.name = 'tiny'",
+    )
     shutil.rmtree(project / "artifacts")
     (project / "dvc.lock").unlink()
     shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
     result = invoke(project, "run", str(spec), "--no-report")
     assert result.exit_code == 0, result.output
-    again = ledger_rows(project, "SELECT bridge_val_loss, gen_ppl, samples_digest FROM bridge_results b "
-                                 "JOIN specs s USING (spec_hash) WHERE s.name = 'tiny'")  # fmt: skip
+    again = ledger_rows(
+        project,
+        "SELECT bridge_val_loss, gen_ppl, samples_digest FROM bridge_results b "
+        "JOIN specs s USING (spec_hash) WHERE s.name = 'tiny'",
+    )
     assert again == first
 
 
 def test_ledger_sql_formats_and_refuses_writes(project, first_run):
     h = ledger_rows(project, "SELECT spec_hash FROM specs WHERE name = 'tiny'")[0][0]
-    res = invoke(project, "ledger", "sql", f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' "
-                                            "AND space = 'bridge' ORDER BY layer", "--format", "csv")  # fmt: skip
+    res = invoke(
+        project,
+        "ledger",
+        "sql",
+        f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' AND space = 'bridge' ORDER BY layer",
+        "--format",
+        "csv",
+    )
     assert res.exit_code == 0 and res.output.splitlines()[0] == "layer,score" and len(res.output.splitlines()) == 4
     res = invoke(project, "ledger", "sql", "SELECT count(*) AS n FROM runs", "--format", "json")
     assert json.loads(res.output)[0]["n"] >= 1
@@ -203,8 +233,10 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     kinds = [s.split("-")[0] for s in stages_ran(result.output)]
     assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-1] == "correlate"
     rows = ledger_rows(
-        project, "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers, spearman_p, interval_method, "
-                 "resampled, space, selection_space FROM correlations ORDER BY space")  # fmt: skip
+        project,
+        "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers, spearman_p, interval_method, "
+        "resampled, space, selection_space FROM correlations ORDER BY space",
+    )
     assert [(r[8], r[9]) for r in rows] == [("bridge", True), ("scalar", False)]  # one C1 row per space
     for rho, lo, hi, best, n_layers, p, method, resampled, _, _ in rows:
         assert -1 <= lo <= rho <= hi <= 1 and best in (1, 2, 3) and n_layers == 3
@@ -214,11 +246,17 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     from scipy.stats import spearmanr
 
     h = ledger_rows(project, "SELECT spec_hash FROM specs WHERE name = 'tiny-sweep'")[0][0]
-    loss = dict(ledger_rows(project, f"SELECT layer, avg(bridge_val_loss) FROM bridge_results WHERE spec_hash = '{h}' "
-                                     "GROUP BY layer"))  # fmt: skip
+    loss = dict(
+        ledger_rows(
+            project, f"SELECT layer, avg(bridge_val_loss) FROM bridge_results WHERE spec_hash = '{h}' GROUP BY layer"
+        )
+    )
     for space, rho in [(r[8], r[0]) for r in rows]:
-        g = dict(ledger_rows(project, f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' AND "
-                                      f"space = '{space}'"))  # fmt: skip
+        g = dict(
+            ledger_rows(
+                project, f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' AND space = '{space}'"
+            )
+        )
         assert rho == pytest.approx(spearmanr([g[x] for x in (1, 2, 3)], [loss[x] for x in (1, 2, 3)])[0])
     html = (project / "reports" / "tiny-sweep.html").read_text()
     assert "data:image/png;base64" in html
@@ -233,14 +271,21 @@ def test_ctrl_c_mid_training_is_logged_and_loses_nothing(project, first_run):
 
     before = ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer")
     spec = write_spec(project, "tiny-interrupted", bridge__steps=100000)
+
     def as_in_a_terminal() -> None:
         # A shell's background job (CI under `cmd &`) inherits SIGINT *ignored*; a terminal's
         # foreground job does not. Restore the default so Python raises KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    proc = subprocess.Popen([sys.executable, "-m", "dihal", "run", str(spec), "--no-report"], cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=as_in_a_terminal, env={**os.environ, "DIHAL_PROGRESS": "0"})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dihal", "run", str(spec), "--no-report"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=as_in_a_terminal,
+        env={**os.environ, "DIHAL_PROGRESS": "0"},
+    )
     ckpts = project / "artifacts" / "checkpoints"
     try:
         deadline = time.time() + 300
@@ -254,15 +299,26 @@ def test_ctrl_c_mid_training_is_logged_and_loses_nothing(project, first_run):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 130, out
-    status = ledger_rows(project, "SELECT r.status FROM runs r JOIN specs s USING (spec_hash) "
-                                  "WHERE s.name = 'tiny-interrupted'")  # fmt: skip
+    status = ledger_rows(
+        project, "SELECT r.status FROM runs r JOIN specs s USING (spec_hash) WHERE s.name = 'tiny-interrupted'"
+    )
     assert status == [("interrupted",)]
     assert ledger_rows(project, "SELECT * FROM layer_geometry ORDER BY spec_hash, layer") == before
     shutil.rmtree(ckpts, ignore_errors=True)
 
 
-LEDGER_TABLES = ("specs", "runs", "layer_geometry", "selections", "bridge_results", "training_curves", "samples",
-                 "correlations", "selection_stability", "reference_results")  # fmt: skip
+LEDGER_TABLES = (
+    "specs",
+    "runs",
+    "layer_geometry",
+    "selections",
+    "bridge_results",
+    "training_curves",
+    "samples",
+    "correlations",
+    "selection_stability",
+    "reference_results",
+)
 
 
 def ledger_snapshot(root: Path) -> dict[str, list[str]]:

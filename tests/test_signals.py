@@ -16,10 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dihal.signals import Interrupted, describe, exit_code, raise_on_signals, release_dead_locks
+from dihal.execute.signals import Interrupted, describe, exit_code, raise_on_signals, release_dead_locks
 from tests.test_run_tiny import write_spec
-from tests.tiny import ledger_rows, stages_ran
-from tests.tiny import save_tiny
+from tests.tiny import ledger_rows, save_tiny, stages_ran
 
 ENV = {**os.environ, "DIHAL_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
 STEPS = 1000  # long enough (several seconds) that the signal lands mid-training, not after it
@@ -35,9 +34,15 @@ class DihalRun:
     """`dihal run spec` in a session of its own, as a shell job would be, and every session it starts (DVC's)."""
 
     def __init__(self, root: Path, spec: Path):
-        self.proc = subprocess.Popen([sys.executable, "-m", "dihal", "run", str(spec), "--no-report"], cwd=root,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=as_in_a_terminal, env=ENV)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dihal", "run", str(spec), "--no-report"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=as_in_a_terminal,
+            env=ENV,
+        )
         self.sessions = {self.proc.pid}
         self.seen: list[psutil.Process] = []
 
@@ -113,13 +118,18 @@ class DihalRun:
 
 
 def digests(root: Path, kinds: tuple[str, ...]) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for k in kinds for p in sorted((root / "artifacts" / k).rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for k in kinds
+        for p in sorted((root / "artifacts" / k).rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_rows(root: Path, name: str) -> list[tuple]:
-    return ledger_rows(root, "SELECT r.status, r.error FROM runs r JOIN specs s USING (spec_hash) "
-                             f"WHERE s.name = '{name}'")  # fmt: skip
+    return ledger_rows(
+        root, f"SELECT r.status, r.error FROM runs r JOIN specs s USING (spec_hash) WHERE s.name = '{name}'"
+    )
 
 
 def rwlock_entries(root: Path) -> dict:
@@ -165,8 +175,14 @@ def test_sigterm_mid_training_ends_the_whole_run_and_the_rerun_gives_the_same_by
     assert done_before and digests(project, ("extract", "score", "select", "targets")) == done_before
     assert any(ckpts.glob("*/ckpt.pt")), "the checkpoint survives for the next run"
 
-    again = subprocess.run([sys.executable, "-m", "dihal", "run", str(spec), "--no-report"], cwd=project,
-                           capture_output=True, text=True, env=ENV, timeout=600)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "dihal", "run", str(spec), "--no-report"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     ran = [s.split("-")[0] for s in stages_ran(again.stdout + again.stderr)]
     # the stages that had finished are not recomputed (reference may or may not have run before the signal)
@@ -176,8 +192,14 @@ def test_sigterm_mid_training_ends_the_whole_run_and_the_rerun_gives_the_same_by
 
     reference = new_project(tmp_path_factory, model, "reference")
     spec_ref = write_spec(reference, "tiny-term", bridge__steps=STEPS)
-    ref = subprocess.run([sys.executable, "-m", "dihal", "run", str(spec_ref), "--no-report"], cwd=reference,
-                         capture_output=True, text=True, env=ENV, timeout=600)  # fmt: skip
+    ref = subprocess.run(
+        [sys.executable, "-m", "dihal", "run", str(spec_ref), "--no-report"],
+        cwd=reference,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     assert ref.returncode == 0, ref.stdout + ref.stderr
     assert _results(project) == _results(reference)
 
@@ -219,7 +241,10 @@ def test_the_scope_raises_interrupted_and_restores_the_handlers():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert (caught.value.signum, exit_code(caught.value), describe(caught.value)) == (
-        signal.SIGTERM, 143, "interrupted by SIGTERM")  # fmt: skip
+        signal.SIGTERM,
+        143,
+        "interrupted by SIGTERM",
+    )
     assert isinstance(caught.value, KeyboardInterrupt), "every Ctrl-C path handles it"
     assert {s: signal.getsignal(s) for s in before} == before
     assert (describe(KeyboardInterrupt()), exit_code(KeyboardInterrupt())) == ("interrupted by SIGINT", 130)
@@ -251,7 +276,7 @@ def test_release_dead_locks_drops_only_dead_processes(tmp_path):
 
 
 def test_sigkill_to_dihal_still_stops_dvc_and_its_stage(project):
-    """Nothing can catch SIGKILL: the watchdog (`dihal.signals.Watchdog`) ends DVC's group instead."""
+    """Nothing can catch SIGKILL: the watchdog (`dihal.execute.signals.Watchdog`) ends DVC's group instead."""
     spec = write_spec(project, "tiny-kill", bridge__steps=100000, bridge__seq_len=12)
     ckpts = project / "artifacts" / "checkpoints"
     before = set(ckpts.glob("*/ckpt.pt"))

@@ -13,7 +13,7 @@ from dihal.geometry.outliers import apply_rule
 from dihal.geometry.proxies import PROXIES, ProxyContext, compute_layer_proxies
 from dihal.geometry.spaces import SPACES, to_space
 from dihal.geometry.stability import document_counts, layer_replicates
-from dihal.proxy_names import DEFAULT_SPACE, SPACE_NAMES
+from dihal.spec.geometry import DEFAULT_SPACE, SPACE_NAMES
 
 WEIGHTS = {"kappa": 1.0, "sigma": 1.0, "erank": -1.0}
 SMALL = dict(anchors=128, k=8, pairs=512, seed=0)
@@ -70,8 +70,18 @@ def test_a_planted_rogue_channel_decides_the_scalar_space_but_not_the_bridge_spa
     layers, doc, tokens = rogue_layers()
     var = layers[2].var(axis=0)
     assert var[3] / var.sum() > 0.75
-    res = locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=0, tokens=tokens,
-                 token_text={7: " the"}, space="bridge", **BOTH, **SMALL)  # fmt: skip
+    res = locate(
+        list(layers),
+        layers.get,
+        doc,
+        weights=WEIGHTS,
+        n_boot=0,
+        tokens=tokens,
+        token_text={7: " the"},
+        space="bridge",
+        **BOTH,
+        **SMALL,
+    )
     assert res.spaces["scalar"].table.best() == 2  # one channel makes layer 2 look low-rank and stiff
     assert res.spaces["bridge"].table.best() == 4  # standardised, layer 2 is as isotropic as the rest
     assert res.table.best() == 4 and res.space == "bridge"
@@ -85,8 +95,9 @@ def test_a_planted_rogue_channel_decides_the_scalar_space_but_not_the_bridge_spa
 def test_each_space_alone_gives_the_numbers_it_gives_beside_the_other():
     layers, doc, _ = rogue_layers()
     both = locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=40, space="scalar", **BOTH, **SMALL)
-    alone = locate(list(layers), layers.get, doc, weights=WEIGHTS, n_boot=40, spaces=("scalar",), space="scalar",
-                   **SMALL)  # fmt: skip
+    alone = locate(
+        list(layers), layers.get, doc, weights=WEIGHTS, n_boot=40, spaces=("scalar",), space="scalar", **SMALL
+    )
     assert both.table.score == alone.table.score
     assert both.stability.share == alone.stability.share and both.stability.lo == alone.stability.lo
 
@@ -119,10 +130,14 @@ def test_bridge_space_fast_replicates_track_full_recomputation():
     full = {name: [] for name in WEIGHTS}
     for b, c in enumerate(counts):
         idx = np.concatenate([np.flatnonzero(doc == j) for j in range(n_docs) for _ in range(int(c[j]))])
-        vals = compute_layer_proxies(x[idx], proxies=["sigma", "erank"], anchors=256, k=8, pairs=1024, seed=b,
-                                     space="bridge")  # fmt: skip
-        vals.update(compute_layer_proxies(x[c[doc] > 0], proxies=["kappa"], anchors=256, k=8, pairs=1024, seed=b,
-                                          space="bridge"))  # fmt: skip
+        vals = compute_layer_proxies(
+            x[idx], proxies=["sigma", "erank"], anchors=256, k=8, pairs=1024, seed=b, space="bridge"
+        )
+        vals.update(
+            compute_layer_proxies(
+                x[c[doc] > 0], proxies=["kappa"], anchors=256, k=8, pairs=1024, seed=b, space="bridge"
+            )
+        )
         for name in WEIGHTS:
             full[name].append(vals[name])
     assert np.mean(fast["erank"]) == pytest.approx(np.mean(full["erank"]), rel=0.02)

@@ -8,10 +8,11 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from dihal.hashing import digest, spec_hash
-from dihal.pipeline import plan
-from dihal.spec import Spec, SpecError, parse_spec
+from dihal.compile.plan import plan
+from dihal.spec.hashing import digest, spec_hash
+from dihal.spec.schema import Spec, SpecError, parse_spec
 
 MINIMAL = {"name": "t"}
 
@@ -109,8 +110,9 @@ def test_geometry_options_rescore_without_reextracting_and_bridge_outliers_retra
 
 
 def test_a_variant_is_the_spec_with_its_changes():
-    spec = parse_spec({**MINIMAL, "geometry": {"k": 8}, "sensitivity": [
-        {"name": "keep", "geometry": {"outliers": {"rule": "keep"}}}]})  # fmt: skip
+    spec = parse_spec(
+        {**MINIMAL, "geometry": {"k": 8}, "sensitivity": [{"name": "keep", "geometry": {"outliers": {"rule": "keep"}}}]}
+    )
     v = spec.variant("keep")
     assert v.geometry.k == 8 and v.geometry.outliers.rule == "keep" and v.geometry.outliers.threshold == 20
     assert v.bridge is None and v.sensitivity == () and spec.geometry.outliers.rule == "drop"
@@ -146,14 +148,30 @@ def problems(raw) -> list[tuple[str, object, str]]:
         ({"name": "a", "geometry": {"outliers": {"threshold": 1}}}, "geometry.outliers.threshold", 1, "greater than 1"),
         ({"name": "a", "geometry": {"n_boot": 5}}, "geometry.n_boot", 5, "at least 20"),
         ({"name": "a", "data": {"block_align": "word"}}, "data.block_align", "word", "'sentence'"),
-        ({"name": "a", "sensitivity": [{"name": "v", "geometry": {"outliers": {"rule": "x"}}}]},
-         "sensitivity[0].geometry.outliers.rule", "x", "'drop'"),
-        ({"name": "a", "sensitivity": [{"name": "v", "data": {"blok_start": "bos"}}]},
-         "sensitivity[0].data.blok_start", "bos", "not a field of data"),
-        ({"name": "a", "sensitivity": [{"name": "v", "geometry": {"n_boot": 200}}]}, "sensitivity[0]", "v",
-         "changes at least one"),
-        ({"name": "a", "sensitivity": [{"name": "bad name!", "data": {"block_align": "any"}}]},
-         "sensitivity[0].name", "bad name!", "pattern"),
+        (
+            {"name": "a", "sensitivity": [{"name": "v", "geometry": {"outliers": {"rule": "x"}}}]},
+            "sensitivity[0].geometry.outliers.rule",
+            "x",
+            "'drop'",
+        ),
+        (
+            {"name": "a", "sensitivity": [{"name": "v", "data": {"blok_start": "bos"}}]},
+            "sensitivity[0].data.blok_start",
+            "bos",
+            "not a field of data",
+        ),
+        (
+            {"name": "a", "sensitivity": [{"name": "v", "geometry": {"n_boot": 200}}]},
+            "sensitivity[0]",
+            "v",
+            "changes at least one",
+        ),
+        (
+            {"name": "a", "sensitivity": [{"name": "bad name!", "data": {"block_align": "any"}}]},
+            "sensitivity[0].name",
+            "bad name!",
+            "pattern",
+        ),
     ],
 )
 def test_errors_name_the_field_the_value_and_the_expectation(raw, path, value, expect):
@@ -174,6 +192,6 @@ def test_non_mapping_spec_is_refused():
 
 def test_specs_are_frozen():
     spec = parse_spec(MINIMAL)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         spec.seed = 3  # type: ignore[misc]
     assert isinstance(spec, Spec)

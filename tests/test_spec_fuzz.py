@@ -29,20 +29,92 @@ runner = CliRunner()
 
 # The spec's own field names, so generated specs reach deep validators and not only "unknown key".
 FIELDS = {
-    None: ["name", "description", "seed", "backbone", "data", "geometry", "select", "bridge", "eval",
-           "sensitivity", "allow_large"],
+    None: [
+        "name",
+        "description",
+        "seed",
+        "backbone",
+        "data",
+        "geometry",
+        "select",
+        "bridge",
+        "eval",
+        "sensitivity",
+        "allow_large",
+    ],
     "backbone": ["source", "id", "revision", "dtype", "device", "trust_remote_code"],
-    "data": ["source", "paths", "dataset", "splits", "max_documents", "block_start", "block_align",
-             "max_blocks_per_document", "text_field"],
-    "geometry": ["seq_len", "n_tokens", "batch_size", "layers", "anchors", "k", "pairs", "ridge", "outliers",
-                 "n_boot", "warn_top_share", "proxies"],
+    "data": [
+        "source",
+        "paths",
+        "dataset",
+        "splits",
+        "max_documents",
+        "block_start",
+        "block_align",
+        "max_blocks_per_document",
+        "text_field",
+    ],
+    "geometry": [
+        "seq_len",
+        "n_tokens",
+        "batch_size",
+        "layers",
+        "anchors",
+        "k",
+        "pairs",
+        "ridge",
+        "outliers",
+        "n_boot",
+        "warn_top_share",
+        "proxies",
+    ],
     "select": ["rule", "layer"],
-    "bridge": ["layers", "seeds", "seq_len", "n_train", "n_val", "prefix", "d_model", "depth", "heads",
-               "time_cond", "objective", "steps", "batch_size", "lr", "warmup", "outliers", "checkpoint_every"],
+    "bridge": [
+        "layers",
+        "seeds",
+        "seq_len",
+        "n_train",
+        "n_val",
+        "prefix",
+        "d_model",
+        "depth",
+        "heads",
+        "time_cond",
+        "objective",
+        "steps",
+        "batch_size",
+        "lr",
+        "warmup",
+        "outliers",
+        "checkpoint_every",
+    ],
     "eval": ["t_grid", "val_batches", "recovery_t", "n_samples", "sampling_steps", "temperature", "n_boot", "top_k"],
-}  # fmt: skip
-WORDS = ["embedded", "local", "hf", "kjv", "text", "argmax", "fixed", "selected", "drop", "keep", "clip", "kappa",
-         "sigma", "erank", "cpu", "cuda:0", "bos", "eos", "auto", "x0", "eps", "adaln", "bridge.steps"]  # fmt: skip
+}
+WORDS = [
+    "embedded",
+    "local",
+    "hf",
+    "kjv",
+    "text",
+    "argmax",
+    "fixed",
+    "selected",
+    "drop",
+    "keep",
+    "clip",
+    "kappa",
+    "sigma",
+    "erank",
+    "cpu",
+    "cuda:0",
+    "bos",
+    "eos",
+    "auto",
+    "x0",
+    "eps",
+    "adaln",
+    "bridge.steps",
+]
 
 numbers = st.one_of(
     st.integers(-5, 40),
@@ -56,10 +128,16 @@ scalars = st.one_of(numbers, st.booleans(), st.none(), st.sampled_from(WORDS), s
 
 def values():
     leaf = scalars
-    return st.recursive(leaf, lambda inner: st.one_of(
-        st.lists(inner, max_size=5),
-        st.dictionaries(st.one_of(st.sampled_from(sum(FIELDS.values(), [])), st.text(max_size=8)), inner, max_size=5),
-    ), max_leaves=20)  # fmt: skip
+    return st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=5),
+            st.dictionaries(
+                st.one_of(st.sampled_from(sum(FIELDS.values(), [])), st.text(max_size=8)), inner, max_size=5
+            ),
+        ),
+        max_leaves=20,
+    )
 
 
 @st.composite
@@ -68,7 +146,9 @@ def structured(draw) -> str:
     spec: dict = {"name": draw(st.one_of(st.text(min_size=1, max_size=20), scalars))}
     for key in draw(st.lists(st.sampled_from(FIELDS[None]), max_size=6, unique=True)):
         if key in FIELDS and draw(st.booleans()):
-            spec[key] = {f: draw(values()) for f in draw(st.lists(st.sampled_from(FIELDS[key]), max_size=5, unique=True))}
+            spec[key] = {
+                f: draw(values()) for f in draw(st.lists(st.sampled_from(FIELDS[key]), max_size=5, unique=True))
+            }
         else:
             spec[key] = draw(values())
     return yaml.safe_dump(spec, allow_unicode=draw(st.booleans()))
@@ -97,8 +177,12 @@ def mutated(draw) -> str:
         section = draw(st.sampled_from([s for s in FIELDS if s]))
         fields = spec.setdefault(section, {}) if isinstance(spec.get(section), dict) else spec
         field = draw(st.sampled_from(FIELDS[section]))
-        plausible = st.one_of(st.integers(1, 64), st.floats(0.01, 0.99), st.text(min_size=1, max_size=12),
-                              st.sampled_from([[3, 5, 7], [1, 2], "selected", {}, "kjv", "drop", "argmax", None]))
+        plausible = st.one_of(
+            st.integers(1, 64),
+            st.floats(0.01, 0.99),
+            st.text(min_size=1, max_size=12),
+            st.sampled_from([[3, 5, 7], [1, 2], "selected", {}, "kjv", "drop", "argmax", None]),
+        )
         fields[field] = draw(st.one_of(plausible, plausible, plausible, scalars, values()))
     return yaml.safe_dump(spec, allow_unicode=True)
 
@@ -118,16 +202,61 @@ def valid(draw) -> str:
     return yaml.safe_dump(spec, allow_unicode=draw(st.booleans()))
 
 
-TOKENS = ["[", "]", "{", "}", ": ", "- ", "\n", "  ", "&x ", "*x", "<<: *x\n", "!!binary ", "!!python/object ",
-          "!!set ", "? ", "|\n", ">-\n", "'", '"', "#", ".inf", ".nan", "1e999", "0x1F", "0o17", "~", "name", "seed",
-          "geometry", "bridge", "k", "2001-12-14", "\t", "\u2028", "\ufeff", "é", "𝔘", "%YAML 1.1\n", "---\n", "..."]  # fmt: skip
+TOKENS = [
+    "[",
+    "]",
+    "{",
+    "}",
+    ": ",
+    "- ",
+    "\n",
+    "  ",
+    "&x ",
+    "*x",
+    "<<: *x\n",
+    "!!binary ",
+    "!!python/object ",
+    "!!set ",
+    "? ",
+    "|\n",
+    ">-\n",
+    "'",
+    '"',
+    "#",
+    ".inf",
+    ".nan",
+    "1e999",
+    "0x1F",
+    "0o17",
+    "~",
+    "name",
+    "seed",
+    "geometry",
+    "bridge",
+    "k",
+    "2001-12-14",
+    "\t",
+    "\u2028",
+    "\ufeff",
+    "é",
+    "𝔘",
+    "%YAML 1.1\n",
+    "---\n",
+    "...",
+]
 raw_text = st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=6)), max_size=40).map("".join)
 raw_bytes = st.binary(max_size=200)
 deep = st.tuples(st.integers(1, 20_000), st.sampled_from(["[", "{a: ", "- "])).map(
-    lambda t: "name: x\nseed: " + t[1] * t[0] if t[1] != "- " else "name: x\nseed:\n" + "".join(
-        "  " * i + "- \n" for i in range(min(t[0], 400))))  # fmt: skip
-specs = st.one_of(valid().map(lambda t: ("valid", t)),
-                  st.one_of(mutated(), structured(), bombs(), raw_text, raw_bytes, deep).map(lambda t: ("any", t)))
+    lambda t: (
+        "name: x\nseed: " + t[1] * t[0]
+        if t[1] != "- "
+        else "name: x\nseed:\n" + "".join("  " * i + "- \n" for i in range(min(t[0], 400)))
+    )
+)
+specs = st.one_of(
+    valid().map(lambda t: ("valid", t)),
+    st.one_of(mutated(), structured(), bombs(), raw_text, raw_bytes, deep).map(lambda t: ("any", t)),
+)
 
 STATS: dict[str, tuple[float, str]] = {"seconds": (0.0, ""), "bytes": (0.0, "")}
 EXITS: dict[int, int] = {0: 0, 2: 0}
@@ -144,17 +273,28 @@ def project(tmp_path_factory):
     assert listing(root) == []
     yield root
     (sec, sec_spec), (mem, mem_spec) = STATS["seconds"], STATS["bytes"]
-    print(f"\nfuzz: {EXAMPLES} examples ({EXITS[0]} valid, {EXITS[2]} spec errors); slowest {sec * 1e3:.1f} ms ({sec_spec[:80]!r}); "
-          f"largest {mem / 2**20:.1f} MiB traced ({mem_spec[:80]!r})")
+    print(
+        f"\nfuzz: {EXAMPLES} examples ({EXITS[0]} valid, {EXITS[2]} spec errors); slowest {sec * 1e3:.1f} ms ({sec_spec[:80]!r}); "
+        f"largest {mem / 2**20:.1f} MiB traced ({mem_spec[:80]!r})"
+    )
 
 
 def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-                                 HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 @given(example=specs)
 def test_validate_answers_every_spec_with_ok_or_a_spec_error(example, project):
     kind, spec = example

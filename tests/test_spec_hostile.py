@@ -11,13 +11,18 @@ import pytest
 from typer.testing import CliRunner
 
 from dihal.cli import app
-from dihal.spec import SpecError, parse_spec
-from dihal.spec_limits import SOFT_LIMITS
+from dihal.spec.limits import SOFT_LIMITS
+from dihal.spec.schema import SpecError, parse_spec
 
 runner = CliRunner()
 
-BOMB = "\n".join(["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"] + [
-    f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]) + "\nname: *i\n"  # fmt: skip
+BOMB = (
+    "\n".join(
+        ["a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
+        + [f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+    )
+    + "\nname: *i\n"
+)
 
 CASES = {
     # name: (file bytes, field path in the message, words the message must hold)
@@ -81,7 +86,7 @@ def test_the_yaml_bomb_is_refused_in_milliseconds_without_expanding(tmp_path):
 
 
 def test_allow_large_lifts_a_bound_without_changing_the_hash():
-    from dihal.hashing import spec_hash
+    from dihal.spec.hashing import spec_hash
 
     with pytest.raises(SpecError, match="bridge.steps"):
         parse_spec({"name": "x", "bridge": {"steps": 2_000_000}})
@@ -91,7 +96,7 @@ def test_allow_large_lifts_a_bound_without_changing_the_hash():
 
 
 def test_every_bound_is_above_the_defaults_and_the_shipped_specs():
-    from dihal.spec import load_spec
+    from dihal.spec.schema import load_spec
 
     for path in sorted((Path(__file__).parents[1] / "specs").glob("*.yaml")):
         try:
@@ -99,7 +104,7 @@ def test_every_bound_is_above_the_defaults_and_the_shipped_specs():
         except SpecError as err:  # a second backbone made locally first (bench/second_backbone.py) may be absent
             assert [p for p, _, _ in err.problems] == ["backbone.id"] and "local model" in str(err), err
     default = parse_spec({"name": "x"})
-    from dihal.spec_limits import _value
+    from dihal.spec.limits import _value
 
     for field, (limit, _) in SOFT_LIMITS.items():
         assert (_value(default, field) or 0) <= limit, field  # None: unset by default (bridge.seeds)

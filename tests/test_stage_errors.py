@@ -20,8 +20,9 @@ def _bad_stage(root: Path) -> Path:
     stages = root / ".dihal" / "stages"
     stages.mkdir(parents=True)
     cfg = stages / "extract-0123456789abcdef.json"
-    cfg.write_text(json.dumps({"kind": "nope", "hash": "0123456789abcdef", "params": {}, "inputs": {},
-                               "out": "artifacts/x"}))  # fmt: skip
+    cfg.write_text(
+        json.dumps({"kind": "nope", "hash": "0123456789abcdef", "params": {}, "inputs": {}, "out": "artifacts/x"})
+    )
     return cfg
 
 
@@ -59,10 +60,13 @@ def test_a_run_whose_stage_fails_shows_the_line_not_the_traceback(tmp_path, monk
     model = save_tiny(tmp_path / "model")
     for weights in model.glob("*.safetensors"):
         weights.unlink()
-    spec = {"name": "broken", "backbone": {"source": "local", "id": "model"},
-            "data": {"source": "kjv", "max_documents": 50},
-            "geometry": {"seq_len": 16, "n_tokens": 256, "anchors": 32, "k": 4, "pairs": 64, "batch_size": 8},
-            "bridge": None}  # fmt: skip
+    spec = {
+        "name": "broken",
+        "backbone": {"source": "local", "id": "model"},
+        "data": {"source": "kjv", "max_documents": 50},
+        "geometry": {"seq_len": 16, "n_tokens": 256, "anchors": 32, "k": 4, "pairs": 64, "batch_size": 8},
+        "bridge": None,
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["run", "spec.yaml", "--project", str(tmp_path), "--no-report"])
@@ -80,10 +84,15 @@ def test_a_run_whose_stage_fails_shows_the_line_not_the_traceback(tmp_path, monk
     assert "failed: BackboneError: could not load backbone" in error and "Traceback" not in error, error
 
 
-@pytest.mark.parametrize("path, expected", [(".dihal/stages/a-1.json", ".dihal/logs/a-1.log"),
-                                             ("p/.dihal/stages/b.json", "p/.dihal/logs/b.log"),
-                                             ("elsewhere/c.json", ".dihal/logs/c.log")])  # fmt: skip
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        (".dihal/stages/a-1.json", ".dihal/logs/a-1.log"),
+        ("p/.dihal/stages/b.json", "p/.dihal/logs/b.log"),
+        ("elsewhere/c.json", ".dihal/logs/c.log"),
+    ],
+)
 def test_log_path(path, expected):
-    from dihal.stage_log import log_path
+    from dihal.execute.stage_log import log_path
 
     assert log_path(path) == Path(expected)

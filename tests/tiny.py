@@ -20,10 +20,20 @@ TINY = {
     "backbone": {"source": "local", "id": "tiny"},
     "data": {"source": "kjv", "max_documents": 200},
     "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
-    "bridge": {"seq_len": 16, "n_train": 64, "n_val": 16, "d_model": 32, "depth": 1, "heads": 2, "steps": 30,
-               "warmup": 5, "batch_size": 8, "checkpoint_every": 10},
+    "bridge": {
+        "seq_len": 16,
+        "n_train": 64,
+        "n_val": 16,
+        "d_model": 32,
+        "depth": 1,
+        "heads": 2,
+        "steps": 30,
+        "warmup": 5,
+        "batch_size": 8,
+        "checkpoint_every": 10,
+    },
     "eval": {"n_samples": 4, "sampling_steps": 5, "n_boot": 50, "val_batches": 2},
-}  # fmt: skip
+}
 # A 3-layer × 2-seed sweep of it: the executor tests and benchmark.
 TINY_SWEEP = {**TINY, "name": "sweep", "bridge": {**TINY["bridge"], "steps": 20, "layers": [1, 2, 3], "seeds": [0, 1]}}
 
@@ -35,8 +45,11 @@ def make_tokenizer(vocab_size: int = 256):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS * 20, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
@@ -46,13 +59,23 @@ def make_model(arch: str = "llama", n_layers: int = 4, d: int = 32, vocab: int =
 
     torch.manual_seed(seed)
     if arch == "llama":
-        cfg = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=n_layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)  # fmt: skip
+        cfg = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=d,
+            intermediate_size=2 * d,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=True,
+        )
         return LlamaForCausalLM(cfg).eval()
     if arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_embd=d, n_layer=n_layers, n_head=4, n_positions=128,
-                         bos_token_id=1, eos_token_id=2)  # fmt: skip
+        cfg = GPT2Config(
+            vocab_size=vocab, n_embd=d, n_layer=n_layers, n_head=4, n_positions=128, bos_token_id=1, eos_token_id=2
+        )
         return GPT2LMHeadModel(cfg).eval()
     raise ValueError(arch)
 

@@ -155,10 +155,7 @@ def _collect(
     present = set(keys)
     missing = [(layer, seed) for layer in layers for seed in seeds if (layer, seed) not in present]
     if missing:
-        raise ValueError(
-            f"every layer needs losses for the same seeds {seeds}; "
-            f"missing (layer, seed) runs: {missing}"
-        )
+        raise ValueError(f"every layer needs losses for the same seeds {seeds}; missing (layer, seed) runs: {missing}")
 
     rows = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in losses.items()}
     rows = {(int(k[0]), int(k[1])): v for k, v in rows.items()}
@@ -168,8 +165,7 @@ def _collect(
         for k in sorted(lengths):
             by_len.setdefault(lengths[k], []).append(k)
         raise ValueError(
-            "every (layer, seed) run needs the same number of validation batches; "
-            f"batch counts -> runs: {by_len}"
+            f"every (layer, seed) run needs the same number of validation batches; batch counts -> runs: {by_len}"
         )
     n_batches = next(iter(lengths.values()))
     if n_batches == 0:
@@ -182,9 +178,7 @@ def _collect(
     return layers, seeds, g, arr
 
 
-def _collect_replicates(
-    layers: list[int], score_replicates: Mapping[int, Sequence[float]] | None
-) -> np.ndarray | None:
+def _collect_replicates(layers: list[int], score_replicates: Mapping[int, Sequence[float]] | None) -> np.ndarray | None:
     """Validate geometry replicates and lay them out as an (R, L) array (None if not given).
 
     Replicate r of every layer must come from the same document resample, so
@@ -198,8 +192,7 @@ def _collect_replicates(
     missing, extra = sorted(set(layers) - given), sorted(given - set(layers))
     if missing or extra:
         raise ValueError(
-            f"score_replicates must cover exactly the scored layers {layers}; "
-            f"missing {missing}, extra {extra}"
+            f"score_replicates must cover exactly the scored layers {layers}; missing {missing}, extra {extra}"
         )
     rows = {int(k): np.asarray(v, dtype=np.float64).reshape(-1) for k, v in score_replicates.items()}
     lengths = {layer: len(rows[layer]) for layer in layers}

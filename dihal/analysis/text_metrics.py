@@ -47,8 +47,7 @@ def _as_ids(seq: Iterable[int]) -> list[int]:
         return [operator.index(t) for t in seq]
     except TypeError as exc:
         raise TypeError(
-            "expected a sequence of integer token ids "
-            f"(got an element that is not an integer: {exc})"
+            f"expected a sequence of integer token ids (got an element that is not an integer: {exc})"
         ) from None
 
 

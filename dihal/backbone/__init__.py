@@ -10,7 +10,7 @@ import importlib
 
 _WHERE = {
     "BackboneAdapter": "dihal.backbone.adapter",
-    "UnsupportedArchitecture": "dihal.backbone.adapter",
+    "UnsupportedArchitecture": "dihal.backbone.support",
     "Backbone": "dihal.backbone.loading",
     "load_backbone": "dihal.backbone.loading",
     "BackboneError": "dihal.backbone.depth",

@@ -18,15 +18,11 @@ import torch
 from torch import nn
 
 from dihal.backbone.families.base import PositionContext
-from dihal.backbone.support import FAMILIES
+from dihal.backbone.support import FAMILIES, UnsupportedArchitecture
 
 SUPPORTED = tuple(FAMILIES)
 
 __all__ = ["BackboneAdapter", "PositionContext", "SUPPORTED", "UnsupportedArchitecture"]
-
-
-class UnsupportedArchitecture(ValueError):
-    pass
 
 
 def _execution_device(module: nn.Module) -> torch.device:

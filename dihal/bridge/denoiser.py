@@ -34,9 +34,7 @@ POSITIONS = ("sinusoidal", "learned")
 def sinusoidal_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Transformer sinusoids of a 1-D tensor of (possibly fractional) positions -> (n, dim)."""
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float64, device=x.device) / half
-    )
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=x.device) / half)
     args = x.to(torch.float64)[:, None] * freqs[None, :]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(torch.float32)
 
@@ -97,8 +95,13 @@ class Denoiser(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("d_in", d_in), ("d_model", d_model), ("depth", depth),
-                            ("heads", heads), ("max_len", max_len)):
+        for name, value in (
+            ("d_in", d_in),
+            ("d_model", d_model),
+            ("depth", depth),
+            ("heads", heads),
+            ("max_len", max_len),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if d_model % heads != 0:
@@ -117,20 +120,25 @@ class Denoiser(nn.Module):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
 
-        self.config = dict(d_in=d_in, d_model=d_model, depth=depth, heads=heads, max_len=max_len,
-                           time_cond=time_cond, pos=pos, mlp_ratio=mlp_ratio, seed=seed)
+        self.config = dict(
+            d_in=d_in,
+            d_model=d_model,
+            depth=depth,
+            heads=heads,
+            max_len=max_len,
+            time_cond=time_cond,
+            pos=pos,
+            mlp_ratio=mlp_ratio,
+            seed=seed,
+        )
         self.d_in, self.d_model, self.max_len = d_in, d_model, max_len
         adaln = time_cond == "adaln"
         with torch.device("meta"):
             self.inp = nn.Linear(d_in, d_model)
             self.mask_embed = nn.Embedding(2, d_model)
             self.pos_embed = nn.Parameter(torch.empty(max_len, d_model)) if pos == "learned" else None
-            self.time_mlp = nn.Sequential(
-                nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model)
-            )
-            self.blocks = nn.ModuleList(
-                _Block(d_model, heads, hidden, adaln) for _ in range(depth)
-            )
+            self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+            self.blocks = nn.ModuleList(_Block(d_model, heads, hidden, adaln) for _ in range(depth))
             self.final_norm = nn.LayerNorm(d_model, elementwise_affine=not adaln)
             self.final_modulation = nn.Linear(d_model, 2 * d_model) if adaln else None
             self.out = nn.Linear(d_model, d_in)
@@ -185,8 +193,7 @@ class Denoiser(nn.Module):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
         if clamp_mask.dtype != torch.bool or clamp_mask.shape != (b, n):
             raise ValueError(
-                f"clamp_mask must be a bool ({b}, {n}) tensor, got {clamp_mask.dtype} "
-                f"{tuple(clamp_mask.shape)}"
+                f"clamp_mask must be a bool ({b}, {n}) tensor, got {clamp_mask.dtype} {tuple(clamp_mask.shape)}"
             )
         pos = self.pos_embed if self.pos_embed is not None else self.pos_table
         h = self.inp(x_t) + pos[:n] + self.mask_embed(clamp_mask.long())

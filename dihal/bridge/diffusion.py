@@ -38,8 +38,7 @@ def _coeffs(t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 def _check_mask(clamp_mask: torch.Tensor, x: torch.Tensor) -> None:
     if clamp_mask.dtype != torch.bool or clamp_mask.shape != x.shape[:2]:
         raise ValueError(
-            f"clamp_mask must be a bool {tuple(x.shape[:2])} tensor, got {clamp_mask.dtype} "
-            f"{tuple(clamp_mask.shape)}"
+            f"clamp_mask must be a bool {tuple(x.shape[:2])} tensor, got {clamp_mask.dtype} {tuple(clamp_mask.shape)}"
         )
 
 
@@ -49,8 +48,9 @@ def prefix_mask(batch: int, length: int, prefix: int, device: torch.device | str
     The one place this mask is built: training, validation loss, recovery and sampling must
     all clamp the same positions, or the bridge is evaluated on a conditional it never learned."""
     if not 0 <= prefix < length:
-        raise ValueError(f"prefix must be in [0, T) = [0, {length}), got {prefix}: "
-                         "at least one position has to be generated")
+        raise ValueError(
+            f"prefix must be in [0, T) = [0, {length}), got {prefix}: at least one position has to be generated"
+        )
     mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
     mask[:, :prefix] = True
     return mask

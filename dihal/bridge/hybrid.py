@@ -34,8 +34,15 @@ class Generation:
 
 
 class DiffusionLM(torch.nn.Module):
-    def __init__(self, interface: Interface, denoiser: Denoiser, standardizer: Standardizer,
-                 *, objective: str = "x0", seq_len: int = 64):  # fmt: skip
+    def __init__(
+        self,
+        interface: Interface,
+        denoiser: Denoiser,
+        standardizer: Standardizer,
+        *,
+        objective: str = "x0",
+        seq_len: int = 64,
+    ):
         super().__init__()
         self.interface = interface
         self.denoiser = denoiser
@@ -60,16 +67,27 @@ class DiffusionLM(torch.nn.Module):
         den.eval()
         std = Standardizer.from_state_dict(blob["standardizer"])
         saved = blob.get("interface") or {"name": "hidden", "state": {"layer": blob["layer"]}}
-        return DiffusionLM(interface_from_state(adapter, saved), den.to(adapter.device), std, objective=blob["objective"],
-                   seq_len=blob["seq_len"])  # fmt: skip
+        return DiffusionLM(
+            interface_from_state(adapter, saved),
+            den.to(adapter.device),
+            std,
+            objective=blob["objective"],
+            seq_len=blob["seq_len"],
+        )
 
     def decode(self, states: torch.Tensor) -> torch.Tensor:
         """Logits from de-standardised interface states (float32, CPU)."""
         return self.interface.logits(states)
 
     @torch.no_grad()
-    def sample(self, prompt_ids: torch.Tensor, *, steps: int = 50, temperature: float = 0.0,
-               generator: torch.Generator | None = None) -> Generation:  # fmt: skip
+    def sample(
+        self,
+        prompt_ids: torch.Tensor,
+        *,
+        steps: int = 50,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Generation:
         """Generate (B, seq_len) tokens continuing `prompt_ids` (B, p), BOS first.
 
         The prompt's true states are clamped as the prefix at every DDIM step; each generated token is the
@@ -88,8 +106,14 @@ class DiffusionLM(torch.nn.Module):
         noise_gen = generator
         if dev.type != "cpu":  # DDIM draws its start noise on the clamp's device
             noise_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        x = ddim_sample(self.denoiser, clamp_values=clamp.to(dev), clamp_mask=mask.to(dev), steps=steps,
-                        objective=self.objective, generator=noise_gen)  # fmt: skip
+        x = ddim_sample(
+            self.denoiser,
+            clamp_values=clamp.to(dev),
+            clamp_mask=mask.to(dev),
+            steps=steps,
+            objective=self.objective,
+            generator=noise_gen,
+        )
         states = self.standardizer.inverse(x.cpu())
         states[:, :p] = prompt_states  # exact, not round-tripped through the standardiser
         logits = self.decode(states)
@@ -108,15 +132,17 @@ class DiffusionLM(torch.nn.Module):
 class HybridLM(DiffusionLM):
     """The hidden-state bridge spliced under blocks ℓ+1..L."""
 
-    def __init__(self, adapter: BackboneAdapter, layer: int, denoiser: Denoiser, standardizer: Standardizer,
-                 *, objective: str = "x0", seq_len: int = 64):  # fmt: skip
+    def __init__(
+        self,
+        adapter: BackboneAdapter,
+        layer: int,
+        denoiser: Denoiser,
+        standardizer: Standardizer,
+        *,
+        objective: str = "x0",
+        seq_len: int = 64,
+    ):
         super().__init__(HiddenInterface(adapter, layer), denoiser, standardizer, objective=objective, seq_len=seq_len)
-
-    def frozen_parameters(self) -> list[torch.nn.Parameter]:
-        """The retained backbone parts: blocks ℓ+1..L, final norm, LM head."""
-        ad = self.adapter
-        mods = [*ad.blocks[self.layer :], ad.final_norm, ad.lm_head]
-        return [p for m in mods for p in m.parameters()]
 
     @torch.no_grad()
     def prefix_states(self, prompt_ids: torch.Tensor) -> torch.Tensor:

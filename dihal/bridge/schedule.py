@@ -49,19 +49,11 @@ def phi(t: torch.Tensor | float, *, alpha_min: float = ALPHA_MIN) -> torch.Tenso
     return _as_time(t) * math.acos(alpha_min)
 
 
-def alpha_sigma(
-    t: torch.Tensor | float, *, alpha_min: float = ALPHA_MIN
-) -> tuple[torch.Tensor, torch.Tensor]:
+def alpha_sigma(t: torch.Tensor | float, *, alpha_min: float = ALPHA_MIN) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha(t), sigma(t)) in t's dtype and shape; compute on float64 t when the rounding of
     alpha^2 + sigma^2 = 1 matters (the sampler does)."""
     angle = phi(t, alpha_min=alpha_min)
     return torch.cos(angle), torch.sin(angle)
-
-
-def log_snr(t: torch.Tensor | float, *, alpha_min: float = ALPHA_MIN) -> torch.Tensor:
-    """log(alpha^2 / sigma^2); +inf at t = 0. Handy for weighting and for reporting."""
-    alpha, sigma = alpha_sigma(t, alpha_min=alpha_min)
-    return 2.0 * (torch.log(alpha) - torch.log(sigma))
 
 
 def time_grid(steps: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -28,9 +28,7 @@ def _select_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
         if tuple(mask.shape) != tuple(x.shape[:-1]):
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} must equal x.shape[:-1] = {tuple(x.shape[:-1])}"
-            )
+            raise ValueError(f"mask shape {tuple(mask.shape)} must equal x.shape[:-1] = {tuple(x.shape[:-1])}")
         return x[mask.to(x.device)]
     return x.reshape(-1, x.shape[-1])
 
@@ -64,8 +62,7 @@ class Standardizer:
     def __post_init__(self) -> None:
         if self.mean.ndim != 1 or self.std.ndim != 1 or self.mean.shape != self.std.shape:
             raise ValueError(
-                f"mean and std must be 1-D of equal length, got {tuple(self.mean.shape)} "
-                f"and {tuple(self.std.shape)}"
+                f"mean and std must be 1-D of equal length, got {tuple(self.mean.shape)} and {tuple(self.std.shape)}"
             )
         if not (torch.isfinite(self.mean).all() and torch.isfinite(self.std).all()):
             raise ValueError("mean and std must be finite")
@@ -79,9 +76,7 @@ class Standardizer:
         return int(self.mean.shape[0])
 
     @classmethod
-    def fit(
-        cls, x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-6
-    ) -> "Standardizer":
+    def fit(cls, x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-6) -> Standardizer:
         """Fit with `channel_statistics` on the rows `mask` selects (shape x.shape[:-1], True = use).
 
         The mask excludes padding or the BOS position, whose huge-norm state would otherwise
@@ -110,10 +105,12 @@ class Standardizer:
         return {"mean": self.mean.clone(), "std": self.std.clone()}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "Standardizer":
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> Standardizer:
         missing = {"mean", "std"} - set(state)
         extra = set(state) - {"mean", "std"}
         if missing or extra:
-            raise KeyError(f"standardizer state needs exactly 'mean' and 'std'; "
-                           f"missing {sorted(missing)}, unexpected {sorted(extra)}")
+            raise KeyError(
+                f"standardizer state needs exactly 'mean' and 'std'; "
+                f"missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
         return cls(mean=state["mean"].clone(), std=state["std"].clone())

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dihal.atomic import atomic_open
 from dihal.bridge.diffusion import OBJECTIVES, prefix_mask, training_loss
+from dihal.utils.atomic import atomic_open
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "lr_at", "prefix_mask", "train_denoiser"]
 
@@ -139,7 +139,7 @@ def train_denoiser(
     """Train `denoiser` in place on standardised (N, T, d) float32 targets.
 
     On a CUDA device the forward pass and loss run under bf16 autocast; parameters, gradients and optimizer
-    state stay float32. On CPU everything is float32, as it always was.
+    state stay float32. On CPU everything is float32.
 
     Logged loss is the mean over the steps since the previous log entry (single-batch
     losses at random t are too noisy to read); lr and grad_norm are those of the logged
@@ -150,8 +150,7 @@ def train_denoiser(
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if train_x0.ndim != 3 or train_x0.dtype != torch.float32:
-        raise ValueError(f"train_x0 must be float32 (N, T, d), got {train_x0.dtype} "
-                         f"{tuple(train_x0.shape)}")
+        raise ValueError(f"train_x0 must be float32 (N, T, d), got {train_x0.dtype} {tuple(train_x0.shape)}")
     if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
         raise ValueError(f"log_every must be a positive int, got {log_every!r}")
     n, length, _ = train_x0.shape
@@ -168,8 +167,12 @@ def train_denoiser(
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     identity = {}
     if checkpoint_path is not None:
-        identity = {"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "log_every": log_every,
-                    "data": data_fingerprint(train_x0)}
+        identity = {
+            "format": CHECKPOINT_FORMAT,
+            "config": asdict(cfg),
+            "log_every": log_every,
+            "data": data_fingerprint(train_x0),
+        }
         if checkpoint_path.exists():
             state = _load_checkpoint(checkpoint_path, identity)
             denoiser.load_state_dict(state["model"])
@@ -180,8 +183,7 @@ def train_denoiser(
             resumed_from = step
 
     denoiser.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="bridge", unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="bridge", unit="step", dynamic_ncols=True)
     try:
         while step < cfg.steps:
             # Draw order is part of the protocol: indices, t, noise, all from `gen`, on CPU
@@ -220,16 +222,19 @@ def train_denoiser(
                 window_sum, window_count = 0.0, 0
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
             if checkpoint_path is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                _save_checkpoint(checkpoint_path, {
-                    **identity,
-                    "model": denoiser.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(),
-                    "step": step,
-                    "curve": curve,
-                    "window_sum": window_sum,
-                    "window_count": window_count,
-                })
+                _save_checkpoint(
+                    checkpoint_path,
+                    {
+                        **identity,
+                        "model": denoiser.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "generator": gen.get_state(),
+                        "step": step,
+                        "curve": curve,
+                        "window_sum": window_sum,
+                        "window_count": window_count,
+                    },
+                )
     finally:
         bar.close()
     denoiser.eval()

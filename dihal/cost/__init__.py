@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dihal.cost.backbone import KNOWN, CostError, Shape, backbone_shape
-from dihal.cost.machine import CPU_EFFICIENCY, GPU_UTILISATION, GPUS, Machine, critical_path, gpu, schedule, this_machine
+from dihal.cost.machine import (
+    CPU_EFFICIENCY,
+    GPU_UTILISATION,
+    GPUS,
+    Machine,
+    critical_path,
+    gpu,
+    schedule,
+    this_machine,
+)
 from dihal.cost.stages import StageCost, denoiser_params
 
 __all__ = ["GPUS", "KNOWN", "CostError", "Estimate", "denoiser_params", "estimate"]
@@ -46,15 +55,31 @@ class Estimate:
         return max((s.peak_bytes for s in self.stages), default=0.0)
 
     def as_dict(self) -> dict:
-        return {"spec": self.spec_name, "backbone": {**self.shape.as_dict(), "dtype": self.dtype,
-                                                     "weights_bytes": self.shape.params * _nbytes(self.dtype)},
-                "machine": {"name": self.machine.name, "flops_per_s": self.machine.flops,
-                            "throughput_source": self.machine.source},
-                "workers": self.workers, "stages": [s.as_dict() for s in self.stages],
-                "total": {"flops": self.flops, "serial_s": self.serial_s, "workers_s": self.parallel_s,
-                          "critical_path_s": self.critical_s, "disk_bytes": self.disk_bytes,
-                          "peak_bytes": self.peak_bytes},
-                "sweep": self.sweep, "assumptions": self.assumptions}  # fmt: skip
+        return {
+            "spec": self.spec_name,
+            "backbone": {
+                **self.shape.as_dict(),
+                "dtype": self.dtype,
+                "weights_bytes": self.shape.params * _nbytes(self.dtype),
+            },
+            "machine": {
+                "name": self.machine.name,
+                "flops_per_s": self.machine.flops,
+                "throughput_source": self.machine.source,
+            },
+            "workers": self.workers,
+            "stages": [s.as_dict() for s in self.stages],
+            "total": {
+                "flops": self.flops,
+                "serial_s": self.serial_s,
+                "workers_s": self.parallel_s,
+                "critical_path_s": self.critical_s,
+                "disk_bytes": self.disk_bytes,
+                "peak_bytes": self.peak_bytes,
+            },
+            "sweep": self.sweep,
+            "assumptions": self.assumptions,
+        }
 
 
 def _nbytes(dtype: str) -> int:
@@ -64,10 +89,10 @@ def _nbytes(dtype: str) -> int:
 
 
 def _cost(spec, shape: Shape, machine: Machine, root: Path) -> list[StageCost]:
+    from dihal.compile.plan import stage_graph
     from dihal.cost.stages import Coster
-    from dihal.pipeline import _plan
 
-    p = _plan(spec, shape.layers)  # the compiled stage graph (without listing data/model files)
+    p = stage_graph(spec, shape.layers)
     geo_layers = spec.geometry.layers or tuple(range(1, shape.layers))
     coster = Coster(spec, shape, list(geo_layers))
     costs = [coster.stage(st) for st in p.stages]
@@ -82,10 +107,11 @@ def _totals(costs: list[StageCost], workers: int) -> tuple[float, float, float]:
     return sum(durations.values()), schedule(durations, deps, workers), critical_path(durations, deps)
 
 
-def estimate(spec, root: Path | str = ".", gpu_kind: str | None = None, workers: int = 1,
-             utilisation: float | None = None) -> Estimate:  # fmt: skip
+def estimate(
+    spec, root: Path | str = ".", gpu_kind: str | None = None, workers: int = 1, utilisation: float | None = None
+) -> Estimate:
     """Cost `spec` (paths already resolved against `root`) on `gpu_kind` (a key of GPUS) or this machine."""
-    from dihal.paths import at_root
+    from dihal.spec.paths import at_root
 
     root = Path(root)
     shape = backbone_shape(at_root(spec.backbone, root))
@@ -115,9 +141,17 @@ def _sweep(spec, shape: Shape, machine: Machine, root: Path, workers: int, costs
         swept = _cost(sweep, shape, machine, root)
     serial, parallel, critical = _totals(swept, workers)
     per = [c for c in swept if c.kind in ("train", "evaluate") and "C3" not in c.note]
-    return {"layers": layers, "seeds": list(spec.bridge_seeds), "stages": len(swept),
-            "train_evaluate_stages": len(per), "flops": sum(c.flops for c in swept), "serial_s": serial,
-            "workers_s": parallel, "critical_path_s": critical, "is_this_spec": spec.is_sweep}  # fmt: skip
+    return {
+        "layers": layers,
+        "seeds": list(spec.bridge_seeds),
+        "stages": len(swept),
+        "train_evaluate_stages": len(per),
+        "flops": sum(c.flops for c in swept),
+        "serial_s": serial,
+        "workers_s": parallel,
+        "critical_path_s": critical,
+        "is_this_spec": spec.is_sweep,
+    }
 
 
 def _assumptions(est: Estimate, spec) -> list[str]:
@@ -135,9 +169,13 @@ def _assumptions(est: Estimate, spec) -> list[str]:
         f"workers; critical path alone {est.critical_s:.0f} s.",
     ]
     if spec.bridge is not None and spec.bridge.layers == "selected":
-        out.append("bridge.layers is 'selected': ℓ* is unknown before score runs, so targets are costed at the "
-                   "deepest candidate layer (an upper bound) and evaluate's upper blocks as the whole backbone.")
+        out.append(
+            "bridge.layers is 'selected': ℓ* is unknown before score runs, so targets are costed at the "
+            "deepest candidate layer (an upper bound) and evaluate's upper blocks as the whole backbone."
+        )
     if est.machine.memory and est.peak_bytes > est.machine.memory:
-        out.append(f"WARNING: the largest stage needs ~{est.peak_bytes / 1e9:.0f} GB, more than the "
-                   f"{est.machine.memory / 1e9:.0f} GB of a {est.machine.name}.")
+        out.append(
+            f"WARNING: the largest stage needs ~{est.peak_bytes / 1e9:.0f} GB, more than the "
+            f"{est.machine.memory / 1e9:.0f} GB of a {est.machine.name}."
+        )
     return out

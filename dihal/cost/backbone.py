@@ -11,20 +11,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dihal.spec import BackboneSpec
+from dihal.spec.schema import BackboneSpec
 
 # Public config.json values (huggingface.co/<id>/blob/main/config.json).
 KNOWN: dict[str, dict] = {
-    "meta-llama/Llama-3.1-8B": dict(model_type="llama", hidden_size=4096, num_hidden_layers=32,
-                                    intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-                                    head_dim=128, vocab_size=128256, tie_word_embeddings=False),
-    "Qwen/Qwen3-8B": dict(model_type="qwen3", hidden_size=4096, num_hidden_layers=36, intermediate_size=12288,
-                          num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
-                          tie_word_embeddings=False),
-    "HuggingFaceTB/SmolLM2-135M": dict(model_type="llama", hidden_size=576, num_hidden_layers=30,
-                                       intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
-                                       head_dim=64, vocab_size=49152, tie_word_embeddings=True),
-}  # fmt: skip
+    "meta-llama/Llama-3.1-8B": dict(
+        model_type="llama",
+        hidden_size=4096,
+        num_hidden_layers=32,
+        intermediate_size=14336,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),
+    "Qwen/Qwen3-8B": dict(
+        model_type="qwen3",
+        hidden_size=4096,
+        num_hidden_layers=36,
+        intermediate_size=12288,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        tie_word_embeddings=False,
+    ),
+    "HuggingFaceTB/SmolLM2-135M": dict(
+        model_type="llama",
+        hidden_size=576,
+        num_hidden_layers=30,
+        intermediate_size=1536,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+}
 KNOWN["meta-llama/Llama-3.1-8B-Instruct"] = KNOWN["meta-llama/Meta-Llama-3.1-8B"] = KNOWN["meta-llama/Llama-3.1-8B"]
 KNOWN["HuggingFaceTB/SmolLM2-135M-Instruct"] = KNOWN["HuggingFaceTB/SmolLM2-135M"]
 
@@ -79,9 +103,18 @@ class Shape:
         return float(tokens) * per_token
 
     def as_dict(self) -> dict:
-        return {"hidden_size": self.d, "layers": self.layers, "intermediate_size": self.inter, "heads": self.heads,
-                "kv_heads": self.kv_heads, "head_dim": self.head_dim, "vocab": self.vocab, "tied_embeddings": self.tied,
-                "params": self.params, "config_source": self.source}  # fmt: skip
+        return {
+            "hidden_size": self.d,
+            "layers": self.layers,
+            "intermediate_size": self.inter,
+            "heads": self.heads,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "vocab": self.vocab,
+            "tied_embeddings": self.tied,
+            "params": self.params,
+            "config_source": self.source,
+        }
 
 
 def shape_of(config: dict, source: str) -> Shape:
@@ -93,23 +126,30 @@ def shape_of(config: dict, source: str) -> Shape:
     heads = g("num_attention_heads") or g("n_head")
     if not (d and layers and heads):
         raise CostError(f"the backbone config ({source}) gives no hidden size, layer count or head count")
-    return Shape(d=int(d), layers=int(layers), inter=int(g("intermediate_size") or g("n_inner") or 4 * d),
-                 heads=int(heads), kv_heads=int(g("num_key_value_heads") or heads),
-                 head_dim=int(g("head_dim") or d // heads), vocab=int(g("vocab_size") or 0),
-                 tied=bool(g("tie_word_embeddings", g("model_type") in UNGATED)),
-                 gated=str(g("model_type")) not in UNGATED, source=source)  # fmt: skip
+    return Shape(
+        d=int(d),
+        layers=int(layers),
+        inter=int(g("intermediate_size") or g("n_inner") or 4 * d),
+        heads=int(heads),
+        kv_heads=int(g("num_key_value_heads") or heads),
+        head_dim=int(g("head_dim") or d // heads),
+        vocab=int(g("vocab_size") or 0),
+        tied=bool(g("tie_word_embeddings", g("model_type") in UNGATED)),
+        gated=str(g("model_type")) not in UNGATED,
+        source=source,
+    )
 
 
 def backbone_shape(spec: BackboneSpec) -> Shape:
     """The shape of `spec`'s model (relative ids already resolved against the project root)."""
-    from dihal.backbone.depth import _cached_hub_config, _read_config
+    from dihal.backbone.depth import cached_hub_config, read_config
 
     if spec.source == "local":
         path = Path(spec.id) / "config.json"
         if path.is_file():
-            return shape_of(_read_config(path), f"local config.json ({path})")
+            return shape_of(read_config(path), f"local config.json ({path})")
     elif spec.source == "hf":
-        config = _cached_hub_config(spec)
+        config = cached_hub_config(spec)
         if config is not None:
             return shape_of(config, f"HF cache config.json ({spec.id})")
     else:
@@ -120,21 +160,23 @@ def backbone_shape(spec: BackboneSpec) -> Shape:
     if key in KNOWN:
         why = "not in the local HF cache" if spec.source == "hf" else "its config could not be read"
         return shape_of(KNOWN[key], f"built-in table ({key}; {why})")
-    raise CostError(f"no config for backbone {spec.id or spec.source!r}: it is not in the local HF cache and not "
-                    f"in the built-in table ({', '.join(sorted(KNOWN))}); download its config.json "
-                    f"(`huggingface-cli download {spec.id} config.json`) or use source: local")  # fmt: skip
+    raise CostError(
+        f"no config for backbone {spec.id or spec.source!r}: it is not in the local HF cache and not "
+        f"in the built-in table ({', '.join(sorted(KNOWN))}); download its config.json "
+        f"(`huggingface-cli download {spec.id} config.json`) or use source: local"
+    )
 
 
 def _embedded_config() -> tuple[dict, str] | None:
     """The converted embedded model's config.json (`dihal.backbone.loading.embedded_dir`'s target), else the
     GGUF header's llama.* fields; None when neither can be read."""
-    from dihal.backbone.depth import BackboneError, _read_config, cache_root, embedded_gguf, embedded_gguf_sha256
+    from dihal.backbone.depth import BackboneError, cache_root, embedded_gguf, embedded_gguf_sha256, read_config
 
     try:
         gguf = embedded_gguf()
         target = cache_root() / "backbones" / f"smollm2-135m-{embedded_gguf_sha256(gguf)[:16]}" / "config.json"
         if target.is_file():
-            return _read_config(target), f"embedded: converted config.json ({target})"
+            return read_config(target), f"embedded: converted config.json ({target})"
         return _gguf_config(gguf), f"embedded: GGUF header ({gguf.name})"
     except (BackboneError, OSError, ImportError, ValueError, KeyError):
         return None
@@ -152,7 +194,13 @@ def _gguf_config(gguf: Path) -> dict:
 
     tokens = next(f for k, f in fields.items() if k == "tokenizer.ggml.tokens")
     heads = val(".attention.head_count")
-    return {"model_type": "llama", "hidden_size": val(".embedding_length"), "num_hidden_layers": val(".block_count"),
-            "intermediate_size": val(".feed_forward_length"), "num_attention_heads": heads,
-            "num_key_value_heads": val(".attention.head_count_kv"), "vocab_size": len(tokens.data),
-            "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors)}  # fmt: skip
+    return {
+        "model_type": "llama",
+        "hidden_size": val(".embedding_length"),
+        "num_hidden_layers": val(".block_count"),
+        "intermediate_size": val(".feed_forward_length"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": val(".attention.head_count_kv"),
+        "vocab_size": len(tokens.data),
+        "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
+    }

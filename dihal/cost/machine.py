@@ -39,10 +39,14 @@ class Machine:
 
 def gpu(kind: str, utilisation: float = GPU_UTILISATION) -> Machine:
     g = GPUS[kind]
-    return Machine(g["name"], g["tflops"] * 1e12 * utilisation, g["bandwidth_gbs"] * 1e9 * utilisation,
-                   g["memory_gb"] * 1e9,
-                   f"{g['name']}: {g['tflops']:g} TFLOP/s dense bf16 peak × {utilisation:.0%} utilisation; "
-                   f"{g['bandwidth_gbs']:g} GB/s × {utilisation:.0%} for KV-cache decoding (NVIDIA datasheet)")  # fmt: skip
+    return Machine(
+        g["name"],
+        g["tflops"] * 1e12 * utilisation,
+        g["bandwidth_gbs"] * 1e9 * utilisation,
+        g["memory_gb"] * 1e9,
+        f"{g['name']}: {g['tflops']:g} TFLOP/s dense bf16 peak × {utilisation:.0%} utilisation; "
+        f"{g['bandwidth_gbs']:g} GB/s × {utilisation:.0%} for KV-cache decoding (NVIDIA datasheet)",
+    )
 
 
 def this_machine(root: Path | str = ".", efficiency: float = CPU_EFFICIENCY) -> Machine:
@@ -55,8 +59,13 @@ def this_machine(root: Path | str = ".", efficiency: float = CPU_EFFICIENCY) -> 
         gflops = measure_gflops()
         threads = os.environ.get("OMP_NUM_THREADS", "BLAS default")
         how = f"measured now: float32 matmul 512³, {gflops:.1f} GFLOP/s (threads: {threads})"
-    return Machine("this machine (CPU)", gflops * 1e9 * efficiency, None, None,
-                   f"{how} × {efficiency:.0%} stage efficiency; decoding and dtype not modelled separately")  # fmt: skip
+    return Machine(
+        "this machine (CPU)",
+        gflops * 1e9 * efficiency,
+        None,
+        None,
+        f"{how} × {efficiency:.0%} stage efficiency; decoding and dtype not modelled separately",
+    )
 
 
 def measure_gflops(n: int = 512, budget_s: float = 0.2) -> float:
@@ -111,6 +120,9 @@ def critical_path(durations: dict[str, float], deps: dict[str, set[str]]) -> flo
         finish[k] = durations[k] + max((finish[d] for d in deps.get(k, ())), default=0.0)
     return max(finish.values(), default=0.0)
 
-ACT_FACTOR_NOTE = ("Peak memory: weights at the spec's dtype + activations ≈ batch·seq·(6·d + 2·intermediate) "
-                   "+ one attention map; the denoiser's training state at 16 bytes/param (fp32 + AdamW); "
-                   "disk: stored states at 4 bytes per value.")
+
+ACT_FACTOR_NOTE = (
+    "Peak memory: weights at the spec's dtype + activations ≈ batch·seq·(6·d + 2·intermediate) "
+    "+ one attention map; the denoiser's training state at 16 bytes/param (fp32 + AdamW); "
+    "disk: stored states at 4 bytes per value."
+)

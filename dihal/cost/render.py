@@ -28,26 +28,65 @@ def duration(s: float) -> str:
 
 def print_plan(con: Console, est: Estimate) -> None:
     sh = est.shape
-    con.print(f"[bold]{est.spec_name}[/bold]: backbone {sh.layers} blocks, d={sh.d}, "
-              f"{si(sh.params)} params ({si(sh.params * BYTES[est.dtype], 'B')} "
-              f"in {est.dtype}); config from {sh.source}", highlight=False, soft_wrap=True)  # fmt: skip
+    con.print(
+        f"[bold]{est.spec_name}[/bold]: backbone {sh.layers} blocks, d={sh.d}, "
+        f"{si(sh.params)} params ({si(sh.params * BYTES[est.dtype], 'B')} "
+        f"in {est.dtype}); config from {sh.source}",
+        highlight=False,
+        soft_wrap=True,
+    )
     t = Table(title=f"estimated cost on {est.machine.name}", title_justify="left")
     for c in ("stage", "tokens", "FLOPs", "weights", "activations", "peak mem", "disk", "wall", "what"):
         t.add_column(c, justify="left" if c in ("stage", "what") else "right")
     for s in est.stages:
-        t.add_row(s.name, si(s.tokens), si(s.flops), si(s.weights_bytes, "B"), si(s.activation_bytes, "B"),
-                  si(s.peak_bytes, "B"), si(s.disk_bytes, "B"), duration(s.seconds), s.note)  # fmt: skip
+        t.add_row(
+            s.name,
+            si(s.tokens),
+            si(s.flops),
+            si(s.weights_bytes, "B"),
+            si(s.activation_bytes, "B"),
+            si(s.peak_bytes, "B"),
+            si(s.disk_bytes, "B"),
+            duration(s.seconds),
+            s.note,
+        )
     t.add_section()
-    t.add_row(f"total ({len(est.stages)} stages)", si(sum(s.tokens for s in est.stages)), si(est.flops), "", "",
-              si(est.peak_bytes, "B"), si(est.disk_bytes, "B"), duration(est.serial_s), "serial, one worker")  # fmt: skip
-    t.add_row(f"total, --workers {est.workers}", "", "", "", "", "", "", duration(est.parallel_s),
-              f"list schedule; critical path {duration(est.critical_s)}")  # fmt: skip
+    t.add_row(
+        f"total ({len(est.stages)} stages)",
+        si(sum(s.tokens for s in est.stages)),
+        si(est.flops),
+        "",
+        "",
+        si(est.peak_bytes, "B"),
+        si(est.disk_bytes, "B"),
+        duration(est.serial_s),
+        "serial, one worker",
+    )
+    t.add_row(
+        f"total, --workers {est.workers}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        duration(est.parallel_s),
+        f"list schedule; critical path {duration(est.critical_s)}",
+    )
     sw = est.sweep
     if sw:
         what = "this spec's sweep" if sw["is_this_spec"] else "if swept over every candidate layer"
-        t.add_row(f"sweep ({len(sw['layers'])} layers × {len(sw['seeds'])} seeds)", "", si(sw["flops"]), "", "", "",
-                  "", f"{duration(sw['serial_s'])} / {duration(sw['workers_s'])}",
-                  f"{what}: serial / --workers {est.workers}")  # fmt: skip
+        t.add_row(
+            f"sweep ({len(sw['layers'])} layers × {len(sw['seeds'])} seeds)",
+            "",
+            si(sw["flops"]),
+            "",
+            "",
+            "",
+            "",
+            f"{duration(sw['serial_s'])} / {duration(sw['workers_s'])}",
+            f"{what}: serial / --workers {est.workers}",
+        )
     con.print(t)
     con.print("[bold]Assumptions[/bold]")
     for a in est.assumptions:

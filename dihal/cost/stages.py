@@ -50,14 +50,29 @@ class StageCost:
         return d
 
 
-def denoiser_params(d_in: int, d_model: int, depth: int, heads: int = 4, max_len: int = 64,
-                    time_cond: str = "adaln", pos: str = "sinusoidal", mlp_ratio: float = 4) -> int:
+def denoiser_params(
+    d_in: int,
+    d_model: int,
+    depth: int,
+    heads: int = 4,
+    max_len: int = 64,
+    time_cond: str = "adaln",
+    pos: str = "sinusoidal",
+    mlp_ratio: float = 4,
+) -> int:
     """`sum(p.numel() for p in Denoiser(...).parameters())`, by formula (tested against the real module)."""
     return sum(denoiser_parts(d_in, d_model, depth, max_len, time_cond, pos, mlp_ratio).values())
 
 
-def denoiser_parts(d_in: int, dm: int, depth: int, max_len: int, time_cond: str = "adaln", pos: str = "sinusoidal",
-                   mlp_ratio: float = 4) -> dict[str, int]:  # fmt: skip
+def denoiser_parts(
+    d_in: int,
+    dm: int,
+    depth: int,
+    max_len: int,
+    time_cond: str = "adaln",
+    pos: str = "sinusoidal",
+    mlp_ratio: float = 4,
+) -> dict[str, int]:
     """Parameter counts by role: `per_token` act on every position, `per_sample` once per sequence, `lookup`
     are tables read (no FLOPs)."""
     hidden = int(round(mlp_ratio * dm))
@@ -105,29 +120,53 @@ class Coster:
         layers = list(g["layers"] or self.candidates)
         blocks = math.ceil(g["n_tokens"] / g["seq_len"])
         tokens = blocks * g["seq_len"]
-        return StageCost(st.name, "extract", tokens, s.forward_flops(tokens, 1, max(layers), g["seq_len"]),
-                         self.weights, _activations(s, g["batch_size"], g["seq_len"], self.nb),
-                         g["n_tokens"] * s.d * 4 * len(layers), self.weights,
-                         note=f"{blocks} blocks through 1..{max(layers)}; {len(layers)} layers stored")  # fmt: skip
+        return StageCost(
+            st.name,
+            "extract",
+            tokens,
+            s.forward_flops(tokens, 1, max(layers), g["seq_len"]),
+            self.weights,
+            _activations(s, g["batch_size"], g["seq_len"], self.nb),
+            g["n_tokens"] * s.d * 4 * len(layers),
+            self.weights,
+            note=f"{blocks} blocks through 1..{max(layers)}; {len(layers)} layers stored",
+        )
 
     def score(self, p, st) -> StageCost:
         g, d = p["geometry"], self.s.d
         up = st.upstream["extract"].params["geometry"]
         n, layers = up["n_tokens"], len(up["layers"] or self.candidates)
         r = 32  # stability's top-r eigen-directions
-        per_layer = (2 * g["anchors"] * n * d + 2 * n * d * d + 10 * d**3 + 2 * g["pairs"] * d * d
-                     + g["n_boot"] * (g["anchors"] + 2 * g["pairs"] * r + 2 * r * r * d))  # fmt: skip
+        per_layer = (
+            2 * g["anchors"] * n * d
+            + 2 * n * d * d
+            + 10 * d**3
+            + 2 * g["pairs"] * d * d
+            + g["n_boot"] * (g["anchors"] + 2 * g["pairs"] * r + 2 * r * r * d)
+        )
         mem = n * d * 4 * 2 + g["anchors"] * min(n, 4096) * 4 + 3 * d * d * 8
-        return StageCost(st.name, "score", n * layers, per_layer * layers, 0, mem,
-                         note=f"{layers} layers × {n} states; kNN {g['anchors']} anchors, n_boot {g['n_boot']}")  # fmt: skip
+        return StageCost(
+            st.name,
+            "score",
+            n * layers,
+            per_layer * layers,
+            0,
+            mem,
+            note=f"{layers} layers × {n} states; kNN {g['anchors']} anchors, n_boot {g['n_boot']}",
+        )
 
     def select(self, p, st) -> StageCost:
         return StageCost(st.name, "select", 0, 10.0 * max(1, len(self.candidates)), note="argmax over G: negligible")
 
     def correlate(self, p, st) -> StageCost:
         n = len([k for k in st.upstream if k.startswith("evaluate")])
-        return StageCost(st.name, "correlate", 0, 50.0 * p["n_boot"] * max(1, n) + 1,
-                         note=f"{p['n_boot']} bootstrap replicates over {n} evaluations: negligible")  # fmt: skip
+        return StageCost(
+            st.name,
+            "correlate",
+            0,
+            50.0 * p["n_boot"] * max(1, n) + 1,
+            note=f"{p['n_boot']} bootstrap replicates over {n} evaluations: negligible",
+        )
 
     def _layer(self, st) -> tuple[int, bool]:
         layer = st.params.get("layer")
@@ -142,9 +181,17 @@ class Coster:
         n = b["n_train"] + b["n_val"]
         tokens = n * b["seq_len"]
         how = f"at ℓ ≤ {layer} (ℓ* unknown: deepest candidate)" if guess else f"blocks {first}..{layer}"
-        return StageCost(st.name, "targets", tokens, s.forward_flops(tokens, first, layer, b["seq_len"]),
-                         self.weights, _activations(s, b["extract_batch_size"], b["seq_len"], self.nb),
-                         tokens * s.d * 4, self.weights, note=f"{n} blocks, {how}")  # fmt: skip
+        return StageCost(
+            st.name,
+            "targets",
+            tokens,
+            s.forward_flops(tokens, first, layer, b["seq_len"]),
+            self.weights,
+            _activations(s, b["extract_batch_size"], b["seq_len"], self.nb),
+            tokens * s.d * 4,
+            self.weights,
+            note=f"{n} blocks, {how}",
+        )
 
     def _d_in(self, p) -> int:
         iface = p.get("interface")
@@ -196,10 +243,17 @@ class Coster:
         den = _denoiser_flops(parts, den_seqs * seq, den_seqs, seq, tp["d_model"], tp["depth"])
         upper = s.forward_flops((n + n_val) * seq, layer + 1, s.layers, seq, head=True)
         judge = s.forward_flops(n * seq, 1, s.layers, seq, head=True)
-        return StageCost(st.name, "evaluate", den_seqs * seq + (2 * n + n_val) * seq, den + upper + judge,
-                         self.weights + sum(parts.values()) * 4,
-                         _activations(s, n, seq, self.nb) + n * seq * s.vocab * 4, 0, self.weights,
-                         note=f"{ev['sampling_steps']} DDIM steps × {n} samples; judge on {n}×{seq}")  # fmt: skip
+        return StageCost(
+            st.name,
+            "evaluate",
+            den_seqs * seq + (2 * n + n_val) * seq,
+            den + upper + judge,
+            self.weights + sum(parts.values()) * 4,
+            _activations(s, n, seq, self.nb) + n * seq * s.vocab * 4,
+            0,
+            self.weights,
+            note=f"{ev['sampling_steps']} DDIM steps × {n} samples; judge on {n}×{seq}",
+        )
 
     def reference(self, p, st) -> StageCost:
         s, b = self.s, p["bridge"]
@@ -209,7 +263,15 @@ class Coster:
         flops = s.forward_flops(gen, 1, s.layers, seq, head=True) + s.forward_flops(judged, 1, s.layers, seq, head=True)
         steps = runs * math.ceil(n / DECODE_BATCH) * (seq - b["prefix"])
         kv = 2 * s.layers * s.kv_heads * s.head_dim * seq * min(n, DECODE_BATCH) * self.nb
-        return StageCost(st.name, "reference", gen + judged, flops, self.weights,
-                         kv + _activations(s, min(n, DECODE_BATCH), seq, self.nb), 0, self.weights,
-                         bw_bytes=steps * self.weights,
-                         note=f"{gen} tokens decoded with KV cache ({steps} steps), {judged} judged")  # fmt: skip
+        return StageCost(
+            st.name,
+            "reference",
+            gen + judged,
+            flops,
+            self.weights,
+            kv + _activations(s, min(n, DECODE_BATCH), seq, self.nb),
+            0,
+            self.weights,
+            bw_bytes=steps * self.weights,
+            note=f"{gen} tokens decoded with KV cache ({steps} steps), {judged} judged",
+        )

@@ -24,7 +24,8 @@ import math
 import numpy as np
 import torch
 
-from dihal.geometry.proxies import ProxyContext, register_proxy
+from dihal.geometry.context import ProxyContext
+from dihal.geometry.registry import register_proxy
 
 __all__: list[str] = []  # everything here is reached through the registry
 

@@ -20,8 +20,9 @@ MIN_COUNT = 5
 TOP_TOKENS = 3
 
 
-def dominant_channel(states: np.ndarray, tokens: np.ndarray, channel: int,
-                     token_text: Mapping[int, str] | None = None) -> dict:  # fmt: skip
+def dominant_channel(
+    states: np.ndarray, tokens: np.ndarray, channel: int, token_text: Mapping[int, str] | None = None
+) -> dict:
     """{'channel', 'tokens': [{'id', 'text', 'count', 'mean_abs', 'variance_share'}, ...]} for one layer."""
     x = np.asarray(states, dtype=np.float64)[:, channel]
     ids = np.asarray(tokens, dtype=np.int64)
@@ -34,7 +35,16 @@ def dominant_channel(states: np.ndarray, tokens: np.ndarray, channel: int,
     sq = np.bincount(inv, weights=np.square(c))
     ranked = [i for i in np.argsort(-mean_abs, kind="stable") if count[i] >= MIN_COUNT][:TOP_TOKENS]
     text = token_text or {}
-    return {"channel": int(channel), "tokens": [
-        {"id": int(uniq[i]), "text": text.get(int(uniq[i])), "count": int(count[i]), "mean_abs": float(mean_abs[i]),
-         "variance_share": float(sq[i] / total) if total > 0 else 0.0}
-        for i in ranked]}  # fmt: skip
+    return {
+        "channel": int(channel),
+        "tokens": [
+            {
+                "id": int(uniq[i]),
+                "text": text.get(int(uniq[i])),
+                "count": int(count[i]),
+                "mean_abs": float(mean_abs[i]),
+                "variance_share": float(sq[i] / total) if total > 0 else 0.0,
+            }
+            for i in ranked
+        ],
+    }

@@ -27,7 +27,9 @@ import torch
 __all__ = ["knn"]
 
 
-def _check_inputs(queries: torch.Tensor, points: torch.Tensor, k: int, block: int, exclude: torch.Tensor | None) -> None:
+def _check_inputs(
+    queries: torch.Tensor, points: torch.Tensor, k: int, block: int, exclude: torch.Tensor | None
+) -> None:
     """Reject shapes and arguments that would otherwise fail deep inside topk."""
     if queries.ndim != 2 or points.ndim != 2:
         raise ValueError(f"queries and points must be 2-D, got {tuple(queries.shape)} and {tuple(points.shape)}")

@@ -21,6 +21,7 @@ from dihal.geometry.proxies import ProxyContext, evaluate_proxies
 from dihal.geometry.scoring import LayerScores, score_layers
 from dihal.geometry.spaces import DEFAULT_SPACE
 from dihal.geometry.stability import Stability, document_counts, layer_replicates, stability
+from dihal.spec.geometry import ANCHORS, BOOTSTRAP, NEIGHBOURS, OUTLIER_RULE, OUTLIER_THRESHOLD, PAIRS, RIDGE
 
 
 @dataclass
@@ -59,8 +60,10 @@ class LocateResult:
 def _shape(ctx: ProxyContext) -> dict[str, float]:
     ev = ctx.eigvals
     var = ctx.x.var(dim=0)
-    return {"top_direction_share": float(ev[-1] / ev.sum()) if float(ev.sum()) > 0 else 0.0,
-            "top_channel_share": float(var.max() / var.sum()) if float(var.sum()) > 0 else 0.0}  # fmt: skip
+    return {
+        "top_direction_share": float(ev[-1] / ev.sum()) if float(ev.sum()) > 0 else 0.0,
+        "top_channel_share": float(var.max() / var.sum()) if float(var.sum()) > 0 else 0.0,
+    }
 
 
 def locate(
@@ -74,14 +77,14 @@ def locate(
     space: str = DEFAULT_SPACE,
     tokens: np.ndarray | None = None,
     token_text: Mapping[int, str] | None = None,
-    rule: str = "drop",
-    threshold: float = 20.0,
-    anchors: int = 1024,
-    k: int = 16,
-    pairs: int = 4096,
-    ridge: float = 1e-3,
+    rule: str = OUTLIER_RULE,
+    threshold: float = OUTLIER_THRESHOLD,
+    anchors: int = ANCHORS,
+    k: int = NEIGHBOURS,
+    pairs: int = PAIRS,
+    ridge: float = RIDGE,
     seed: int = 0,
-    n_boot: int = 200,
+    n_boot: int = BOOTSTRAP,
     progress: Callable = lambda it, **_: it,
 ) -> LocateResult:
     """`load(layer)` returns that layer's (N, d) states; `doc[i]` is state i's document, `tokens[i]` its token id."""
@@ -116,8 +119,12 @@ def locate(
                 boot_seconds += time.perf_counter() - t
             del ctx
     results = {
-        name: SpaceResult(score_layers(values[name], weights), values[name],
-                          stability(boot[name], weights) if boot[name] else None, shape[name])
+        name: SpaceResult(
+            score_layers(values[name], weights),
+            values[name],
+            stability(boot[name], weights) if boot[name] else None,
+            shape[name],
+        )
         for name in spaces
-    }  # fmt: skip
+    }
     return LocateResult(space, results, outliers, channels, boot_seconds, n_docs)

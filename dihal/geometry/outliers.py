@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from dihal.spec.geometry import OUTLIER_RULE, OUTLIER_THRESHOLD
+
 RULES = ("drop", "keep", "clip")
 TOP_FRACTION = 0.001
 
@@ -65,7 +67,9 @@ def top_share(x: np.ndarray, fraction: float = TOP_FRACTION) -> float:
     return float(np.partition(sq, len(sq) - k)[len(sq) - k :].sum() / total)
 
 
-def apply_rule(states, rule: str = "drop", threshold: float = 20.0) -> tuple[np.ndarray, np.ndarray, OutlierReport]:
+def apply_rule(
+    states, rule: str = OUTLIER_RULE, threshold: float = OUTLIER_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray, OutlierReport]:
     """(states after the rule, float64; keep mask over the input rows; report).
 
     The mask says which input rows survive (all of them for keep and clip), so a
@@ -91,11 +95,16 @@ def apply_rule(states, rule: str = "drop", threshold: float = 20.0) -> tuple[np.
         out = x.copy()
         out[over] *= (threshold * median / norms[over])[:, None]
     report = OutlierReport(
-        rule=rule, threshold=float(threshold), n_states=len(x), n_kept=len(out),
+        rule=rule,
+        threshold=float(threshold),
+        n_states=len(x),
+        n_kept=len(out),
         norm_ratio_max=float(norms.max() / median) if median > 0 else math.inf,
-        n_over_threshold=int(over.sum()), top_share_before=before,
-        top_share_after=before if out is x else top_share(out), **_top_channel(out),
-    )  # fmt: skip
+        n_over_threshold=int(over.sum()),
+        top_share_before=before,
+        top_share_after=before if out is x else top_share(out),
+        **_top_channel(out),
+    )
     return out, keep, report
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dihal.proxy_names import DEFAULT_WEIGHTS
+from dihal.spec.geometry import DEFAULT_WEIGHTS
 
 __all__ = ["DEFAULT_WEIGHTS", "LayerScores", "score_layers", "zscore"]
 

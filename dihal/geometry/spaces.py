@@ -29,7 +29,7 @@ import torch
 
 from dihal.bridge.standardize import channel_statistics
 from dihal.geometry.normalize import as_states, normalize_states
-from dihal.proxy_names import DEFAULT_SPACE
+from dihal.spec.geometry import DEFAULT_SPACE
 
 __all__ = ["DEFAULT_SPACE", "SPACES", "Space", "register_space", "to_space"]
 
@@ -56,7 +56,9 @@ def register_space(name: str, description: str):
     return decorate
 
 
-@register_space("bridge", "per-channel standardisation, as the bridge's Standardizer is fit (its noise and loss live here)")
+@register_space(
+    "bridge", "per-channel standardisation, as the bridge's Standardizer is fit (its noise and loss live here)"
+)
 def standardized(x: torch.Tensor) -> torch.Tensor:
     mean, std = channel_statistics(x)
     return (x - mean) / std

@@ -40,10 +40,10 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from dihal.geometry.proxies import ProxyContext
+from dihal.geometry.context import ProxyContext
 
 RITZ_RANK = 32
-REPLICATORS: dict[str, Callable[["Resample"], dict[str, np.ndarray]]] = {}
+REPLICATORS: dict[str, Callable[[Resample], dict[str, np.ndarray]]] = {}
 
 
 def replicates(name: str):
@@ -268,7 +268,9 @@ def _anisotropy(rs: Resample) -> dict[str, np.ndarray]:
     return {"anisotropy": (w @ cos) / w.sum(axis=1)}
 
 
-def layer_replicates(ctx: ProxyContext, doc: np.ndarray, counts: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+def layer_replicates(
+    ctx: ProxyContext, doc: np.ndarray, counts: np.ndarray, names: Sequence[str]
+) -> dict[str, np.ndarray]:
     """{proxy: (B,) replicate values} for one layer; every name must have a registered replicator."""
     missing = [n for n in names if n not in REPLICATORS]
     if missing:
@@ -290,8 +292,15 @@ class Stability:
     n_boot: int
 
     def to_dict(self) -> dict:
-        return {"layers": self.layers, "g_lo": self.lo, "g_hi": self.hi, "argmax_share": self.share,
-                "n_boot": self.n_boot, "n_valid": int(len(self.g)), "replicates": self.g.tolist()}  # fmt: skip
+        return {
+            "layers": self.layers,
+            "g_lo": self.lo,
+            "g_hi": self.hi,
+            "argmax_share": self.share,
+            "n_boot": self.n_boot,
+            "n_valid": int(len(self.g)),
+            "replicates": self.g.tolist(),
+        }
 
 
 def _z(values: np.ndarray) -> np.ndarray:
@@ -302,7 +311,9 @@ def _z(values: np.ndarray) -> np.ndarray:
     return np.where(flat, 0.0, (values - mean) / np.where(flat, 1.0, std))
 
 
-def stability(per_layer: Mapping[int, Mapping[str, np.ndarray]], weights: Mapping[str, float], ci: float = 0.95) -> Stability:
+def stability(
+    per_layer: Mapping[int, Mapping[str, np.ndarray]], weights: Mapping[str, float], ci: float = 0.95
+) -> Stability:
     """G per replicate from per-layer replicate proxies, with its intervals and argmax shares.
 
     The argmax breaks ties toward the shallower layer, as the point selection does.

@@ -2,7 +2,7 @@
 
 hidden (dihal's bridge), embedding_rounding (Diffusion-LM), embedding_readout (CDCD), latent_ae (LD4LG).
 The imports are written out (inside a function, so naming an interface loads no torch code) because stage
-identities hash the modules a stage imports, found statically (`dihal.identity`): an edit to any interface
+identities hash the modules a stage imports, found statically (`dihal.stages.identity`): an edit to any interface
 must rename the train and evaluate stages.
 """
 
@@ -14,8 +14,12 @@ NAMES = ("hidden", "embedding_rounding", "embedding_readout", "latent_ae")
 def interface_class(name: str):
     from dihal.interfaces import embedding_readout, embedding_rounding, hidden, latent_ae
 
-    classes = {"hidden": hidden.HiddenInterface, "embedding_rounding": embedding_rounding.EmbeddingRounding,
-               "embedding_readout": embedding_readout.EmbeddingReadout, "latent_ae": latent_ae.LatentInterface}  # fmt: skip
+    classes = {
+        "hidden": hidden.HiddenInterface,
+        "embedding_rounding": embedding_rounding.EmbeddingRounding,
+        "embedding_readout": embedding_readout.EmbeddingReadout,
+        "latent_ae": latent_ae.LatentInterface,
+    }
     if name not in classes:
         raise ValueError(f"unknown interface {name!r}; known: {', '.join(NAMES)}")
     return classes[name]

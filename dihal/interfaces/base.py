@@ -21,7 +21,6 @@ from typing import ClassVar
 
 import torch
 
-
 NO_RECOVERY = {"recovery_steps": 0, "recovery_params": 0, "recovery_seconds": 0.0}  # nothing trained to decode
 
 

@@ -49,8 +49,12 @@ class Readout(nn.Module):
         return full_logits(self.seen_logits(x), self.vocab, self.n_tokens)
 
     def state(self) -> dict:
-        return {"width": self.width, "vocab": self.vocab.tolist(), "n_tokens": self.n_tokens,
-                "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()}}  # fmt: skip
+        return {
+            "width": self.width,
+            "vocab": self.vocab.tolist(),
+            "n_tokens": self.n_tokens,
+            "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> Readout:
@@ -59,8 +63,18 @@ class Readout(nn.Module):
         return readout.eval()
 
 
-def fit_readout(readout: Readout, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float,
-                seed: int, progress: bool = False, log_every: int = 10) -> dict:  # fmt: skip
+def fit_readout(
+    readout: Readout,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool = False,
+    log_every: int = 10,
+) -> dict:
     """Fit `readout` to map clean embeddings x (N, width) to token ids y (N,); returns a training report."""
     x = x.detach().float().reshape(-1, readout.width)
     target = to_class(y.reshape(-1), readout.vocab)
@@ -74,8 +88,17 @@ def fit_readout(readout: Readout, x: torch.Tensor, y: torch.Tensor, *, steps: in
     def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return F.cross_entropy(readout.seen_logits(x[idx]), target[idx])
 
-    report = train_steps(readout, batch_loss, x.shape[0], steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                         progress=progress, log_every=log_every)  # fmt: skip
+    report = train_steps(
+        readout,
+        batch_loss,
+        x.shape[0],
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        log_every=log_every,
+    )
     report["train_accuracy"] = accuracy(lambda r: readout.seen_logits(x[r]).argmax(-1), target, x.shape[0])
     report["vocab_size"] = readout.vocab.numel()
     return report
@@ -101,8 +124,16 @@ class EmbeddingReadout(Interface):
         n_tokens = self.adapter.model.get_input_embeddings().num_embeddings
         self.readout = Readout(self.adapter.d, training_vocab(train_ids), n_tokens, seed=seed)
         x = token_embeddings(self.adapter, train_ids)
-        report = fit_readout(self.readout, x.reshape(-1, x.shape[-1]), train_ids.reshape(-1), steps=s["recovery_steps"],
-                             batch_size=s["recovery_batch_tokens"], lr=s["recovery_lr"], seed=seed, progress=progress)  # fmt: skip
+        report = fit_readout(
+            self.readout,
+            x.reshape(-1, x.shape[-1]),
+            train_ids.reshape(-1),
+            steps=s["recovery_steps"],
+            batch_size=s["recovery_batch_tokens"],
+            lr=s["recovery_lr"],
+            seed=seed,
+            progress=progress,
+        )
         return recovery_budget(report)
 
     def clean(self, ids: torch.Tensor) -> torch.Tensor:

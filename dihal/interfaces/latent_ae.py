@@ -79,8 +79,20 @@ class _Stack(nn.Module):
 class LatentAE(nn.Module):
     """Causal encoder (B, T, d_in) -> RMS-normalised latent (B, T, width); bidirectional decoder -> logits."""
 
-    def __init__(self, d_in: int, width: int, vocab: torch.Tensor, n_tokens: int, *, d_model: int = 128, depth: int = 2,
-                 heads: int = 4, max_len: int = 64, latent_noise: float = 0.1, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        d_in: int,
+        width: int,
+        vocab: torch.Tensor,
+        n_tokens: int,
+        *,
+        d_model: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        max_len: int = 64,
+        latent_noise: float = 0.1,
+        seed: int = 0,
+    ):
         super().__init__()
         vocab = check_vocab(vocab, n_tokens)
         self.d_in, self.width, self.n_tokens, self.d_model = int(d_in), int(width), int(n_tokens), int(d_model)
@@ -108,8 +120,11 @@ class LatentAE(nn.Module):
         return full_logits(self.decode_seen(z), self.vocab, self.n_tokens)
 
     def state(self) -> dict:
-        return {**{k: getattr(self, k) for k in _CONFIG}, "vocab": self.vocab.tolist(),
-                "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()}}  # fmt: skip
+        return {
+            **{k: getattr(self, k) for k in _CONFIG},
+            "vocab": self.vocab.tolist(),
+            "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> LatentAE:
@@ -120,8 +135,18 @@ class LatentAE(nn.Module):
         return ae.eval()
 
 
-def fit_autoencoder(ae: LatentAE, h: torch.Tensor, ids: torch.Tensor, *, steps: int, batch_size: int, lr: float,
-                    seed: int, progress: bool = False, log_every: int = 10) -> dict:  # fmt: skip
+def fit_autoencoder(
+    ae: LatentAE,
+    h: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool = False,
+    log_every: int = 10,
+) -> dict:
     """Fit `ae` to reconstruct token ids (N, T) from their embeddings h (N, T, d_in); returns a training report."""
     h = h.detach().float()
     if h.dim() != 3 or h.shape[-1] != ae.d_in or ids.shape != h.shape[:2]:
@@ -137,8 +162,17 @@ def fit_autoencoder(ae: LatentAE, h: torch.Tensor, ids: torch.Tensor, *, steps: 
         z = z + ae.latent_noise * torch.randn(z.shape, generator=gen)
         return F.cross_entropy(ae.decode_seen(z).flatten(0, 1), target[idx].flatten())
 
-    report = train_steps(ae, batch_loss, h.shape[0], steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                         progress=progress, log_every=log_every)  # fmt: skip
+    report = train_steps(
+        ae,
+        batch_loss,
+        h.shape[0],
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        log_every=log_every,
+    )
     report["train_accuracy"] = accuracy(lambda r: ae.decode_seen(ae.encode(h[r])).argmax(-1), target, h.shape[0], 256)
     report.update(vocab_size=ae.vocab.numel(), width=ae.width, latent_length=h.shape[1])
     return report
@@ -165,12 +199,29 @@ class LatentInterface(Interface):
     def fit(self, train_ids: torch.Tensor, *, specials, seed: int, progress: bool = False) -> dict:
         s, t = self.settings, train_ids.shape[1]
         n_tokens = self.adapter.model.get_input_embeddings().num_embeddings
-        self.ae = LatentAE(self.adapter.d, s["latent_width"] or self.adapter.d, training_vocab(train_ids), n_tokens,
-                           d_model=s["latent_d_model"], depth=s["latent_depth"], heads=s["latent_heads"], max_len=t,
-                           latent_noise=s["latent_noise"], seed=seed)  # fmt: skip
+        self.ae = LatentAE(
+            self.adapter.d,
+            s["latent_width"] or self.adapter.d,
+            training_vocab(train_ids),
+            n_tokens,
+            d_model=s["latent_d_model"],
+            depth=s["latent_depth"],
+            heads=s["latent_heads"],
+            max_len=t,
+            latent_noise=s["latent_noise"],
+            seed=seed,
+        )
         h = token_embeddings(self.adapter, train_ids)
-        report = fit_autoencoder(self.ae, h, train_ids, steps=s["recovery_steps"], lr=s["recovery_lr"], seed=seed,
-                                 batch_size=max(1, s["recovery_batch_tokens"] // t), progress=progress)  # fmt: skip
+        report = fit_autoencoder(
+            self.ae,
+            h,
+            train_ids,
+            steps=s["recovery_steps"],
+            lr=s["recovery_lr"],
+            seed=seed,
+            batch_size=max(1, s["recovery_batch_tokens"] // t),
+            progress=progress,
+        )
         return recovery_budget(report, latent_width=report["width"], latent_length=report["latent_length"])
 
     @torch.no_grad()

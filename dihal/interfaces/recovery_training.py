@@ -26,13 +26,29 @@ def warmup_cosine(step: int, steps: int) -> float:
 
 def recovery_budget(report: dict, **extra) -> dict:
     """A fit report as the train stage records it: what the recovery part spent and how well it decodes."""
-    return {"recovery_steps": report["steps"], "recovery_params": report["n_params"],
-            "recovery_seconds": report["seconds"], "recovery_train_accuracy": report["train_accuracy"],
-            "recovery_vocab": report["vocab_size"], "recovery_curve": report["curve"], **extra}  # fmt: skip
+    return {
+        "recovery_steps": report["steps"],
+        "recovery_params": report["n_params"],
+        "recovery_seconds": report["seconds"],
+        "recovery_train_accuracy": report["train_accuracy"],
+        "recovery_vocab": report["vocab_size"],
+        "recovery_curve": report["curve"],
+        **extra,
+    }
 
 
-def train_steps(module: nn.Module, batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor], n: int, *,
-                steps: int, batch_size: int, lr: float, seed: int, progress: bool, log_every: int) -> dict:  # fmt: skip
+def train_steps(
+    module: nn.Module,
+    batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    n: int,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+    log_every: int,
+) -> dict:
     """AdamW (no weight decay) with warmup+cosine; each step draws `batch_size` of `n` rows with replacement."""
     if steps < 1 or batch_size < 1 or n < 1:
         raise ValueError(f"need steps, batch_size and data rows >= 1; got {steps}, {batch_size}, {n}")
@@ -54,8 +70,12 @@ def train_steps(module: nn.Module, batch_loss: Callable[[torch.Tensor, torch.Gen
             curve.append({"step": step + 1, "loss": loss.item()})
             bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
     module.eval()
-    return {"steps": steps, "seconds": time.perf_counter() - start, "curve": curve,
-            "n_params": sum(p.numel() for p in params)}  # fmt: skip
+    return {
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "curve": curve,
+        "n_params": sum(p.numel() for p in params),
+    }
 
 
 def standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +87,7 @@ def standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, n: int, chunk: int = 4096) -> float:
     """Mean of predict(rows) == target[rows] over all `n` rows, in chunks."""
-    hits = sum(int((predict(torch.arange(i, min(n, i + chunk))) == target[i : i + chunk]).sum())
-               for i in range(0, n, chunk))  # fmt: skip
+    hits = sum(
+        int((predict(torch.arange(i, min(n, i + chunk))) == target[i : i + chunk]).sum()) for i in range(0, n, chunk)
+    )
     return hits / target.numel()

@@ -2,7 +2,7 @@
 
 All SQL of the report lives here, so the plotting and rendering modules never
 see a connection and can be tested on plain data. Everything goes through
-`dihal.ledger.reader`, a read-only connection: rendering a report can never
+`dihal.ledger.store.reader`, a read-only connection: rendering a report can never
 change a result. Per-layer bridge numbers are aggregated here (mean and sample
 sd over seeds) because claim C1 compares layers, not individual seeds.
 """
@@ -18,19 +18,25 @@ from datetime import datetime
 
 import yaml
 
-from dihal.ledger import LedgerError
+from dihal.ledger.store import LedgerError
+from dihal.report.baselines import load_c3
+from dihal.report.rows import REFERENCES, fetch, finite, has_table
 
-BRIDGE_METRICS = ("bridge_val_loss", "recovery_ce", "recovery_token_acc", "gen_ppl", "distinct_1", "distinct_2",
-                  "distinct_3", "diversity", "unigram_entropy")  # fmt: skip
+BRIDGE_METRICS = (
+    "bridge_val_loss",
+    "recovery_ce",
+    "recovery_token_acc",
+    "gen_ppl",
+    "distinct_1",
+    "distinct_2",
+    "distinct_3",
+    "diversity",
+    "unigram_entropy",
+)
 SAMPLES_PER_LAYER = 3
 # Generation metrics shared by the bridge's rows and the reference rows (reference_results), all judged by the
 # unmodified backbone; gen_nll exists only in reference_results and reads as missing on a bridge row.
 GEN_METRICS = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy")
-REFERENCES = {  # reference_results.reference -> what it is; the report lists them in this order, unknown ones last
-    "backbone_t1": "the backbone's own ancestral samples at temperature 1, same length and prefix as the bridge's",
-    "backbone_greedy": "the backbone's greedy decoding from the same prompts",
-    "real_text": "held-out validation blocks (real text)",
-}
 RESERVED_SLUGS = {"index"}  # index.html is the ledger-wide page; no spec may overwrite it
 
 
@@ -91,7 +97,7 @@ class SpecReport:
     references: list[GenStats] = field(default_factory=list)
     # the bridge's generation metrics per trained layer, with min-max over seeds, to set next to the references
     bridge_gen: list[GenStats] = field(default_factory=list)
-    # claim C3's interfaces and budgets (dihal.report.c3.C3Section); None without baselines or the table
+    # claim C3's interfaces and budgets (dihal.report.baselines.C3Section); None without baselines or the table
     c3: object | None = None
     # the geometry space ℓ* was chosen in (`geometry` holds its rows); every scored space's rows and C1 rows
     space: str = "scalar"
@@ -123,37 +129,18 @@ class SpecSummary:
     n_seeds: int
 
 
-def _finite(v) -> float | None:
-    """NaN and None both mean 'no number' in a report; one sentinel keeps templates simple."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _rows(con, sql: str, params: list) -> list[dict]:
-    cur = con.execute(sql, params)
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-
 def _json(v):
     return json.loads(v) if isinstance(v, str) else v
 
 
-def _has_table(con, table: str) -> bool:
-    """A ledger written before a table shipped lacks it until its next write (see ledger.MIGRATIONS)."""
-    sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
-    return bool(con.execute(sql, [table]).fetchone()[0])
-
-
 def _stability(con, spec_hash: str, space: str) -> dict[str, list[dict]]:
-    if not _has_table(con, "selection_stability"):
+    if not has_table(con, "selection_stability"):
         return {}
     out: dict[str, list[dict]] = {}
-    sql = ("SELECT * FROM selection_stability WHERE spec_hash = ? AND space = ? "
-           "ORDER BY variant <> 'main', variant, layer")  # fmt: skip
-    for row in _rows(con, sql, [spec_hash, space]):
+    sql = (
+        "SELECT * FROM selection_stability WHERE spec_hash = ? AND space = ? ORDER BY variant <> 'main', variant, layer"
+    )
+    for row in fetch(con, sql, [spec_hash, space]):
         try:
             row["settings"] = _json(row.get("settings"))
         except ValueError:
@@ -163,7 +150,7 @@ def _stability(con, spec_hash: str, space: str) -> dict[str, list[dict]]:
 
 
 def _range(values: list) -> tuple[float | None, float | None]:
-    xs = [x for x in (_finite(v) for v in values) if x is not None]
+    xs = [x for x in (finite(v) for v in values) if x is not None]
     return (min(xs), max(xs)) if xs else (None, None)
 
 
@@ -172,19 +159,22 @@ def _gen_stats(source: str, layer: int | None, rows: list[dict]) -> GenStats:
         return tuple(sorted({int(r[col]) for r in rows if r.get(col) is not None}))
 
     return GenStats(
-        source=source, layer=layer, n_seeds=len({r.get("seed") for r in rows}),
+        source=source,
+        layer=layer,
+        n_seeds=len({r.get("seed") for r in rows}),
         stats={m: _mean_sd([r.get(m) for r in rows]) for m in GEN_METRICS},
         ranges={m: _range([r.get(m) for r in rows]) for m in GEN_METRICS},
-        n_samples=distinct("n_samples"), seq_len=distinct("seq_len"),
-    )  # fmt: skip
+        n_samples=distinct("n_samples"),
+        seq_len=distinct("seq_len"),
+    )
 
 
 def _references(con, spec_hash: str) -> list[GenStats]:
     """reference_results of the spec, one GenStats per reference; [] for a ledger written before the table shipped."""
-    if not _has_table(con, "reference_results"):
+    if not has_table(con, "reference_results"):
         return []
     by_ref: dict[str, list[dict]] = {}
-    for row in _rows(con, "SELECT * FROM reference_results WHERE spec_hash = ? ORDER BY reference, seed", [spec_hash]):
+    for row in fetch(con, "SELECT * FROM reference_results WHERE spec_hash = ? ORDER BY reference, seed", [spec_hash]):
         by_ref.setdefault(str(row["reference"]), []).append(row)
     order = list(REFERENCES)
     keys = sorted(by_ref, key=lambda k: (order.index(k) if k in order else len(order), k))
@@ -192,7 +182,7 @@ def _references(con, spec_hash: str) -> list[GenStats]:
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-    xs = [x for x in (_finite(v) for v in values) if x is not None]
+    xs = [x for x in (finite(v) for v in values) if x is not None]
     if not xs:
         return None, None
     mean = sum(xs) / len(xs)
@@ -234,8 +224,7 @@ def all_slugs(con) -> dict[str, str]:
 
 
 def _runs(con, spec_hash: str) -> list[dict]:
-    rows = _rows(con, "SELECT * FROM runs WHERE spec_hash = ? ORDER BY started_at DESC NULLS LAST, run_id",
-                 [spec_hash])  # fmt: skip
+    rows = fetch(con, "SELECT * FROM runs WHERE spec_hash = ? ORDER BY started_at DESC NULLS LAST, run_id", [spec_hash])
     for r in rows:
         r["packages"] = _json(r.get("packages")) or {}
     return rows
@@ -255,7 +244,9 @@ def _pretty_json(obj, indent: str = "") -> str:
     """Indented JSON for reading, with lists of scalars kept on one line (layer lists, t grids, seeds)."""
     inner = indent + "  "
     if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_pretty_json(v, inner)}" for k, v in sorted(obj.items())]
+        items = [
+            f"{inner}{json.dumps(k, ensure_ascii=False)}: {_pretty_json(v, inner)}" for k, v in sorted(obj.items())
+        ]
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
     if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
         return "[\n" + ",\n".join(inner + _pretty_json(v, inner) for v in obj) + "\n" + indent + "]"
@@ -263,35 +254,34 @@ def _pretty_json(obj, indent: str = "") -> str:
 
 
 def load_spec(con, spec_hash: str) -> SpecReport:
-    specs = _rows(con, "SELECT * FROM specs WHERE spec_hash = ?", [spec_hash])
+    specs = fetch(con, "SELECT * FROM specs WHERE spec_hash = ?", [spec_hash])
     if not specs:
         raise LedgerError(f"spec {spec_hash[:12]} is not in the ledger: run it first (`dihal run SPEC`)")
     spec = specs[0]
     runs = _runs(con, spec_hash)
     succeeded = [r for r in runs if r.get("status") == "succeeded"]
 
-    selections = _rows(con, "SELECT * FROM selections WHERE spec_hash = ?", [spec_hash])
+    selections = fetch(con, "SELECT * FROM selections WHERE spec_hash = ?", [spec_hash])
     selection = selections[0] if selections else None
     space = (selection or {}).get("space") or "scalar"
     by_space: dict[str, list[dict]] = {}
     weights: dict[str, float] = {}
-    for g in _rows(con, "SELECT * FROM layer_geometry WHERE spec_hash = ? ORDER BY space, layer", [spec_hash]):
+    for g in fetch(con, "SELECT * FROM layer_geometry WHERE spec_hash = ? ORDER BY space, layer", [spec_hash]):
         g["proxies"] = _json(g.get("proxies")) or {}
         g["top_channel_tokens"] = _json(g.get("top_channel_tokens"))
         weights = weights or dict(g["proxies"].get("weights") or {})
         by_space.setdefault(g.get("space") or "scalar", []).append(g)
     geometry = by_space.get(space) or next(iter(by_space.values()), [])
-    scores = {g["layer"]: _finite(g.get("score")) for g in geometry}
+    scores = {g["layer"]: finite(g.get("score")) for g in geometry}
 
-    bridge = _rows(con, "SELECT * FROM bridge_results WHERE spec_hash = ? ORDER BY layer, seed", [spec_hash])
+    bridge = fetch(con, "SELECT * FROM bridge_results WHERE spec_hash = ? ORDER BY layer, seed", [spec_hash])
     by_layer: dict[int, list[dict]] = {}
     for b in bridge:
         by_layer.setdefault(b["layer"], []).append(b)
     layers = [
-        LayerStats(layer, len(rows), {m: _mean_sd([r.get(m) for r in rows]) for m in BRIDGE_METRICS},
-                   scores.get(layer))
+        LayerStats(layer, len(rows), {m: _mean_sd([r.get(m) for r in rows]) for m in BRIDGE_METRICS}, scores.get(layer))
         for layer, rows in sorted(by_layer.items())
-    ]  # fmt: skip
+    ]
     bridge_gen = [_gen_stats("bridge", layer, rows) for layer, rows in sorted(by_layer.items())]
 
     curves: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
@@ -304,66 +294,116 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         losses.append(loss)
 
     samples: dict[int, list[dict]] = {}
-    for s in _rows(con, "SELECT layer, seed, idx, text FROM samples WHERE spec_hash = ? ORDER BY layer, seed, idx",
-                   [spec_hash]):  # fmt: skip
+    for s in fetch(
+        con, "SELECT layer, seed, idx, text FROM samples WHERE spec_hash = ? ORDER BY layer, seed, idx", [spec_hash]
+    ):
         kept = samples.setdefault(s["layer"], [])
         if len(kept) < SAMPLES_PER_LAYER:
             kept.append(s)
 
-    corr = _rows(con, "SELECT * FROM correlations WHERE spec_hash = ? ORDER BY NOT selection_space, space", [spec_hash])
+    corr = fetch(con, "SELECT * FROM correlations WHERE spec_hash = ? ORDER BY NOT selection_space, space", [spec_hash])
     canonical = spec.get("canonical_json") or ""
     try:
         pretty = _pretty_json(json.loads(canonical))
     except ValueError:
         pretty = canonical
     return SpecReport(
-        spec_hash=spec_hash, name=spec.get("name") or "", description=_description(spec.get("yaml_text")),
-        yaml_text=spec.get("yaml_text") or "", canonical_json=canonical, canonical_pretty=pretty,
+        spec_hash=spec_hash,
+        name=spec.get("name") or "",
+        description=_description(spec.get("yaml_text")),
+        yaml_text=spec.get("yaml_text") or "",
+        canonical_json=canonical,
+        canonical_pretty=pretty,
         canonical_matches_hash=hashlib.sha256(canonical.encode()).hexdigest() == spec_hash,
-        first_seen=spec.get("first_seen"), last_seen=spec.get("last_seen"),
-        latest_run=runs[0] if runs else None, provenance_run=(succeeded or runs or [None])[0],
-        geometry=geometry, proxy_weights=weights, selection=selection, layers=layers, curves=curves,
-        samples=samples, correlation=corr[0] if corr else None, runs=runs,
-        stability=_stability(con, spec_hash, space), space=space, geometry_by_space=by_space,
+        first_seen=spec.get("first_seen"),
+        last_seen=spec.get("last_seen"),
+        latest_run=runs[0] if runs else None,
+        provenance_run=(succeeded or runs or [None])[0],
+        geometry=geometry,
+        proxy_weights=weights,
+        selection=selection,
+        layers=layers,
+        curves=curves,
+        samples=samples,
+        correlation=corr[0] if corr else None,
+        runs=runs,
+        stability=_stability(con, spec_hash, space),
+        space=space,
+        geometry_by_space=by_space,
         correlations={r.get("space") or "scalar": r for r in corr},
-        references=_references(con, spec_hash), bridge_gen=bridge_gen, c3=_c3(con, spec_hash),
-    )  # fmt: skip
-
-
-def _c3(con, spec_hash: str):
-    from dihal.report.c3 import load_c3  # c3 builds on this module's helpers; importing it here avoids a cycle
-
-    return load_c3(con, spec_hash)
+        references=_references(con, spec_hash),
+        bridge_gen=bridge_gen,
+        c3=load_c3(con, spec_hash),
+    )
 
 
 def summarize(con) -> list[SpecSummary]:
     """Key numbers of every spec, newest activity first, for the index page."""
     slugs = all_slugs(con)
-    specs = _rows(con, "SELECT spec_hash, name, last_seen FROM specs", [])
-    latest = {r["spec_hash"]: r for r in _rows(con, """
+    specs = fetch(con, "SELECT spec_hash, name, last_seen FROM specs", [])
+    latest = {
+        r["spec_hash"]: r
+        for r in fetch(
+            con,
+            """
         SELECT spec_hash, status, started_at FROM runs
-        QUALIFY row_number() OVER (PARTITION BY spec_hash ORDER BY started_at DESC NULLS LAST, run_id) = 1""", [])}
-    selected = {r["spec_hash"]: r for r in _rows(con, "SELECT * FROM selections", [])}  # * : old ledgers lack columns
-    corr = {r["spec_hash"]: r for r in _rows(con, "SELECT spec_hash, spearman_rho, kendall_tau FROM correlations "
-                                                   "WHERE selection_space", [])}  # fmt: skip
-    at_sel = {r["spec_hash"]: r for r in _rows(con, """
+        QUALIFY row_number() OVER (PARTITION BY spec_hash ORDER BY started_at DESC NULLS LAST, run_id) = 1""",
+            [],
+        )
+    }
+    selected = {r["spec_hash"]: r for r in fetch(con, "SELECT * FROM selections", [])}  # * : old ledgers lack columns
+    corr = {
+        r["spec_hash"]: r
+        for r in fetch(con, "SELECT spec_hash, spearman_rho, kendall_tau FROM correlations WHERE selection_space", [])
+    }
+    at_sel = {
+        r["spec_hash"]: r
+        for r in fetch(
+            con,
+            """
         SELECT b.spec_hash, avg(b.bridge_val_loss) AS loss, avg(b.gen_ppl) AS ppl
         FROM bridge_results b JOIN selections s ON s.spec_hash = b.spec_hash AND s.layer = b.layer
-        GROUP BY b.spec_hash""", [])}
-    shape = {r["spec_hash"]: r for r in _rows(con, """
+        GROUP BY b.spec_hash""",
+            [],
+        )
+    }
+    shape = {
+        r["spec_hash"]: r
+        for r in fetch(
+            con,
+            """
         SELECT spec_hash, count(DISTINCT layer) AS n_layers, count(DISTINCT seed) AS n_seeds
-        FROM bridge_results GROUP BY spec_hash""", [])}
+        FROM bridge_results GROUP BY spec_hash""",
+            [],
+        )
+    }
     out = []
     for s in specs:
         h = s["spec_hash"]
-        run, sel, c, b, sh = latest.get(h, {}), selected.get(h, {}), corr.get(h, {}), at_sel.get(h, {}), shape.get(h, {})
-        out.append(SpecSummary(
-            spec_hash=h, name=s.get("name") or "", slug=slugs[h], status=run.get("status"),
-            date=run.get("started_at") or s.get("last_seen"), selected_layer=sel.get("layer"),
-            selected_share=_finite(sel.get("argmax_share")),
-            score_at_selected=_finite(sel.get("score")), loss_at_selected=_finite(b.get("loss")),
-            ppl_at_selected=_finite(b.get("ppl")), rho=_finite(c.get("spearman_rho")),
-            tau=_finite(c.get("kendall_tau")), n_bridge_layers=sh.get("n_layers", 0), n_seeds=sh.get("n_seeds", 0),
-        ))  # fmt: skip
+        run, sel, c, b, sh = (
+            latest.get(h, {}),
+            selected.get(h, {}),
+            corr.get(h, {}),
+            at_sel.get(h, {}),
+            shape.get(h, {}),
+        )
+        out.append(
+            SpecSummary(
+                spec_hash=h,
+                name=s.get("name") or "",
+                slug=slugs[h],
+                status=run.get("status"),
+                date=run.get("started_at") or s.get("last_seen"),
+                selected_layer=sel.get("layer"),
+                selected_share=finite(sel.get("argmax_share")),
+                score_at_selected=finite(sel.get("score")),
+                loss_at_selected=finite(b.get("loss")),
+                ppl_at_selected=finite(b.get("ppl")),
+                rho=finite(c.get("spearman_rho")),
+                tau=finite(c.get("kendall_tau")),
+                n_bridge_layers=sh.get("n_layers", 0),
+                n_seeds=sh.get("n_seeds", 0),
+            )
+        )
     out.sort(key=lambda r: (r.date is None, -(r.date.timestamp() if r.date else 0), r.name, r.spec_hash))
     return out

@@ -12,7 +12,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from dihal.report.plots import ACCENT, LINE, _minor_label, _ok, _style, to_data_uri
+from dihal.report.plots import ACCENT, LINE, finite_number, minor_label, style_axes, to_data_uri
 
 MUTED = "#8a949e"
 MAX_LABEL = 40  # characters of a variant name shown in a legend
@@ -33,35 +33,47 @@ def _int_layers(ax) -> None:
 
 def stability_figure(profile: list[dict], selected: int | None) -> str | None:
     """G per layer with its 95% document-bootstrap interval (top) and the argmax share per layer (bottom)."""
-    scored = [p for p in profile if _ok(p["score"])]
-    shares = [p for p in profile if _ok(p["argmax_share"])]
+    scored = [p for p in profile if finite_number(p["score"])]
+    shares = [p for p in profile if finite_number(p["argmax_share"])]
     if not scored and not shares:
         return None
     panels = [k for k, rows in (("g", scored), ("share", shares)) if rows]
     fig = Figure(figsize=(7.2, 1.5 + 1.3 * len(panels)), layout="constrained")
-    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
-                        gridspec_kw={"height_ratios": [2, 1.2][: len(panels)]})[:, 0]  # fmt: skip
+    axes = fig.subplots(
+        len(panels), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [2, 1.2][: len(panels)]}
+    )[:, 0]
     for ax, kind in zip(axes, panels):
         if kind == "g":
             xs = [p["layer"] for p in scored]
             ax.plot(xs, [p["score"] for p in scored], "-", color=LINE, linewidth=1.0, alpha=0.6)
-            ci = [p for p in scored if _ok(p["g_lo"]) and _ok(p["g_hi"])]
+            ci = [p for p in scored if finite_number(p["g_lo"]) and finite_number(p["g_hi"])]
             if ci:
-                ax.vlines([p["layer"] for p in ci], [p["g_lo"] for p in ci], [p["g_hi"] for p in ci], color=LINE,
-                          linewidth=2.2, alpha=0.45, label="95% interval (document bootstrap)")  # fmt: skip
+                ax.vlines(
+                    [p["layer"] for p in ci],
+                    [p["g_lo"] for p in ci],
+                    [p["g_hi"] for p in ci],
+                    color=LINE,
+                    linewidth=2.2,
+                    alpha=0.45,
+                    label="95% interval (document bootstrap)",
+                )
             ax.plot(xs, [p["score"] for p in scored], "o", color=LINE, markersize=4, label="G on the full sample")
             at = [p for p in scored if p["layer"] == selected]
             if at:
                 ax.plot([selected], [at[0]["score"]], "*", color=ACCENT, markersize=13, zorder=4)
             ax.set_ylabel("score G", fontsize=9)
         else:
-            ax.bar([p["layer"] for p in shares], [p["argmax_share"] for p in shares], width=0.7,
-                   color=[ACCENT if p["layer"] == selected else MUTED for p in shares])  # fmt: skip
+            ax.bar(
+                [p["layer"] for p in shares],
+                [p["argmax_share"] for p in shares],
+                width=0.7,
+                color=[ACCENT if p["layer"] == selected else MUTED for p in shares],
+            )
             ax.set_ylim(0, 1.02)
             _percent_axis(ax)
             ax.set_ylabel("argmax share", fontsize=9)
         _mark(ax, selected, label=kind == "g")
-        _style(ax)
+        style_axes(ax)
         _int_layers(ax)
     axes[0].legend(fontsize=7.5, frameon=False, loc="best")
     axes[-1].set_xlabel("layer", fontsize=9)
@@ -70,11 +82,14 @@ def stability_figure(profile: list[dict], selected: int | None) -> str | None:
 
 def outliers_figure(rows: list[dict], selected: int | None, threshold: float | None) -> str | None:
     """Per layer: max/median norm ratio (log), states over the threshold, top-0.1% variance share before/after."""
-    ratio = [(r["layer"], r["norm_ratio_max"]) for r in rows if _ok(r.get("norm_ratio_max"))
-             and r["norm_ratio_max"] > 0]  # fmt: skip
-    over = [(r["layer"], r["n_over_threshold"]) for r in rows if _ok(r.get("n_over_threshold"))]
-    before = [(r["layer"], r["top_share_before"]) for r in rows if _ok(r.get("top_share_before"))]
-    after = [(r["layer"], r["top_share_after"]) for r in rows if _ok(r.get("top_share_after"))]
+    ratio = [
+        (r["layer"], r["norm_ratio_max"])
+        for r in rows
+        if finite_number(r.get("norm_ratio_max")) and r["norm_ratio_max"] > 0
+    ]
+    over = [(r["layer"], r["n_over_threshold"]) for r in rows if finite_number(r.get("n_over_threshold"))]
+    before = [(r["layer"], r["top_share_before"]) for r in rows if finite_number(r.get("top_share_before"))]
+    after = [(r["layer"], r["top_share_after"]) for r in rows if finite_number(r.get("top_share_after"))]
     panels = [p for p, pts in (("ratio", ratio), ("over", over), ("share", before + after)) if pts]
     if not panels:
         return None
@@ -87,7 +102,7 @@ def outliers_figure(rows: list[dict], selected: int | None, threshold: float | N
                 ax.axhline(threshold, color="#555555", linestyle=":", linewidth=1.1, label=f"threshold {threshold:g}×")
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-            ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+            ax.yaxis.set_minor_formatter(FuncFormatter(minor_label))
             ax.set_title("max / median state norm (log)", fontsize=9.5)
         elif kind == "over":
             xs, ys = zip(*over)
@@ -104,7 +119,7 @@ def outliers_figure(rows: list[dict], selected: int | None, threshold: float | N
             ax.set_title("variance share of the top 0.1% states", fontsize=9.5)
         _mark(ax, selected, label=kind != "over")
         ax.set_xlabel("layer", fontsize=8)
-        _style(ax)
+        style_axes(ax)
         _int_layers(ax)
         if kind != "over":
             ax.legend(fontsize=7, frameon=False, loc="best")
@@ -118,7 +133,7 @@ def _label(name: str) -> str:
 
 def sensitivity_figure(variants: dict[str, list[dict]], layers: dict[str, int | None]) -> str | None:
     """G per layer for every variant: a line with its 95% interval as a band, each variant's ℓ* as a star."""
-    series = {name: [r for r in rows if _ok(r.get("score"))] for name, rows in variants.items()}
+    series = {name: [r for r in rows if finite_number(r.get("score"))] for name, rows in variants.items()}
     series = {name: rows for name, rows in series.items() if rows}
     if not series:
         return None
@@ -131,18 +146,25 @@ def sensitivity_figure(variants: dict[str, list[dict]], layers: dict[str, int | 
         label = _label(name) + (" (the spec)" if name == "main" else "")
         width = 1.8 if name == "main" else 1.2
         ax.plot(xs, [r["score"] for r in rows], "-o", color=color, markersize=3, linewidth=width, label=label)
-        band = [r for r in rows if _ok(r.get("g_lo")) and _ok(r.get("g_hi"))]
+        band = [r for r in rows if finite_number(r.get("g_lo")) and finite_number(r.get("g_hi"))]
         if band:
-            ax.fill_between([r["layer"] for r in band], [r["g_lo"] for r in band], [r["g_hi"] for r in band],
-                            color=color, alpha=0.12, linewidth=0)  # fmt: skip
+            ax.fill_between(
+                [r["layer"] for r in band],
+                [r["g_lo"] for r in band],
+                [r["g_hi"] for r in band],
+                color=color,
+                alpha=0.12,
+                linewidth=0,
+            )
         at = [r for r in rows if r["layer"] == layers.get(name)]
         if at:
-            ax.plot([at[0]["layer"]], [at[0]["score"]], "*", color=color, markersize=13, markeredgecolor="white",
-                    zorder=4)  # fmt: skip
+            ax.plot(
+                [at[0]["layer"]], [at[0]["score"]], "*", color=color, markersize=13, markeredgecolor="white", zorder=4
+            )
     ax.plot([], [], "*", color="#555555", markersize=10, label="each variant's ℓ*")
     ax.set_xlabel("layer", fontsize=9)
     ax.set_ylabel("score G (bands: 95% interval)", fontsize=9)
-    _style(ax)
+    style_axes(ax)
     _int_layers(ax)
     legend = ax.legend(fontsize=7.5, frameon=False, loc="best")
     for text in legend.get_texts():

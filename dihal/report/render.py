@@ -24,23 +24,28 @@ import functools
 import hashlib
 import importlib
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+import dihal.report.baselines as c3
+import dihal.report.confidence as trust
 from dihal import __version__
-from dihal.atomic import write_atomic
-from dihal.ledger import reader
-from dihal.report import c3, trust
-from dihal.report.data import REFERENCES, GenStats, SpecReport, SpecSummary, all_slugs, load_spec, summarize
+from dihal.ledger.store import reader
+from dihal.report.data import GenStats, SpecReport, SpecSummary, all_slugs, load_spec, summarize
+from dihal.report.rows import REFERENCES
+from dihal.utils.atomic import write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORTS_DIR = "reports"
 FIGURE_CACHE = ".figures"  # under REPORTS_DIR: drawn figures, reused while their inputs are unchanged
 METRIC_LABELS = {  # column -> (header, hint shown as the header's tooltip)
-    "bridge_val_loss": ("bridge val loss", "x0-MSE on standardised validation targets over the t grid; lower is better"),
+    "bridge_val_loss": (
+        "bridge val loss",
+        "x0-MSE on standardised validation targets over the t grid; lower is better",
+    ),
     "recovery_ce": ("recovery CE", "cross-entropy of tokens decoded from once-denoised states; lower is better"),
     "recovery_token_acc": ("recovery acc", "token accuracy of the recovered states against the true next tokens"),
     "gen_ppl": ("gen PPL", "perplexity of generated text under the full backbone; lower is better"),
@@ -105,8 +110,14 @@ def _dt(v, seconds: bool = True) -> str:
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)  # fmt: skip
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     env.filters.update(num=_num, signed=_signed, pm=_pm, dt=_dt, pct=_pct, pval=_pval, span=_span)
     return env
 
@@ -120,20 +131,25 @@ def _script_source(name: str) -> tuple[str, str]:
 
 def _csp(script_hash: str | None = None) -> str:
     scripts = script_hash or "'none'"
-    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
-            "base-uri 'none'; form-action 'none'")  # fmt: skip
+    return (
+        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {scripts}; "
+        "base-uri 'none'; form-action 'none'"
+    )
 
 
 def _rendered_at() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _facts(r: SpecReport) -> dict:
     """The numbers the header summarises, taken at ℓ* where the sweep trained it."""
     sel = r.selected_layer
     at = next((ls for ls in r.layers if ls.layer == sel), None)
-    best = min((ls for ls in r.layers if ls.stats["bridge_val_loss"][0] is not None),
-               key=lambda ls: (ls.stats["bridge_val_loss"][0], ls.layer), default=None)  # fmt: skip
+    best = min(
+        (ls for ls in r.layers if ls.stats["bridge_val_loss"][0] is not None),
+        key=lambda ls: (ls.stats["bridge_val_loss"][0], ls.layer),
+        default=None,
+    )
     return {"at_selected": at, "best_by_loss": best}
 
 
@@ -144,22 +160,39 @@ def _standing(r: SpecReport) -> dict | None:
         return None
     at = [g for g in r.bridge_gen if g.layer == r.selected_layer]
     bridge = at or r.bridge_gen
-    return {"bridge": bridge, "references": r.references, "at_selected": bool(at), "descriptions": REFERENCES,
-            "headline": standing_sentence(at[0] if at else None, r.references)}
+    return {
+        "bridge": bridge,
+        "references": r.references,
+        "at_selected": bool(at),
+        "descriptions": REFERENCES,
+        "headline": standing_sentence(at[0] if at else None, r.references),
+    }
 
 
 def _plot_row(g: GenStats) -> tuple:
     """The numbers standing_figure draws for one row: who, n seeds, gen PPL mean/min/max, diversity mean/min/max."""
-    return (g.layer if g.is_bridge else g.source, g.n_seeds, g.stats["gen_ppl"][0], *g.ranges["gen_ppl"],
-            g.stats["diversity"][0], *g.ranges["diversity"])  # fmt: skip
+    return (
+        g.layer if g.is_bridge else g.source,
+        g.n_seeds,
+        g.stats["gen_ppl"][0],
+        *g.ranges["gen_ppl"],
+        g.stats["diversity"][0],
+        *g.ranges["diversity"],
+    )
 
 
 def standing_sentence(bridge: GenStats | None, references: list[GenStats]) -> Markup | None:
     """'gen PPL at ℓ* 185 (180–190 over 3 seeds); the backbone's own samples at T = 1: 41; …' as escaped HTML."""
-    names = {"backbone_t1": "the backbone's own samples at T = 1", "backbone_greedy": "its greedy decoding",
-             "real_text": "real held-out text"}  # fmt: skip
-    parts = [Markup("{}: <b>{}</b>").format(names.get(g.source, g.source), _num(g.stats["gen_ppl"][0], 3))
-             for g in references if g.stats["gen_ppl"][0] is not None]  # fmt: skip
+    names = {
+        "backbone_t1": "the backbone's own samples at T = 1",
+        "backbone_greedy": "its greedy decoding",
+        "real_text": "real held-out text",
+    }
+    parts = [
+        Markup("{}: <b>{}</b>").format(names.get(g.source, g.source), _num(g.stats["gen_ppl"][0], 3))
+        for g in references
+        if g.stats["gen_ppl"][0] is not None
+    ]
     if not parts:
         return None
     text = Markup("")
@@ -177,27 +210,37 @@ def _trust(r: SpecReport) -> dict:
     """The values of the 'how sure is ℓ*' panels (see trust.py); each is None or empty when the ledger lacks it."""
     profile = trust.profile(r)
     return {
-        "stability": trust.stability_facts(r), "profile": profile, "outliers": trust.outlier_facts(r),
-        "sensitivity": trust.sensitivity_rows(r), "corr": trust.correlation_p(r.correlation),
+        "stability": trust.stability_facts(r),
+        "profile": profile,
+        "outliers": trust.outlier_facts(r),
+        "sensitivity": trust.sensitivity_rows(r),
+        "corr": trust.correlation_p(r.correlation),
         "by_layer": {p["layer"]: p for p in profile},
         "has_outliers": any(g.get(c) is not None for g in r.geometry for c in trust.OUTLIER_COLUMNS),
         "warning": (r.selection or {}).get("warning") or None,
         "sentence": stability_sentence(trust.stability_facts(r)),
-    }  # fmt: skip
+    }
 
 
 def stability_sentence(f: dict | None) -> Markup | None:
     """'ℓ* = 4, the argmax in 87% of 200 document resamples of 119 documents; blocks …' as escaped HTML."""
     if not f:
         return None
-    sample = " from ".join(x for x in (f"{f['n_blocks']} blocks" if f["n_blocks"] else "",
-                                      f"{f['n_documents']} documents" if f["n_documents"] else "") if x)  # fmt: skip
+    sample = " from ".join(
+        x
+        for x in (
+            f"{f['n_blocks']} blocks" if f["n_blocks"] else "",
+            f"{f['n_documents']} documents" if f["n_documents"] else "",
+        )
+        if x
+    )
     text = Markup("ℓ* = <b>{}</b>").format(_num(f["layer"]))
     if f["rule"] and f["rule"] != "argmax":
         text += Markup(" (rule {})").format(f["rule"])
     if f["share"] is not None:
         text += Markup(", the argmax in <b>{}</b> of {}").format(
-            _pct(f["share"]), f"{f['n_boot']} document resamples" if f["n_boot"] else "the document resamples")
+            _pct(f["share"]), f"{f['n_boot']} document resamples" if f["n_boot"] else "the document resamples"
+        )
         text += Markup(" of {}").format(sample) if sample else ""
     elif sample:
         text += Markup("; the geometry sample holds {}").format(sample)
@@ -212,7 +255,8 @@ def stability_sentence(f: dict | None) -> Markup | None:
         text += Markup(" G at ℓ* has the 95% interval [{}, {}].").format(_signed(f["g_lo"]), _signed(f["g_hi"]))
     if f["modal_layer"] is not None:
         text += Markup(" The most frequent argmax is layer {} ({} of resamples).").format(
-            f["modal_layer"], _pct(f["modal_share"]))
+            f["modal_layer"], _pct(f["modal_share"])
+        )
     if f["share"] is not None and f["share"] < 0.5:
         text += Markup(' <span class="bad">ℓ* is the argmax in fewer than half of the resamples.</span>')
     return text
@@ -270,14 +314,28 @@ def _space_layers(r: SpecReport, space: str) -> list:
 
 def c1_spaces(r: SpecReport) -> list[dict]:
     """One row per scored space: its C1 numbers, its own argmax and the verdict sentence (escaped by the template)."""
-    from dihal.verdicts import c1_verdict
+    from dihal.analysis.verdicts import c1_verdict
 
     rows = []
     for space, c in r.correlations.items():
         best = next((g["layer"] for g in r.geometry_by_space.get(space, []) if g.get("space_best")), None)
-        rows.append({"space": space, "c": c, "chosen": space == r.space, "argmax": best,
-                     "verdict": c1_verdict(space, c["spearman_rho"], c.get("spearman_lo"), c.get("spearman_hi"),
-                                           c.get("spearman_p"), c.get("n_layers") or 0, c.get("resampled"))})  # fmt: skip
+        rows.append(
+            {
+                "space": space,
+                "c": c,
+                "chosen": space == r.space,
+                "argmax": best,
+                "verdict": c1_verdict(
+                    space,
+                    c["spearman_rho"],
+                    c.get("spearman_lo"),
+                    c.get("spearman_hi"),
+                    c.get("spearman_p"),
+                    c.get("n_layers") or 0,
+                    c.get("resampled"),
+                ),
+            }
+        )
     return rows
 
 
@@ -286,13 +344,19 @@ def channel_sentence(r: SpecReport) -> str | None:
     rows = [g for g in r.geometry if (g.get("top_channel_share") or 0) > 0.5]
     if not rows:
         return None
-    at = next((g for g in rows if g["layer"] == r.selected_layer), None) or max(rows, key=lambda g: g["top_channel_share"])
-    toks = ", ".join(f"{t.get('text')!r} ×{t['count']} ({t['variance_share']:.0%})" for t in at.get("top_channel_tokens") or [])
+    at = next((g for g in rows if g["layer"] == r.selected_layer), None) or max(
+        rows, key=lambda g: g["top_channel_share"]
+    )
+    toks = ", ".join(
+        f"{t.get('text')!r} ×{t['count']} ({t['variance_share']:.0%})" for t in at.get("top_channel_tokens") or []
+    )
     layers = [g["layer"] for g in rows]
-    return (f"At layer {at['layer']}, raw channel {at['top_channel']} carries {at['top_channel_share']:.0%} of the "
-            f"variance (one channel holds over half of it at layers {layers[0]}–{layers[-1]})"
-            + (f"; the tokens that light it most: {toks}" if toks else "")
-            + ". Standardised per channel, as the bridge sees it, it has unit variance like every other.")
+    return (
+        f"At layer {at['layer']}, raw channel {at['top_channel']} carries {at['top_channel_share']:.0%} of the "
+        f"variance (one channel holds over half of it at layers {layers[0]}–{layers[-1]})"
+        + (f"; the tokens that light it most: {toks}" if toks else "")
+        + ". Standardised per channel, as the bridge sees it, it has unit variance like every other."
+    )
 
 
 def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
@@ -304,48 +368,110 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
     figures = {
         "geometry": fig("geometry", "plots", "geometry_figure", r.geometry, sel),
         "stability": fig("stability", "plots_geometry", "stability_figure", t["profile"], sel),
-        "outliers": fig("outliers", "plots_geometry", "outliers_figure", t["outliers"]["rows"], sel,
-                        t["outliers"]["threshold"]) if t["outliers"] else None,
-        "sensitivity": fig("sensitivity", "plots_geometry", "sensitivity_figure", sens,
-                           {v["variant"]: v["layer"] for v in t["sensitivity"]}) if sens else None,
+        "outliers": fig(
+            "outliers", "plots_geometry", "outliers_figure", t["outliers"]["rows"], sel, t["outliers"]["threshold"]
+        )
+        if t["outliers"]
+        else None,
+        "sensitivity": fig(
+            "sensitivity",
+            "plots_geometry",
+            "sensitivity_figure",
+            sens,
+            {v["variant"]: v["layer"] for v in t["sensitivity"]},
+        )
+        if sens
+        else None,
         "curves": fig("curves", "plots", "curves_figure", r.curves, sel),
         "scatter": fig("scatter", "plots", "scatter_figure", r.layers, sel, r.correlation, r.space)
-        if r.correlation else None,
-        **{f"scatter_{c['space']}": fig(f"scatter-{c['space']}", "plots", "scatter_figure",
-                                        _space_layers(r, c["space"]), c["argmax"], c["c"], c["space"])
-           for c in c1_spaces(r) if not c["chosen"]},
-        "standing": fig("standing", "plots", "standing_figure", [_plot_row(g) for g in standing["bridge"]],
-                        [_plot_row(g) for g in standing["references"]], sel) if standing else None,
+        if r.correlation
+        else None,
+        **{
+            f"scatter_{c['space']}": fig(
+                f"scatter-{c['space']}",
+                "plots",
+                "scatter_figure",
+                _space_layers(r, c["space"]),
+                c["argmax"],
+                c["c"],
+                c["space"],
+            )
+            for c in c1_spaces(r)
+            if not c["chosen"]
+        },
+        "standing": fig(
+            "standing",
+            "plots",
+            "standing_figure",
+            [_plot_row(g) for g in standing["bridge"]],
+            [_plot_row(g) for g in standing["references"]],
+            sel,
+        )
+        if standing
+        else None,
         "c3": fig("c3", "plots", "c3_figure", *c3.plot_rows(r.c3)) if r.c3 else None,
-    }  # fmt: skip
+    }
     prov = r.provenance_run or {}
-    return _env().get_template("spec.j2").render(
-        r=r, slug=slug, figures=figures, facts=_facts(r), trust=t, metrics=METRIC_LABELS, prov=prov, standing=standing,
-        c1=c1_spaces(r), channel=channel_sentence(r),
-        packages=sorted((prov.get("packages") or {}).items()), csp=_csp(), rendered_at=_rendered_at(),
-        version=__version__,
-    )  # fmt: skip
+    return (
+        _env()
+        .get_template("spec.j2")
+        .render(
+            r=r,
+            slug=slug,
+            figures=figures,
+            facts=_facts(r),
+            trust=t,
+            metrics=METRIC_LABELS,
+            prov=prov,
+            standing=standing,
+            c1=c1_spaces(r),
+            channel=channel_sentence(r),
+            packages=sorted((prov.get("packages") or {}).items()),
+            csp=_csp(),
+            rendered_at=_rendered_at(),
+            version=__version__,
+        )
+    )
 
 
 def render_index(rows: list[SpecSummary], linked: set[str]) -> str:
     script, script_hash = _script_source("compare.js.j2")
     data = [
-        {"hash": s.spec_hash, "name": s.name, "status": s.status, "date": _dt(s.date), "layer": s.selected_layer,
-         "share": s.selected_share, "G": s.score_at_selected, "loss": s.loss_at_selected, "ppl": s.ppl_at_selected,
-         "rho": s.rho,
-         "tau": s.tau, "bridge": f"{s.n_bridge_layers} layer(s) × {s.n_seeds} seed(s)" if s.n_bridge_layers else "—"}
+        {
+            "hash": s.spec_hash,
+            "name": s.name,
+            "status": s.status,
+            "date": _dt(s.date),
+            "layer": s.selected_layer,
+            "share": s.selected_share,
+            "G": s.score_at_selected,
+            "loss": s.loss_at_selected,
+            "ppl": s.ppl_at_selected,
+            "rho": s.rho,
+            "tau": s.tau,
+            "bridge": f"{s.n_bridge_layers} layer(s) × {s.n_seeds} seed(s)" if s.n_bridge_layers else "—",
+        }
         for s in rows
-    ]  # fmt: skip
-    return _env().get_template("index.j2").render(
-        rows=rows, linked=linked, data=data, script=script, csp=_csp(script_hash), rendered_at=_rendered_at(),
-        version=__version__,
-    )  # fmt: skip
+    ]
+    return (
+        _env()
+        .get_template("index.j2")
+        .render(
+            rows=rows,
+            linked=linked,
+            data=data,
+            script=script,
+            csp=_csp(script_hash),
+            rendered_at=_rendered_at(),
+            version=__version__,
+        )
+    )
 
 
 def write_reports(root: Path | str, spec_hash: str) -> Path:
     """Render reports/<slug>.html for that spec, re-render reports/index.html, return the spec report's path.
 
-    Raises dihal.ledger.LedgerError when there is no ledger or the spec hash is not in it.
+    Raises dihal.ledger.store.LedgerError when there is no ledger or the spec hash is not in it.
     """
     root = Path(root)
     with reader(root) as con:

@@ -14,7 +14,7 @@ def run_stage(config_path: Path | str) -> None:
     cfg = StageConfig.read(config_path)
     _check_code(config_path, cfg.kind)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    runners = {
+    runners = {  # one entry per dihal.spec.kinds.KINDS (a test holds the two equal)
         "extract": extract.run,
         "score": score.run_score,
         "select": score.run_select,
@@ -27,8 +27,8 @@ def run_stage(config_path: Path | str) -> None:
     if cfg.kind not in runners:
         raise ValueError(f"unknown stage kind {cfg.kind!r} in {config_path}")
     # Upstream outputs are checked against their manifests before anything reads them, and this
-    # stage's own output gets one once it is complete (dihal.manifest; not part of any code hash).
-    from dihal import manifest
+    # stage's own output gets one once it is complete (dihal.stages.manifest; not part of any code hash).
+    from dihal.stages import manifest
 
     manifest.verify_inputs(cfg)
     runners[cfg.kind](cfg)
@@ -37,14 +37,16 @@ def run_stage(config_path: Path | str) -> None:
 
 def _check_code(config_path: Path | str, kind: str) -> None:
     """Refuse to fill a stage's outputs with code other than the code its name was compiled for: a stage
-    name promises its outputs came from that code (`dihal.identity`). Configs without a code hash (made
-    before code entered stage identities) are run as before."""
+    name promises its outputs came from that code (`dihal.stages.identity`). A config without a code hash (compiled
+    by a dihal whose stage names did not include one) is run without the check."""
     import json
 
-    from dihal.identity import code_hash
+    from dihal.stages.identity import code_hash
 
     want = (json.loads(Path(config_path).read_text()).get("identity") or {}).get("code")
     if want is not None and want != code_hash(kind):
-        raise RuntimeError(f"{config_path} was compiled for dihal {kind} code {want}, but this dihal's is "
-                           f"{code_hash(kind)}: run `dihal compile` (or `dihal run`) on the spec again, which "
-                           "gives the stage a new name instead of mixing outputs of two versions of the code")
+        raise RuntimeError(
+            f"{config_path} was compiled for dihal {kind} code {want}, but this dihal's is "
+            f"{code_hash(kind)}: run `dihal compile` (or `dihal run`) on the spec again, which "
+            "gives the stage a new name instead of mixing outputs of two versions of the code"
+        )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dihal.atomic import write_atomic
-from dihal.spec import BackboneSpec, DataSpec
+from dihal.spec.schema import BackboneSpec, DataSpec
+from dihal.utils.atomic import write_atomic
 
 
 @dataclass
@@ -23,8 +23,8 @@ class StageConfig:
     link: Path | None
     out: Path
     runtime: dict
-    results: dict = field(default_factory=dict)  # DVC metrics/plots files (dihal.dvc_results); none in old configs
-    identity: dict = field(default_factory=dict)  # code hash, model pin (dihal.identity); none in old configs
+    results: dict = field(default_factory=dict)  # DVC metrics/plots files (dihal.stages.dvc_files); none in old configs
+    identity: dict = field(default_factory=dict)  # code hash, model pin (dihal.stages.identity); none in old configs
 
     @classmethod
     def read(cls, path: Path | str) -> StageConfig:
@@ -59,7 +59,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_results(cfg: StageConfig, metrics: dict | None = None, plots: dict[str, list] | None = None) -> None:
-    """The stage's DVC metrics and plot files (see dihal.dvc_results), where its config names them."""
+    """The stage's DVC metrics and plot files (see dihal.stages.dvc_files), where its config names them."""
     if metrics is not None and "metrics" in cfg.results:
         write_json(Path(cfg.results["metrics"]), metrics)
     for name, rows in (plots or {}).items():
@@ -68,17 +68,29 @@ def write_results(cfg: StageConfig, metrics: dict | None = None, plots: dict[str
 
 
 # The numbers each stage reports as its result: a NaN or inf among them fails the stage (check_stage_finite), and
-# the same columns of the ledger rows fail the ingest (dihal.ingest). Diagnostics that may be undefined (a proxy,
+# the same columns of the ledger rows fail the ingest (dihal.ledger.ingest). Diagnostics that may be undefined (a proxy,
 # an interval or p-value with ties, outlier ratios) are deliberately not listed.
 RESULT_METRICS: dict[str, tuple[str, ...]] = {
     "train": ("loss",),  # every logged point of the training curve
-    "evaluate": ("bridge_val_loss", "val_batch_losses", "recovery_ce", "recovery_token_acc", "recovery_clean_agreement",
-                 "gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy"),
+    "evaluate": (
+        "bridge_val_loss",
+        "val_batch_losses",
+        "recovery_ce",
+        "recovery_token_acc",
+        "recovery_clean_agreement",
+        "gen_ppl",
+        "gen_nll",
+        "distinct_1",
+        "distinct_2",
+        "distinct_3",
+        "diversity",
+        "unigram_entropy",
+    ),
     "score": ("score",),  # G per layer
     "select": ("score",),  # G at ℓ* (None when a fixed ℓ is not a candidate layer)
     "correlate": ("spearman_rho", "kendall_tau"),
     "reference": ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy"),
-}  # fmt: skip
+}
 
 
 class NonFiniteMetricError(ValueError):
@@ -126,15 +138,24 @@ def read_json(path: Path):
 
 def sample_split_blocks(cfg: StageConfig, tokenizer, split: str, *, seq_len: int, n_blocks: int, seed: int):
     """(Blocks, BlockStart, special ids) for one split of the stage's data, by the spec's block rules."""
-    from dihal.blocks import sample_blocks
-    from dihal.data import load_documents, split_documents
-    from dihal.tokens import resolve_block_start, special_ids
+    from dihal.data.blocks import sample_blocks
+    from dihal.data.corpora import load_documents, split_documents
+    from dihal.data.tokens import resolve_block_start, special_ids
 
     data = cfg.data_spec()
     start = resolve_block_start(tokenizer, data.block_start)
     docs = split_documents(load_documents(data), data.splits)[split]
-    blocks = sample_blocks(docs, tokenizer, start_id=start.id, seq_len=seq_len, n_blocks=n_blocks, seed=seed,
-                           max_per_doc=data.max_blocks_per_document, align=data.block_align, split=split)  # fmt: skip
+    blocks = sample_blocks(
+        docs,
+        tokenizer,
+        start_id=start.id,
+        seq_len=seq_len,
+        n_blocks=n_blocks,
+        seed=seed,
+        max_per_doc=data.max_blocks_per_document,
+        align=data.block_align,
+        split=split,
+    )
     return blocks, start, special_ids(tokenizer) | {start.id}
 
 

@@ -9,12 +9,13 @@ predicts the bridge?" by itself; the top level is the space ℓ* was selected in
 
 from __future__ import annotations
 
-from dihal import dvc_results
+import dihal.stages.dvc_files as dvc_files
 from dihal.stages.common import RESULT_METRICS, StageConfig, check_stage_finite, read_json, write_json, write_results
 
 
-def _one_space(cfg: StageConfig, scores: dict, stab: dict | None, selected: int,
-               losses: dict[tuple[int, int], list[float]]) -> dict:  # fmt: skip
+def _one_space(
+    cfg: StageConfig, scores: dict, stab: dict | None, selected: int, losses: dict[tuple[int, int], list[float]]
+) -> dict:
     from dihal.analysis.correlation import correlate
 
     swept = sorted({layer for layer, _ in losses})
@@ -26,9 +27,15 @@ def _one_space(cfg: StageConfig, scores: dict, stab: dict | None, selected: int,
     if stab is not None:
         cols = {layer: i for i, layer in enumerate(stab["layers"])}
         replicates = {layer: [row[cols[layer]] for row in stab["replicates"]] for layer in swept}
-    result = correlate({layer: g[layer] for layer in swept}, losses, selected_layer=selected if selected in swept
-                       else min(swept, key=lambda x: -g[x]), n_boot=cfg.params["n_boot"],
-                       top_k=cfg.params["top_k"], seed=cfg.params["seed"], score_replicates=replicates)  # fmt: skip
+    result = correlate(
+        {layer: g[layer] for layer in swept},
+        losses,
+        selected_layer=selected if selected in swept else min(swept, key=lambda x: -g[x]),
+        n_boot=cfg.params["n_boot"],
+        top_k=cfg.params["top_k"],
+        seed=cfg.params["seed"],
+        score_replicates=replicates,
+    )
     out = result.to_dict()
     out["selected_layer"] = selected
     out["selected_swept"] = selected in swept
@@ -53,9 +60,11 @@ def run(cfg: StageConfig) -> None:
     per_space = scores.get("spaces") or {space: scores}
     stab_spaces = (stab or {}).get("spaces") or {space: stab}
     # Every scored space gets its own C1; ℓ* in a space other than the selection's is that space's argmax.
-    by_space = {name: _one_space(cfg, block, stab_spaces.get(name), selected if name == space else block["best"],
-                                 losses) for name, block in per_space.items()}  # fmt: skip
+    by_space = {
+        name: _one_space(cfg, block, stab_spaces.get(name), selected if name == space else block["best"], losses)
+        for name, block in per_space.items()
+    }
     out = {**by_space[space], "space": space, "spaces": by_space}
     write_json(cfg.out / "correlation.json", out)
     g = dict(zip(scores["layers"], scores["score"]))
-    write_results(cfg, *dvc_results.correlate_results(out, g, losses))
+    write_results(cfg, *dvc_files.correlate_results(out, g, losses))

@@ -12,12 +12,19 @@ import json
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dihal import dvc_results, progress
-from dihal.judge import judge_nll  # the judge, shared with the reference stage
-from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, open_backbone, write_json,
-                                 write_results)
+import dihal.stages.dvc_files as dvc_files
+from dihal.analysis.judge import judge_nll  # the judge, shared with the reference stage
+from dihal.stages.common import (
+    RESULT_METRICS,
+    StageConfig,
+    Timer,
+    check_stage_finite,
+    open_backbone,
+    write_json,
+    write_results,
+)
+from dihal.utils import progress
 
 
 def _gen(seed: int, salt: int) -> torch.Generator:
@@ -37,14 +44,16 @@ def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_bat
         for t in t_grid:
             noise = torch.randn(chunk.shape, generator=g)
             tt = torch.full((chunk.shape[0],), float(t))
-            losses.append(float(x0_mse(hybrid.denoiser, chunk.to(dev), m.to(dev), tt.to(dev), noise.to(dev),
-                                       hybrid.objective)))  # fmt: skip
+            losses.append(
+                float(x0_mse(hybrid.denoiser, chunk.to(dev), m.to(dev), tt.to(dev), noise.to(dev), hybrid.objective))
+            )
         out.append(float(np.mean(losses)))
     return out
 
 
-def recovery(lm, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, prefix: int, t: float, seed: int,
-             batch: int = 16) -> dict:  # fmt: skip
+def recovery(
+    lm, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, prefix: int, t: float, seed: int, batch: int = 16
+) -> dict:
     """Noise at t, denoise once, decode; CE against the tokens the generated states score (the next tokens for
     hidden states, the tokens themselves for embeddings and latents: `Interface.shift`).
 
@@ -77,8 +86,12 @@ def recovery(lm, x0: torch.Tensor, true_h: torch.Tensor, ids: torch.Tensor, pref
         agree += int((pred == clean).sum())
         count += target.numel()
     ce = nll / covered if iface.probabilistic and covered else None
-    return {"recovery_ce": ce, "recovery_token_acc": correct / count, "recovery_clean_agreement": agree / count,
-            "recovery_coverage": covered / count if iface.probabilistic else None}
+    return {
+        "recovery_ce": ce,
+        "recovery_token_acc": correct / count,
+        "recovery_clean_agreement": agree / count,
+        "recovery_coverage": covered / count if iface.probabilistic else None,
+    }
 
 
 def clean_states(lm, cfg: StageConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,8 +115,9 @@ def run(cfg: StageConfig) -> None:
     true_h, ids = clean_states(hybrid, cfg)
     x0 = hybrid.standardizer.transform(true_h)
     name = hybrid.interface.name
-    steps = progress.bar(total=4, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}",
-                         unit="step")  # fmt: skip
+    steps = progress.bar(
+        total=4, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}", unit="step"
+    )
     with Timer() as timer:
         losses = val_losses(hybrid, x0, prefix, list(ev["t_grid"]), min(ev["val_batches"], len(x0)), seed)
         steps.update()
@@ -111,8 +125,7 @@ def run(cfg: StageConfig) -> None:
         steps.update()
         n = ev["n_samples"]
         prompts = ids[torch.arange(n) % len(ids), :prefix]
-        gen = hybrid.sample(prompts, steps=ev["sampling_steps"], temperature=ev["temperature"],
-                            generator=_gen(seed, 3))  # fmt: skip
+        gen = hybrid.sample(prompts, steps=ev["sampling_steps"], temperature=ev["temperature"], generator=_gen(seed, 3))
         steps.update()
         total, count = judge_nll(ad, gen.tokens, prefix)
         steps.update()
@@ -126,13 +139,19 @@ def run(cfg: StageConfig) -> None:
             f.write(json.dumps({"index": i, "prompt": row[:prefix], "tokens": row[prefix:], "text": text}) + "\n")
     digest = hashlib.sha256((out / "samples.jsonl").read_bytes()).hexdigest()
     metrics = {
-        "interface": name, "layer": hybrid.layer, "seed": seed,
-        "bridge_val_loss": float(np.mean(losses)), "val_batch_losses": losses,
+        "interface": name,
+        "layer": hybrid.layer,
+        "seed": seed,
+        "bridge_val_loss": float(np.mean(losses)),
+        "val_batch_losses": losses,
         **rec,
-        "gen_ppl": perplexity_from_nll(total, count), "gen_nll": total / count, "gen_tokens": count,
+        "gen_ppl": perplexity_from_nll(total, count),
+        "gen_nll": total / count,
+        "gen_tokens": count,
         **text_metrics(generated),
-        "samples_digest": digest, "seconds": timer.seconds,
-    }  # fmt: skip
+        "samples_digest": digest,
+        "seconds": timer.seconds,
+    }
     check_stage_finite(cfg, metrics, RESULT_METRICS["evaluate"])
     write_json(out / "metrics.json", metrics)
-    write_results(cfg, dvc_results.evaluate_metrics(metrics))
+    write_results(cfg, dvc_files.evaluate_metrics(metrics))

@@ -16,9 +16,9 @@ import math
 import numpy as np
 import torch
 
-from dihal import progress
-from dihal.blocks import content_mask
+from dihal.data.blocks import content_mask
 from dihal.stages.common import StageConfig, Timer, open_backbone, sample_split_blocks, save_array, write_json
+from dihal.utils import progress
 
 
 def layer_file(layer: int) -> str:
@@ -69,11 +69,22 @@ def run(cfg: StageConfig) -> None:
     for m in maps.values():
         m.flush()
     del maps
-    write_json(out / "meta.json", {
-        "layers": layers, "n_layers": ad.n_layers, "d": ad.d, "n_tokens": N, "seq_len": T,
-        "n_sequences": n_seq, "backbone": bb.location, "model_type": ad.model_type,
-        "attn_implementation": getattr(bb.model.config, "_attn_implementation", None),
-        "block_start": {"id": start.id, "text": start.text, "rule": start.rule, "why": start.why},
-        "blocks": blocks.stats, "documents": blocks.doc_ids,
-        "seconds": timer.seconds, "tokens_per_s": n_seq * T / timer.seconds,
-    })  # fmt: skip
+    write_json(
+        out / "meta.json",
+        {
+            "layers": layers,
+            "n_layers": ad.n_layers,
+            "d": ad.d,
+            "n_tokens": N,
+            "seq_len": T,
+            "n_sequences": n_seq,
+            "backbone": bb.location,
+            "model_type": ad.model_type,
+            "attn_implementation": getattr(bb.model.config, "_attn_implementation", None),
+            "block_start": {"id": start.id, "text": start.text, "rule": start.rule, "why": start.why},
+            "blocks": blocks.stats,
+            "documents": blocks.doc_ids,
+            "seconds": timer.seconds,
+            "tokens_per_s": n_seq * T / timer.seconds,
+        },
+    )

@@ -1,7 +1,7 @@
 """reference: the rows that give a bridge's generative perplexity a scale, with no training.
 
 Judged by the same judge as the bridge (the unmodified backbone, NLL over the positions after the prefix:
-`dihal.judge.judge_nll`) and measured with the same text metrics, from the same validation blocks the
+`dihal.analysis.judge.judge_nll`) and measured with the same text metrics, from the same validation blocks the
 targets stage gives the bridge (same function, same spec seed), so the rows sit next to the bridge's:
 
 - `backbone_t1`: the backbone's own samples, ancestral sampling at temperature 1 (full softmax);
@@ -21,10 +21,20 @@ import json
 import numpy as np
 import torch
 
-from dihal import dvc_results, progress
-from dihal.judge import judge_nll
-from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, open_backbone,
-                                 sample_split_blocks, save_array, write_json, write_results)  # fmt: skip
+import dihal.stages.dvc_files as dvc_files
+from dihal.analysis.judge import judge_nll
+from dihal.stages.common import (
+    RESULT_METRICS,
+    StageConfig,
+    Timer,
+    check_stage_finite,
+    open_backbone,
+    sample_split_blocks,
+    save_array,
+    write_json,
+    write_results,
+)
+from dihal.utils import progress
 
 REFERENCES = ("backbone_t1", "backbone_greedy", "real_text")
 _SALT = {"backbone_t1": 11, "real_text": 12}  # evaluate's salts are 1..3; greedy draws nothing
@@ -36,8 +46,16 @@ def _gen(seed: int, salt: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def sample_backbone(adapter, prompts: torch.Tensor, length: int, *, greedy: bool = False,
-                    generator: torch.Generator | None = None, batch: int = BATCH, bar=None) -> torch.Tensor:  # fmt: skip
+def sample_backbone(
+    adapter,
+    prompts: torch.Tensor,
+    length: int,
+    *,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    batch: int = BATCH,
+    bar=None,
+) -> torch.Tensor:
     """Continue each prompt to `length` tokens with the backbone: argmax, or a draw from the full softmax at
     temperature 1 (CPU generator, so every device sees the same draws). The model's own forward with its KV
     cache, as `generate` runs it (the judge scores the finished sequences without a cache): a step costs one
@@ -105,14 +123,22 @@ def run(cfg: StageConfig) -> None:
                 text = bb.tokenizer.decode(row[prefix:], skip_special_tokens=False)
                 group.append({"index": i, "prompt": row[:prefix], "tokens": row[prefix:], "text": text})
             lines += [json.dumps({"reference": ref, "seed": seed, **g}) for g in group]
-            rows.append({
-                "reference": ref, "seed": seed,
-                "gen_ppl": perplexity_from_nll(total, count), "gen_nll": total / count, "gen_tokens": count,
-                **text_metrics(generated),
-                "n_samples": n, "seq_len": T, "prefix": prefix,
-                "samples_digest": hashlib.sha256("".join(json.dumps(g) + "\n" for g in group).encode()).hexdigest(),
-                "seconds": timer.seconds, **extra,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "reference": ref,
+                    "seed": seed,
+                    "gen_ppl": perplexity_from_nll(total, count),
+                    "gen_nll": total / count,
+                    "gen_tokens": count,
+                    **text_metrics(generated),
+                    "n_samples": n,
+                    "seq_len": T,
+                    "prefix": prefix,
+                    "samples_digest": hashlib.sha256("".join(json.dumps(g) + "\n" for g in group).encode()).hexdigest(),
+                    "seconds": timer.seconds,
+                    **extra,
+                }
+            )
     bar.close()
     for row in rows:
         check_stage_finite(cfg, row, RESULT_METRICS["reference"])
@@ -121,4 +147,4 @@ def run(cfg: StageConfig) -> None:
     save_array(out / "val_ids.npy", np.asarray(blocks.ids))  # the pool prompts and real_text come from
     (out / "samples.jsonl").write_text("\n".join(lines) + "\n")
     write_json(out / "references.json", rows)
-    write_results(cfg, dvc_results.reference_metrics(rows))
+    write_results(cfg, dvc_files.reference_metrics(rows))

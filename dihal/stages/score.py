@@ -10,20 +10,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from dihal import progress
-from dihal.proxy_names import STANDARD  # always computed: the ledger has a column for each
-from dihal import dvc_results
-from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, read_json, write_json,
-                                 write_results)
+import dihal.stages.dvc_files as dvc_files
+from dihal.analysis.verdicts import confidence
+from dihal.spec.geometry import STANDARD  # always computed: the ledger has a column for each
+from dihal.stages.common import (
+    RESULT_METRICS,
+    StageConfig,
+    Timer,
+    check_stage_finite,
+    read_json,
+    write_json,
+    write_results,
+)
 from dihal.stages.extract import layer_file
-from dihal.verdicts import confidence
+from dihal.utils import progress
 
 
 def _space_block(res, name: str) -> dict:
     sr = res.spaces[name]
     t = sr.table
-    return {"layers": t.layers, "values": {str(k): v for k, v in sr.values.items()}, "z": t.z, "score": t.score,
-            "best": t.best(), "shape": {str(k): v for k, v in sr.shape.items()}}  # fmt: skip
+    return {
+        "layers": t.layers,
+        "values": {str(k): v for k, v in sr.values.items()},
+        "z": t.z,
+        "score": t.score,
+        "best": t.best(),
+        "shape": {str(k): v for k, v in sr.shape.items()},
+    }
 
 
 def _stability_block(stab, n_documents: int, seed: int) -> dict | None:
@@ -43,11 +56,25 @@ def run_score(cfg: StageConfig) -> None:
     text = {int(k): v for k, v in read_json(src / "token_text.json").items()} if tokens is not None else None
     with Timer() as timer:
         res = locate(
-            meta["layers"], lambda layer: np.load(src / layer_file(layer), mmap_mode="r"),
-            np.load(src / "documents.npy"), weights=geo["proxies"], names=STANDARD, spaces=spaces, space=space,
-            tokens=tokens, token_text=text, rule=rule, threshold=threshold, anchors=geo["anchors"], k=geo["k"],
-            pairs=geo["pairs"], ridge=geo["ridge"], seed=seed, n_boot=geo["n_boot"], progress=progress.bar,
-        )  # fmt: skip
+            meta["layers"],
+            lambda layer: np.load(src / layer_file(layer), mmap_mode="r"),
+            np.load(src / "documents.npy"),
+            weights=geo["proxies"],
+            names=STANDARD,
+            spaces=spaces,
+            space=space,
+            tokens=tokens,
+            token_text=text,
+            rule=rule,
+            threshold=threshold,
+            anchors=geo["anchors"],
+            k=geo["k"],
+            pairs=geo["pairs"],
+            ridge=geo["ridge"],
+            seed=seed,
+            n_boot=geo["n_boot"],
+            progress=progress.bar,
+        )
     # The top level is the space ℓ* comes from (what select, correlate and the DVC files read); `spaces` holds
     # every scored space, the chosen one included, so each can be reported and correlated on its own.
     scores = {
@@ -65,19 +92,25 @@ def run_score(cfg: StageConfig) -> None:
         "outlier_rule": describe(rule, threshold),
         "outliers": {str(k): v for k, v in res.outliers.items()},
         "channels": {str(k): v for k, v in res.channels.items()},
-    }  # fmt: skip
+    }
     for name in spaces:
         check_stage_finite(cfg, scores["spaces"][name], RESULT_METRICS["score"])
     write_json(cfg.out / "scores.json", scores)
     stability = None
     if res.stability is not None:
-        stability = {**_stability_block(res.stability, res.n_documents, seed), "space": space,
-                     "spaces": {name: _stability_block(res.spaces[name].stability, res.n_documents, seed)
-                                for name in spaces}}  # fmt: skip
+        stability = {
+            **_stability_block(res.stability, res.n_documents, seed),
+            "space": space,
+            "spaces": {name: _stability_block(res.spaces[name].stability, res.n_documents, seed) for name in spaces},
+        }
         write_json(cfg.out / "stability.json", stability)
     # from the stored JSON, so the DVC metrics carry exactly the numbers in artifacts/ and the ledger
-    write_results(cfg, *dvc_results.score_results(read_json(cfg.out / "scores.json"),
-                                                  stability and read_json(cfg.out / "stability.json")))
+    write_results(
+        cfg,
+        *dvc_files.score_results(
+            read_json(cfg.out / "scores.json"), stability and read_json(cfg.out / "stability.json")
+        ),
+    )
 
 
 def run_select(cfg: StageConfig) -> None:
@@ -89,7 +122,7 @@ def run_select(cfg: StageConfig) -> None:
         layer = scores["best"]
     else:
         layer = rule["layer"]
-        # dihal.checks refuses the same before any compute; this guards a config run by `dvc repro` alone
+        # dihal.compile.preflight refuses the same before any compute; this guards a config run by `dvc repro` alone
         if not 1 <= layer <= scores["n_layers"]:
             raise ValueError(f"select.layer: {layer} is not a layer of the backbone (1..{scores['n_layers']})")
     by_layer = dict(zip(layers, g))
@@ -98,12 +131,17 @@ def run_select(cfg: StageConfig) -> None:
         stab = read_json(src / "stability.json")
         share = dict(zip(stab["layers"], stab["argmax_share"])).get(layer)
     selection = {
-        "layer": layer, "rule": rule["rule"], "score": by_layer.get(layer),
+        "layer": layer,
+        "rule": rule["rule"],
+        "score": by_layer.get(layer),
         "rank_by_score": sorted(layers, key=lambda x: -by_layer[x]).index(layer) + 1 if layer in by_layer else None,
-        "n_layers": scores["n_layers"], "argmax_share": share, "space": scores.get("space"),
-        "confidence": confidence(layer, scores, stab if share is not None else None) if rule["rule"] == "argmax"
+        "n_layers": scores["n_layers"],
+        "argmax_share": share,
+        "space": scores.get("space"),
+        "confidence": confidence(layer, scores, stab if share is not None else None)
+        if rule["rule"] == "argmax"
         else None,
-    }  # fmt: skip
+    }
     check_stage_finite(cfg, selection, RESULT_METRICS["select"])
     write_json(cfg.out / "selection.json", selection)
-    write_results(cfg, dvc_results.select_metrics(selection))
+    write_results(cfg, dvc_files.select_metrics(selection))

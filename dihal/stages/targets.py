@@ -11,8 +11,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dihal import progress
-from dihal.stages.common import StageConfig, Timer, open_backbone, read_json, sample_split_blocks, save_array, write_json
+from dihal.stages.common import (
+    StageConfig,
+    Timer,
+    open_backbone,
+    read_json,
+    sample_split_blocks,
+    save_array,
+    write_json,
+)
+from dihal.utils import progress
 
 
 def resolve_layer(cfg: StageConfig) -> int:
@@ -50,10 +58,12 @@ def run(cfg: StageConfig) -> None:
             save_array(out / f"{split}_ids.npy", split_ids)
             save_array(out / f"{split}_docs.npy", sampled[split][0].doc)
             prev = np.load(source / f"{split}_h.npy", mmap_mode="r") if source else None
-            dest = np.lib.format.open_memmap(out / f"{split}_h.npy", mode="w+", dtype=np.float32,
-                                             shape=(*split_ids.shape, ad.d))  # fmt: skip
-            bar = progress.bar(total=split_ids.size, desc=f"targets L{layer} {split} (blocks {start + 1}..{layer})",
-                               unit="tok")  # fmt: skip
+            dest = np.lib.format.open_memmap(
+                out / f"{split}_h.npy", mode="w+", dtype=np.float32, shape=(*split_ids.shape, ad.d)
+            )
+            bar = progress.bar(
+                total=split_ids.size, desc=f"targets L{layer} {split} (blocks {start + 1}..{layer})", unit="tok"
+            )
             for i in range(0, len(split_ids), bs):
                 batch = torch.as_tensor(split_ids[i : i + bs], device=ad.device)
                 if prev is None:
@@ -66,11 +76,21 @@ def run(cfg: StageConfig) -> None:
             bar.close()
             dest.flush()
             del dest
-    write_json(out / "meta.json", {
-        "layer": layer, "n_layers": ad.n_layers, "d": ad.d, "seq_len": T, "batch_size": bs,
-        "n_train": b["n_train"], "n_val": b["n_val"], "continued_from_layer": start,
-        "seconds": timer.seconds, "backbone": bb.location,
-        "block_start": {"id": start_token.id, "text": start_token.text, "rule": start_token.rule},
-        "blocks": {k: blocks.stats for k, (blocks, _, _) in sampled.items()},
-        "special_ids": sorted(sampled["train"][2]),
-    })  # fmt: skip
+    write_json(
+        out / "meta.json",
+        {
+            "layer": layer,
+            "n_layers": ad.n_layers,
+            "d": ad.d,
+            "seq_len": T,
+            "batch_size": bs,
+            "n_train": b["n_train"],
+            "n_val": b["n_val"],
+            "continued_from_layer": start,
+            "seconds": timer.seconds,
+            "backbone": bb.location,
+            "block_start": {"id": start_token.id, "text": start_token.text, "rule": start_token.rule},
+            "blocks": {k: blocks.stats for k, (blocks, _, _) in sampled.items()},
+            "special_ids": sorted(sampled["train"][2]),
+        },
+    )

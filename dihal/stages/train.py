@@ -19,16 +19,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dihal import dvc_results, progress
-from dihal.stages.common import (RESULT_METRICS, StageConfig, Timer, check_stage_finite, open_backbone, read_json,
-                                 sample_split_blocks, save_array, write_json, write_results)  # fmt: skip
+import dihal.stages.dvc_files as dvc_files
+from dihal.stages.common import (
+    RESULT_METRICS,
+    StageConfig,
+    Timer,
+    check_stage_finite,
+    open_backbone,
+    read_json,
+    sample_split_blocks,
+    save_array,
+    write_json,
+    write_results,
+)
+from dihal.utils import progress
 
 CHECKPOINTS = Path("artifacts") / "checkpoints"
 
 
 def denoiser_config(p: dict, d: int) -> dict:
-    return {"d_in": d, "d_model": p["d_model"], "depth": p["depth"], "heads": p["heads"],
-            "max_len": p["seq_len"], "time_cond": p["time_cond"], "pos": p["pos"], "seed": p["seed"]}  # fmt: skip
+    return {
+        "d_in": d,
+        "d_model": p["d_model"],
+        "depth": p["depth"],
+        "heads": p["heads"],
+        "max_len": p["seq_len"],
+        "time_cond": p["time_cond"],
+        "pos": p["pos"],
+        "seed": p["seed"],
+    }
 
 
 def fit_standardizer(train_h: torch.Tensor, ids: np.ndarray, specials, prefix: int, outliers: dict):
@@ -39,8 +58,8 @@ def fit_standardizer(train_h: torch.Tensor, ids: np.ndarray, specials, prefix: i
     ~27k among medians of ~100 would otherwise set a channel's std to 100x its typical
     value and squash that channel for every other state.
     """
-    from dihal.blocks import content_mask
     from dihal.bridge.standardize import Standardizer
+    from dihal.data.blocks import content_mask
     from dihal.geometry.outliers import apply_rule
 
     mask = content_mask(ids, set(int(i) for i in specials), skip=prefix)
@@ -67,9 +86,12 @@ def interface_states(cfg: StageConfig) -> tuple[torch.Tensor, np.ndarray, list, 
 
     p, settings = cfg.params, cfg.params["interface"]
     bb, ad = open_backbone(cfg.backbone_spec())
-    blocks = {split: sample_split_blocks(cfg, bb.tokenizer, split, seq_len=p["seq_len"], n_blocks=p["blocks"][n],
-                                         seed=p["block_seed"])
-              for split, n in (("train", "n_train"), ("validation", "n_val"))}  # fmt: skip
+    blocks = {
+        split: sample_split_blocks(
+            cfg, bb.tokenizer, split, seq_len=p["seq_len"], n_blocks=p["blocks"][n], seed=p["block_seed"]
+        )
+        for split, n in (("train", "n_train"), ("validation", "n_val"))
+    }
     cfg.out.mkdir(parents=True, exist_ok=True)
     for split, name in (("train", "train"), ("validation", "val")):
         save_array(cfg.out / f"{name}_ids.npy", np.asarray(blocks[split][0].ids))
@@ -95,10 +117,17 @@ def run(cfg: StageConfig) -> None:
     dcfg = denoiser_config(p, train_h.shape[-1])
     den = Denoiser(**dcfg).to(p.get("device", "cpu"))
     tcfg = TrainConfig(
-        steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"], warmup=p["warmup"],
-        weight_decay=p["weight_decay"], grad_clip=p["grad_clip"], objective=p["objective"],
-        seed=p["seed"], prefix=prefix, checkpoint_every=cfg.runtime.get("checkpoint_every", 100),
-    )  # fmt: skip
+        steps=p["steps"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        warmup=p["warmup"],
+        weight_decay=p["weight_decay"],
+        grad_clip=p["grad_clip"],
+        objective=p["objective"],
+        seed=p["seed"],
+        prefix=prefix,
+        checkpoint_every=cfg.runtime.get("checkpoint_every", 100),
+    )
     ckpt = CHECKPOINTS / cfg.hash / "ckpt.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     with Timer() as timer:
@@ -106,21 +135,35 @@ def run(cfg: StageConfig) -> None:
     check_stage_finite(cfg, {"loss": [point["loss"] for point in result.curve]}, RESULT_METRICS["train"])
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "denoiser": {k: v.cpu() for k, v in den.state_dict().items()}, "denoiser_config": dcfg, "standardizer": std.state_dict(),
-        "layer": layer, "objective": p["objective"], "prefix": prefix, "seq_len": p["seq_len"], "interface": saved,
-    }, out / "bridge.pt")  # fmt: skip
+    torch.save(
+        {
+            "denoiser": {k: v.cpu() for k, v in den.state_dict().items()},
+            "denoiser_config": dcfg,
+            "standardizer": std.state_dict(),
+            "layer": layer,
+            "objective": p["objective"],
+            "prefix": prefix,
+            "seq_len": p["seq_len"],
+            "interface": saved,
+        },
+        out / "bridge.pt",
+    )
     trained_steps = p["steps"] - (result.resumed_from or 0)
     write_json(out / "curve.json", result.curve)
     train_meta = {
-        "layer": layer, "seed": p["seed"], "steps": p["steps"], "seconds": timer.seconds,
+        "layer": layer,
+        "seed": p["seed"],
+        "steps": p["steps"],
+        "seconds": timer.seconds,
         "resumed_from": result.resumed_from,
         "tokens_per_s": trained_steps * p["batch_size"] * p["seq_len"] / max(timer.seconds, 1e-9),
         "n_params": sum(x.numel() for x in den.parameters()),
         "standardizer_fit": fit_report,
-        "interface": saved["name"], "diffusion_steps": p["steps"], **recovery,
+        "interface": saved["name"],
+        "diffusion_steps": p["steps"],
+        **recovery,
         "budget_matched": not (p.get("interface") or {}).get("unmatched", False),
-    }  # fmt: skip
+    }
     write_json(out / "meta.json", train_meta)
-    write_results(cfg, *dvc_results.train_results(result.curve, train_meta))
+    write_results(cfg, *dvc_files.train_results(result.curve, train_meta))
     shutil.rmtree(ckpt.parent, ignore_errors=True)

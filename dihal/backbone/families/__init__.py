@@ -10,7 +10,13 @@ from __future__ import annotations
 import importlib
 
 from dihal.backbone.families.base import Family, PositionContext
-from dihal.backbone.support import FAMILIES, GENERIC, NotSupported, check_config, generic_notice
+from dihal.backbone.support import (
+    GENERIC,
+    NotSupported,
+    UnsupportedArchitecture,
+    check_config,
+    generic_notice,
+)
 
 __all__ = ["Family", "PositionContext", "family_for"]
 
@@ -24,11 +30,9 @@ def family_for(model) -> Family:
     try:
         module = check_config(config)
     except NotSupported as err:
-        from dihal.backbone.adapter import UnsupportedArchitecture
-
         raise UnsupportedArchitecture(f"{err} ({type(model).__name__})") from None
     if module == GENERIC and config["model_type"] not in _NOTICED:  # once per architecture and process
-        from dihal.progress import log
+        from dihal.utils.progress import log
 
         _NOTICED.add(config["model_type"])
         log(generic_notice(config))

@@ -68,8 +68,12 @@ class Family:
         windows = self.windows()
         masks = {w: causal_mask(batch, length, device, dtype, window=w) for w in set(windows)}
         full = masks.get(None)
-        return PositionContext(position_ids=pos, mask=full if full is not None else causal_mask(batch, length, device,
-                               dtype), rotary=rotary, extra={"windows": windows, "masks": masks})  # fmt: skip
+        return PositionContext(
+            position_ids=pos,
+            mask=full if full is not None else causal_mask(batch, length, device, dtype),
+            rotary=rotary,
+            extra={"windows": windows, "masks": masks},
+        )
 
     def block(self, index: int, h: torch.Tensor, ctx: PositionContext) -> torch.Tensor:
         blk = self.blocks[index - 1]

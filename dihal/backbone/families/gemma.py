@@ -67,8 +67,10 @@ class Gemma(Family):
     def masks(self, batch: int, length: int, device, dtype) -> dict[str, torch.Tensor]:
         causal = not getattr(self.config, "use_bidirectional_attention", False)
         window = getattr(self.config, "sliding_window", None)
-        return {kind: window_mask(batch, length, device, dtype, window if kind == SLIDING else None, causal)
-                for kind in set(self.layer_types)}  # fmt: skip
+        return {
+            kind: window_mask(batch, length, device, dtype, window if kind == SLIDING else None, causal)
+            for kind in set(self.layer_types)
+        }
 
     def rotaries(self, probe: torch.Tensor, pos: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         rotary = self.core.rotary_emb
@@ -84,15 +86,21 @@ class Gemma(Family):
         probe = torch.empty(batch, length, self.hidden_size, device=device, dtype=dtype)
         masks, rotaries = self.masks(batch, length, device, dtype), self.rotaries(probe, pos)
         kind = FULL if FULL in masks else SLIDING  # the plain fields hold the global layers' (or the only) pair
-        return PositionContext(position_ids=pos, mask=masks[kind], rotary=rotaries[kind],
-                               extra={"masks": masks, "rotaries": rotaries})  # fmt: skip
+        return PositionContext(
+            position_ids=pos, mask=masks[kind], rotary=rotaries[kind], extra={"masks": masks, "rotaries": rotaries}
+        )
 
     def block(self, index: int, h: torch.Tensor, ctx: PositionContext) -> torch.Tensor:
         kind, blk = self.layer_types[index - 1], self.blocks[index - 1]
         mask, rot = ctx.extra["masks"][kind], ctx.extra["rotaries"]
         if self.two_tables:
-            out = blk(h, position_embeddings_global=rot[FULL], position_embeddings_local=rot[SLIDING],
-                      attention_mask=mask, position_ids=ctx.position_ids)  # fmt: skip
+            out = blk(
+                h,
+                position_embeddings_global=rot[FULL],
+                position_embeddings_local=rot[SLIDING],
+                attention_mask=mask,
+                position_ids=ctx.position_ids,
+            )
         else:
             out = blk(h, attention_mask=mask, position_ids=ctx.position_ids, position_embeddings=rot[kind])
         return out[0] if isinstance(out, tuple) else out

@@ -41,8 +41,14 @@ class _Trace:
     recording that layer; `inject`: (ℓ, h) — h replaces h_ℓ (block ℓ's output, or block 1's input for ℓ=0),
     blocks 1..ℓ being skipped when `skip` is set."""
 
-    def __init__(self, family: GenericFamily, capture=(), stop: int | None = None,
-                 inject: tuple[int, torch.Tensor] | None = None, skip: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        family: GenericFamily,
+        capture=(),
+        stop: int | None = None,
+        inject: tuple[int, torch.Tensor] | None = None,
+        skip: bool = True,
+    ):
         self.family, self.capture, self.stop, self.inject, self.skip = family, set(capture), stop, inject, skip
         self.states: dict[int, torch.Tensor] = {}
         self._handles: list = []
@@ -54,8 +60,11 @@ class _Trace:
             if self.inject is not None:
                 at, h = self.inject
                 if at == 0:
-                    self._handles.append(blocks[0].register_forward_pre_hook(
-                        lambda _m, args, kwargs: fam.with_input(args, kwargs, h), with_kwargs=True))  # fmt: skip
+                    self._handles.append(
+                        blocks[0].register_forward_pre_hook(
+                            lambda _m, args, kwargs: fam.with_input(args, kwargs, h), with_kwargs=True
+                        )
+                    )
                 else:
                     if self.skip:
                         for blk in blocks[:at]:
@@ -65,8 +74,11 @@ class _Trace:
             if 0 in self.capture:
                 self._handles.append(blocks[0].register_forward_pre_hook(self._record_input, with_kwargs=True))
             for layer in sorted(self.capture - {0}):
-                self._handles.append(blocks[layer - 1].register_forward_hook(
-                    lambda _m, _i, out, layer=layer: self._record(layer, fam.hidden_of(out))))  # fmt: skip
+                self._handles.append(
+                    blocks[layer - 1].register_forward_hook(
+                        lambda _m, _i, out, layer=layer: self._record(layer, fam.hidden_of(out))
+                    )
+                )
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -120,8 +132,8 @@ class GenericFamily(Family):
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         depth = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
         found = []
-        for name, mod in model.named_modules():
-            for child_name, child in mod.named_children():
+        for _, mod in model.named_modules():
+            for child in mod.children():
                 if isinstance(child, nn.ModuleList) and len(child) and len({type(b) for b in child}) == 1:
                     if depth is None or len(child) == depth:
                         found.append((sum(p.numel() for p in child.parameters()), mod, child))
@@ -151,8 +163,9 @@ class GenericFamily(Family):
         handle = self.blocks[0].register_forward_hook(hook)
         try:
             with torch.no_grad():
-                self.model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=self.lm_head.weight.device),
-                           use_cache=False)  # fmt: skip
+                self.model(
+                    input_ids=torch.zeros(1, 2, dtype=torch.long, device=self.lm_head.weight.device), use_cache=False
+                )
         except _Stop:
             pass
         finally:

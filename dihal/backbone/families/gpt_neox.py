@@ -18,7 +18,12 @@ from dihal.backbone.families.base import Family
 class GPTNeoX(Family):
     def parts(self, model):
         core = model.gpt_neox
-        return core, list(core.layers), core.final_layer_norm, (model.lm_head if hasattr(model, "lm_head") else model.embed_out)
+        return (
+            core,
+            list(core.layers),
+            core.final_layer_norm,
+            (model.lm_head if hasattr(model, "lm_head") else model.embed_out),
+        )
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.core.emb_dropout(self.core.embed_in(ids))

@@ -1,0 +1,105 @@
+"""Checks that need more than the schema — files, backbone depth and architecture — still before any compute.
+
+They read configs and file listings only (no weights), and report problems in the
+same form as schema errors: field path, bad value, what was expected.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+from dihal.spec.schema import Spec, SpecError
+
+
+def check_resources(
+    spec: Spec, source: str = "<spec>", root: Path | str = ".", notes: list[str] | None = None
+) -> int | None:
+    """Raise SpecError listing every problem; return the backbone depth when it could be read.
+
+    `spec` has gone through `dihal.spec.paths.resolve_paths`, so its relative paths are relative to `root`.
+    Things worth saying that are not problems (a backbone split by the generic path) go to `notes`."""
+    from dihal.backbone import support
+    from dihal.backbone.depth import BackboneError, backbone_config, backbone_depth
+    from dihal.spec.paths import at_root
+
+    root = Path(root)
+    problems: list[tuple[str, object, str]] = []
+    for i, p in enumerate(spec.data.paths):
+        if not (root / p).is_file():
+            problems.append(
+                (
+                    f"data.paths[{i}]",
+                    p,
+                    f"an existing text file (relative paths are read from the spec "
+                    f"file's folder; looked for {(root / p).resolve()})",
+                )
+            )
+        elif (bad := _not_utf8(root / p)) is not None:
+            problems.append((f"data.paths[{i}]", p, f"a UTF-8 text file ({bad}; re-save it as UTF-8)"))
+    if spec.backbone.source == "local" and not (root / spec.backbone.id).is_dir():
+        problems.append(("backbone.id", spec.backbone.id, "an existing local model directory"))
+    if spec.data.source == "hf" and spec.data.dataset and spec.data.dataset.startswith((".", "/")):
+        if not (root / spec.data.dataset).is_dir():
+            problems.append(("data.dataset", spec.data.dataset, "an existing dataset directory (save_to_disk)"))
+    depth = None
+    if not problems:
+        backbone = at_root(spec.backbone, root)
+        try:
+            depth = backbone_depth(backbone)
+            # None: a hub model not in the local cache; a config naming no architecture: both checked at load time
+            config = backbone_config(backbone)
+            if config and (config.get("model_type") or config.get("architectures")):
+                if support.check_config(config) == support.GENERIC and notes is not None:
+                    notes.append(support.generic_notice(config))
+        except (BackboneError, support.NotSupported) as err:
+            problems.append(("backbone", spec.backbone.id or spec.backbone.source, str(err)))
+    if depth is not None:
+        for i, layer in enumerate(spec.geometry.layers or ()):
+            if layer > depth:
+                problems.append(
+                    (f"geometry.layers[{i}]", layer, f"a layer in 1..{depth} (the backbone has {depth} blocks)")
+                )
+        if spec.select.layer is not None and spec.select.layer > depth:
+            problems.append(("select.layer", spec.select.layer, f"a layer in 1..{depth}"))
+    if spec.bridge is not None and spec.bridge.layers != "selected":
+        # Candidates are the listed layers, else 1..L-1; with an unknown depth only a listed set can be checked.
+        cands = set(spec.geometry.layers) if spec.geometry.layers else set(range(1, depth)) if depth else None
+        for i, layer in enumerate(spec.bridge.layers):
+            if depth is not None and layer > depth:
+                problems.append(
+                    (f"bridge.layers[{i}]", layer, f"a layer in 1..{depth} (the backbone has {depth} blocks)")
+                )
+            elif cands is not None and layer not in cands:
+                problems.append(
+                    (f"bridge.layers[{i}]", layer, "one of geometry.layers (each swept layer needs a score G)")
+                )
+        if spec.select.rule == "fixed" and cands is not None and spec.select.layer not in cands:
+            problems.append(("select.layer", spec.select.layer, "one of geometry.layers"))
+    if problems:
+        raise SpecError(source, problems)
+    return depth
+
+
+def _not_utf8(path: Path, chunk: int = 1 << 22) -> str | None:
+    """Where a text file stops being UTF-8 (or looks binary), read in chunks: a corpus may be large,
+    and extract would otherwise fail on it minutes into a run."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, offset = 0, 0  # newlines and bytes before the current chunk
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            nul = data.find(b"\x00")
+            if nul >= 0:
+                return f"a NUL byte at offset {offset + nul}: this looks like a binary file"
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                buf = err.object  # the chunk, after any bytes held back from the previous one
+                at = offset - (len(buf) - len(data)) + err.start
+                line = lines + 1 + buf[: err.start].count(b"\n")
+                return f"byte 0x{buf[err.start : err.start + 1].hex()} at line {line} (offset {at}) is not UTF-8"
+            if not data:
+                return None
+            lines += data.count(b"\n")
+            offset += len(data)

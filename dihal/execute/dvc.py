@@ -1,0 +1,120 @@
+"""DVC as a subprocess: the environment stages run in, one `dvc` call, and `dvc repro` with its waiting.
+
+Every executor and the runner call DVC through here, so how a stage's process is started (which `dihal`,
+which variables) is decided once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dihal.execute import signals
+
+
+def env() -> dict[str, str]:
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)  # stage commands call `dihal`: use this interpreter's
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def dvc(args: list[str], root: Path, check: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env())
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list[str]]:
+    """Run `dvc repro` on the targets, streaming its output; return (code, output tail, stages that ran).
+
+    DVC runs in a session of its own, so a signal meant for dihal (SIGTERM to its PID) never hits DVC
+    mid-write; on any interruption (SIGINT, SIGTERM, SIGHUP: `dihal.execute.signals`) dihal ends DVC's whole
+    group the way Ctrl-C would, so DVC releases its locks and no stage keeps computing, then re-raises."""
+    if echo is None:  # resolved per call: tests and callers may have swapped sys.stderr; False = silent
+        echo = sys.stderr
+    chunks: list[bytes] = []
+
+    def pump() -> None:
+        nonlocal echo
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            chunks.append(chunk)
+            if echo is not False:
+                try:
+                    echo.write(chunk.decode(errors="replace"))
+                    echo.flush()
+                except (OSError, ValueError):  # the terminal went away (SIGHUP): keep draining DVC's pipe
+                    echo = False
+
+    proc = guard = None
+    t = threading.Thread(target=pump, daemon=True)
+    with signals.raise_on_signals():
+        try:
+            with signals.deferred():  # a signal landing mid-start is delivered once `proc` names the child
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "dvc", "repro", *targets],
+                    cwd=root,
+                    env=env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=signals.child_setup(),
+                )
+                t.start()
+                guard = signals.watchdog(proc.pid)  # stops DVC should dihal itself be SIGKILLed
+            code = proc.wait()
+        except BaseException:
+            if proc is not None:
+                signals.stop_group(proc)
+            raise
+        finally:
+            if guard is not None:
+                guard.release()
+            if proc is not None:
+                t.join(timeout=10)
+                signals.release_dead_locks(root)
+    text = b"".join(chunks).decode(errors="replace")
+    ran = re.findall(r"Running stage '([^']+)'", text)
+    return code, text[-4000:], ran
+
+
+# DVC's words when another process holds a stage's rwlock entry or the repo lock.
+_BUSY = re.compile(r"is busy, it is being blocked by|Unable to acquire lock")
+
+
+def dvc_wait() -> float:
+    """Seconds a run waits for another run computing a stage both share (`DIHAL_DVC_WAIT`, default 3600)."""
+    try:
+        return max(0.0, float(os.environ.get("DIHAL_DVC_WAIT", "3600")))
+    except ValueError:
+        return 3600.0
+
+
+def repro_waiting(targets: list[str], root: Path, echo=None, sleep=time.sleep) -> tuple[int, str, list[str]]:
+    """`dvc_repro`, again while another run holds a stage this spec shares (DVC refuses to run one stage
+    from two processes and fails the second at once): once that run has computed it, DVC finds it done
+    and goes on. Specs of one project share extract and score stages whenever their data and geometry
+    agree, so two specs started together meet here often."""
+    deadline, delay, ran_all = time.monotonic() + dvc_wait(), 2.0, []
+    while True:
+        code, tail, ran = dvc_repro(targets, root, echo=echo)
+        ran_all += ran
+        if code == 0 or not _BUSY.search(tail) or time.monotonic() >= deadline:
+            return code, tail, ran_all
+        signals.release_dead_locks(root)
+        print(
+            f"dihal: another run holds a stage this spec needs; trying again in {delay:.0f} s "
+            f"(waiting up to {dvc_wait():g} s in all, DIHAL_DVC_WAIT)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 30.0)

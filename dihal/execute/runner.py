@@ -1,0 +1,180 @@
+"""`dihal run`: validate → compile → `dvc repro` → ingest into the ledger.
+
+DVC decides what to recompute; dihal only asks it for the spec's final stages. The
+ledger is written once at the end, in one transaction, so an interrupted or failed
+run leaves earlier results as they were and adds only a `runs` row saying how it
+ended. When another process holds the ledger file that transaction is queued
+(`dihal.ledger.queue`) rather than lost, and the failure path never retries a
+writer that just timed out.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from filelock import FileLock
+
+from dihal.compile.plan import Plan, compile_spec
+from dihal.compile.preflight import check_resources
+from dihal.execute import signals
+from dihal.execute.dvc import dvc
+from dihal.ledger import ingest, provenance
+from dihal.ledger import queue as ledger_queue
+from dihal.ledger.queue import LedgerQueued
+from dihal.spec.hashing import canonical_json, semantic_dict, spec_hash
+from dihal.spec.paths import load_project_spec
+from dihal.spec.schema import Spec
+from dihal.stages import manifest
+
+
+class RunFailed(RuntimeError):
+    """The run failed; its `runs` row is in the ledger, or queued in `queued` when the ledger was held."""
+
+    def __init__(self, message: str, run_id: str, queued: Path | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.queued = queued
+
+
+@dataclass
+class RunResult:
+    spec: Spec
+    spec_hash: str
+    plan: Plan
+    run_id: str
+    stages_run: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+def ensure_project(root: Path) -> None:
+    """A DVC project at `root` (git-backed when it is a git work tree), with the dirs dihal writes.
+
+    Under a file lock: two first runs started together in a bare folder would both `dvc init` it."""
+    (root / ".dihal").mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".dihal" / "init.lock")):
+        if not (root / ".dvc").is_dir():
+            in_git = subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True
+            ).stdout.strip()
+            args = [] if in_git and Path(in_git).resolve() == root.resolve() else ["--no-scm"]
+            dvc(["init", "--quiet", *args], root, check=True)
+            dvc(["config", "core.analytics", "false"], root, check=True)
+            dvc(["config", "cache.type", manifest.CACHE_TYPE], root, check=True)
+        if manifest.upgrade_cache_type(root, lambda args: dvc(args, root, check=True)):  # old: hardlink,copy
+            dvc(["checkout", "--relink", "--quiet"], root)  # best effort: copies replace the old hard links
+    for d in ("ledger", "reports"):
+        (root / d).mkdir(exist_ok=True)
+
+
+def _error_summary(tail: str) -> str:
+    lines = [ln for ln in tail.splitlines() if ln.strip() and "\r" not in ln]
+    errs = [ln for ln in lines if re.search(r"Error|error:|ERROR|^stage \S+ failed: ", ln)]
+    return "\n".join((errs or lines)[-6:])
+
+
+def run_spec(path: Path | str, root: Path | str = ".", *, echo=None, executor="local") -> RunResult:
+    root = Path(root).resolve()
+    spec, text = load_project_spec(path, root)  # both raise SpecError before anything is written
+    depth = check_resources(spec, str(path), root)
+    h = spec_hash(spec)
+    ensure_project(root)
+    with FileLock(str(root / ".dihal" / "dvc.yaml.lock")):
+        plan = compile_spec(spec, root, depth)
+    run = {
+        "run_id": uuid.uuid4().hex[:16],
+        "spec_hash": h,
+        "spec_name": spec.name,
+        "git_revision": provenance.git_revision(root),
+        "code_version": provenance.code_version(),
+        "packages": provenance.package_versions(),
+        "seed": spec.seed,
+        "host": provenance.host(),
+        "started_at": _now(),
+        "stages_total": len(plan.stages),
+    }
+    record = {
+        "spec_hash": h,
+        "name": spec.name,
+        "canonical_json": canonical_json(semantic_dict(spec)),
+        "yaml_text": text,
+    }
+    ran: list[str] = []
+    try:
+        manifest.repair_corrupted(plan, root, echo)  # damaged outputs are recomputed, not restored
+        from dihal.execute.executors import resolve  # local: dvc repro; ray: dihal.execute.executors.ray
+
+        chosen = resolve(executor)
+        code, tail, ran = chosen.run(plan, root, spec=spec, echo=echo)
+        if code != 0:
+            what = "dvc repro" if chosen.name == "local" else f"the {chosen.name} executor"
+            raise RunFailed(f"{what} failed (exit {code}):\n{_error_summary(tail)}", run["run_id"])
+        tables = {
+            **ingest.geometry_rows(plan, root, h, run, spec.seed, spec.geometry.warn_top_share),
+            **ingest.bridge_rows(plan, root, h, run),
+            **ingest.correlation_rows(plan, root, h, run, spec.seed),
+            **ingest.reference_rows(plan, root, h, run),
+            **ingest.interface_rows(plan, root, h, run),
+        }
+    except BaseException as err:
+        _record_failure(root, record, run, err, ran, depth)
+    try:
+        _commit(root, record, run, "succeeded", None, ran, tables, depth)
+    except (LedgerQueued, KeyboardInterrupt):
+        raise  # queued: the results are on disk and the rows land with the next writer
+    except Exception as err:  # the rows could not be written (a bug): say so in a runs row of its own
+        _record_failure(root, record, run, err, ran, depth)
+    return RunResult(spec, h, plan, run["run_id"], ran)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _record_failure(
+    root: Path, record: dict, run: dict, err: BaseException, ran: list[str], depth: int | None
+) -> NoReturn:
+    """Log how the run ended (no result rows) and re-raise: RunFailed for errors, KeyboardInterrupt as it came
+    (its `runs.error` names the signal: "interrupted by SIGTERM")."""
+    interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl-C, or SIGTERM/SIGHUP as `signals.Interrupted`
+    status = "interrupted" if interrupted else "failed"
+    error = signals.describe(err) if interrupted else str(err) or type(err).__name__
+    queued = None
+    try:
+        _commit(root, record, run, status, error, ran, None, depth)
+    except LedgerQueued as q:
+        queued = q.path
+        print(f"ledger: {q}", file=sys.stderr, flush=True)
+    except Exception as bad:  # noqa: BLE001 - never let the log of a failure hide the failure itself
+        print(
+            f"ledger: could not record how run {run['run_id']} ended ({type(bad).__name__}: {bad})",
+            file=sys.stderr,
+            flush=True,
+        )
+    if isinstance(err, RunFailed):
+        err.queued = queued
+        raise err
+    if isinstance(err, Exception):
+        raise RunFailed(f"{type(err).__name__}: {err}", run["run_id"], queued) from err
+    raise err
+
+
+def _commit(
+    root: Path,
+    record: dict,
+    run: dict,
+    status: str,
+    error: str | None,
+    ran: list[str],
+    results: dict | None,
+    depth: int | None,
+) -> None:
+    now = _now()
+    row = {**run, "ended_at": now, "status": status, "error": error, "stages_run": len(ran)}
+    ledger_queue.commit(root, ledger_queue.transaction({**record, "seen_at": now}, row, results, depth))

@@ -1,0 +1,26 @@
+"""Reading the ledger for a report: rows as dicts, tables that may be absent, the reference texts."""
+
+from __future__ import annotations
+
+from dihal.utils.numbers import finite_or_none
+
+REFERENCES = {  # reference_results.reference -> what it is; the report lists them in this order, unknown ones last
+    "backbone_t1": "the backbone's own ancestral samples at temperature 1, same length and prefix as the bridge's",
+    "backbone_greedy": "the backbone's greedy decoding from the same prompts",
+    "real_text": "held-out validation blocks (real text)",
+}
+
+finite = finite_or_none  # NaN and None both mean 'no number' in a report; one sentinel keeps templates simple
+
+
+def fetch(con, sql: str, params: list) -> list[dict]:
+    """The rows of one query as dicts keyed by column name."""
+    cur = con.execute(sql, params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def has_table(con, table: str) -> bool:
+    """A ledger written before a table shipped lacks it until its next write (see dihal.ledger.store)."""
+    sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
+    return bool(con.execute(sql, [table]).fetchone()[0])
