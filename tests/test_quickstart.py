@@ -38,10 +38,14 @@ def test_quickstart_end_to_end(project):
     assert first.returncode == 0, first.stdout + first.stderr
     assert "ℓ*" in first.stdout and "stages run this time: 7 of 7" in first.stdout
     con = duckdb.connect(str(project / "ledger" / "dihal.duckdb"), read_only=True)
-    geo = con.execute("SELECT layer, score, selected FROM layer_geometry ORDER BY layer").fetchall()
+    spaces = con.execute("SELECT space, count(*) FROM layer_geometry GROUP BY space ORDER BY space").fetchall()
+    geo = con.execute(
+        "SELECT layer, score, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer"
+    ).fetchall()
     bridge = con.execute("SELECT layer, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results").fetchall()
     refs = dict(con.execute("SELECT reference, gen_ppl FROM reference_results").fetchall())
     con.close()
+    assert spaces == [("bridge", 29), ("scalar", 29)]  # both spaces scored; ℓ* chosen in the bridge's
     assert [g[0] for g in geo] == list(range(1, 30))
     selected = [g[0] for g in geo if g[2]]
     assert selected == [max(geo, key=lambda g: g[1])[0]]

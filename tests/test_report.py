@@ -84,7 +84,9 @@ def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]
     rows = [
         {
             "spec_hash": h,
+            "space": "bridge",
             "layer": ell,
+            "space_best": ell == best,
             "kappa": kappa[ell],
             "sigma": sigma[ell],
             "erank": erank[ell],
@@ -104,7 +106,15 @@ def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]
         }
         for ell in layers
     ]
-    sel = {"spec_hash": h, "rule": "argmax", "layer": best, "score": score[best], "n_candidates": len(layers), **prov}
+    sel = {
+        "spec_hash": h,
+        "rule": "argmax",
+        "layer": best,
+        "score": score[best],
+        "n_candidates": len(layers),
+        "space": "bridge",
+        **prov,
+    }
     return rows, sel
 
 
@@ -130,7 +140,14 @@ def _with_trust(rows: list[dict], sel: dict) -> list[dict]:
         outlier_rule="drop>20x median norm",
         warning=WARNING,
     )
-    common = {"spec_hash": sel["spec_hash"], "n_boot": 200, "n_documents": 119, "run_id": "sweep-run-2", "seed": 0}
+    common = {
+        "spec_hash": sel["spec_hash"],
+        "space": "bridge",
+        "n_boot": 200,
+        "n_documents": 119,
+        "run_id": "sweep-run-2",
+        "seed": 0,
+    }
     stab = [
         {
             **common,
@@ -258,6 +275,8 @@ def build_ledger(root: Path) -> dict[str, str]:
             [
                 {
                     "spec_hash": sh,
+                    "space": "bridge",
+                    "selection_space": True,
                     "spearman_rho": -0.9,
                     "spearman_lo": -1.0,
                     "spearman_hi": -0.6,
@@ -451,6 +470,9 @@ def test_unmigrated_ledger_renders(tmp_path):
     spec = _spec("old", {"seed": 3}, "name: old\n", T0)
     h = spec["spec_hash"]
     rows, sel = _geometry(h, [1, 2, 3], "o1")
+    new = {"space", "space_best", "confidence"}  # columns added by later schema steps
+    rows = [{k: v for k, v in g.items() if k not in new} for g in rows]
+    sel = {k: v for k, v in sel.items() if k not in new}
     con = duckdb.connect(str(path))
     try:
         for stmt in SCHEMA:
@@ -652,6 +674,8 @@ def test_quickstart_and_degenerate_values_render(tmp_path):
             [
                 {
                     "spec_hash": h,
+                    "space": "bridge",
+                    "selection_space": True,
                     "spearman_rho": float("nan"),
                     "kendall_tau": None,
                     "selected_layer": sel["layer"],

@@ -15,6 +15,8 @@ Torch-free: the summary and the report import it without the stages' dependencie
 
 from __future__ import annotations
 
+import math
+
 CLEAR_SHARE = 0.95  # at least this share of resamples and no contender: ℓ* is called clear
 CONTENDER_SHARE = 0.05
 ALPHA = 0.05
@@ -70,6 +72,8 @@ def c1_verdict(
 ) -> str:
     """C1 in words, the permutation test first."""
     where = f" in the {space} space" if space else ""
+    if rho is None or not math.isfinite(rho):
+        return f"C1{where}: no Spearman ρ(G, bridge loss): G or the bridge loss does not vary across the layers."
     if p is None:
         test = "no permutation test was run"
     elif p < ALPHA:

@@ -20,7 +20,7 @@ import yaml
 
 from dihal.ledger.store import LedgerError
 from dihal.report.baselines import load_c3
-from dihal.report.rows import REFERENCES, fetch, finite, has_table
+from dihal.report.rows import REFERENCES, fetch, finite, has_table, space_of
 
 BRIDGE_METRICS = (
     "bridge_val_loss",
@@ -137,10 +137,10 @@ def _stability(con, spec_hash: str, space: str) -> dict[str, list[dict]]:
     if not has_table(con, "selection_stability"):
         return {}
     out: dict[str, list[dict]] = {}
-    sql = (
-        "SELECT * FROM selection_stability WHERE spec_hash = ? AND space = ? ORDER BY variant <> 'main', variant, layer"
-    )
-    for row in fetch(con, sql, [spec_hash, space]):
+    sql = "SELECT * FROM selection_stability WHERE spec_hash = ? ORDER BY variant <> 'main', variant, layer"
+    for row in fetch(con, sql, [spec_hash]):  # * and space_of: a ledger not yet at the space step lacks the column
+        if space_of(row) != space:
+            continue
         try:
             row["settings"] = _json(row.get("settings"))
         except ValueError:
@@ -263,14 +263,15 @@ def load_spec(con, spec_hash: str) -> SpecReport:
 
     selections = fetch(con, "SELECT * FROM selections WHERE spec_hash = ?", [spec_hash])
     selection = selections[0] if selections else None
-    space = (selection or {}).get("space") or "scalar"
+    space = space_of(selection or {})
     by_space: dict[str, list[dict]] = {}
     weights: dict[str, float] = {}
-    for g in fetch(con, "SELECT * FROM layer_geometry WHERE spec_hash = ? ORDER BY space, layer", [spec_hash]):
+    geometry_rows = fetch(con, "SELECT * FROM layer_geometry WHERE spec_hash = ?", [spec_hash])
+    for g in sorted(geometry_rows, key=lambda g: (space_of(g), g["layer"])):
         g["proxies"] = _json(g.get("proxies")) or {}
         g["top_channel_tokens"] = _json(g.get("top_channel_tokens"))
         weights = weights or dict(g["proxies"].get("weights") or {})
-        by_space.setdefault(g.get("space") or "scalar", []).append(g)
+        by_space.setdefault(space_of(g), []).append(g)
     geometry = by_space.get(space) or next(iter(by_space.values()), [])
     scores = {g["layer"]: finite(g.get("score")) for g in geometry}
 
@@ -301,7 +302,10 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         if len(kept) < SAMPLES_PER_LAYER:
             kept.append(s)
 
-    corr = fetch(con, "SELECT * FROM correlations WHERE spec_hash = ? ORDER BY NOT selection_space, space", [spec_hash])
+    corr = sorted(
+        fetch(con, "SELECT * FROM correlations WHERE spec_hash = ?", [spec_hash]),
+        key=lambda r: (not r.get("selection_space", True), space_of(r)),
+    )
     canonical = spec.get("canonical_json") or ""
     try:
         pretty = _pretty_json(json.loads(canonical))
@@ -330,7 +334,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         stability=_stability(con, spec_hash, space),
         space=space,
         geometry_by_space=by_space,
-        correlations={r.get("space") or "scalar": r for r in corr},
+        correlations={space_of(r): r for r in corr},
         references=_references(con, spec_hash),
         bridge_gen=bridge_gen,
         c3=load_c3(con, spec_hash),
@@ -352,10 +356,7 @@ def summarize(con) -> list[SpecSummary]:
         )
     }
     selected = {r["spec_hash"]: r for r in fetch(con, "SELECT * FROM selections", [])}  # * : old ledgers lack columns
-    corr = {
-        r["spec_hash"]: r
-        for r in fetch(con, "SELECT spec_hash, spearman_rho, kendall_tau FROM correlations WHERE selection_space", [])
-    }
+    corr = {r["spec_hash"]: r for r in fetch(con, "SELECT * FROM correlations", []) if r.get("selection_space", True)}
     at_sel = {
         r["spec_hash"]: r
         for r in fetch(

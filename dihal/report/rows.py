@@ -20,6 +20,11 @@ def fetch(con, sql: str, params: list) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
+def space_of(row: dict) -> str:
+    """The geometry space a row was measured in; rows from before spaces existed were all in the scalar one."""
+    return row.get("space") or "scalar"
+
+
 def has_table(con, table: str) -> bool:
     """A ledger written before a table shipped lacks it until its next write (see dihal.ledger.store)."""
     sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"

