@@ -414,6 +414,8 @@ def test_geometry_only_report(project):
     for absent in ('id="bridge"', 'id="scatter-plot"', 'id="curves-plot"', 'id="c1"', *NEW_PANELS):
         assert absent not in html
     assert "succeeded" in html and "argmax share" not in html
+    caption = html.split('id="geometry-caption"')[1].split("</figcaption>")[0]
+    assert "in the bridge space: each channel standardised" in caption  # the space the proxies were measured in
 
 
 NEW_PANELS = (
@@ -487,6 +489,7 @@ def test_unmigrated_ledger_renders(tmp_path):
         con.close()
     html = write_reports(tmp_path, h).read_text(encoding="utf-8")
     assert 'id="geometry-plot"' in html and 'id="c1"' in html and "-0.500" in html
+    assert "in the scalar space: centred and rescaled by one scalar" in html  # rows from before spaces existed
     for absent in NEW_PANELS:
         assert absent not in html, absent
     assert "old.html" in (tmp_path / "reports" / "index.html").read_text(encoding="utf-8")

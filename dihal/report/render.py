@@ -35,7 +35,7 @@ import dihal.report.confidence as trust
 from dihal import __version__
 from dihal.ledger.store import reader
 from dihal.report.data import GenStats, SpecReport, SpecSummary, all_slugs, load_spec, summarize
-from dihal.report.rows import REFERENCES
+from dihal.report.rows import REFERENCES, SPACE_WORDS
 from dihal.utils.atomic import write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -426,6 +426,7 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
             standing=standing,
             c1=c1_spaces(r),
             channel=channel_sentence(r),
+            space_words=SPACE_WORDS,
             packages=sorted((prov.get("packages") or {}).items()),
             csp=_csp(),
             rendered_at=_rendered_at(),

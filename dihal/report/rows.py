@@ -10,6 +10,11 @@ REFERENCES = {  # reference_results.reference -> what it is; the report lists th
     "real_text": "held-out validation blocks (real text)",
 }
 
+SPACE_WORDS = {  # geometry space -> what its states are, for captions (dihal.geometry.spaces defines them)
+    "bridge": "each channel standardised, as the bridge's Standardizer is fit and its noise and loss live",
+    "scalar": "centred and rescaled by one scalar per layer, rogue channels kept",
+}
+
 finite = finite_or_none  # NaN and None both mean 'no number' in a report; one sentinel keeps templates simple
 
 
