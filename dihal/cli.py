@@ -10,10 +10,10 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dihal.spec.schema import SpecError
+from dihal.utils.terminal import clean, console, json_safe, shown, text
 
 app = typer.Typer(
     help="DiHAL experiments from one YAML spec: locate the most diffusion-friendly layer of a causal LM, "
@@ -26,9 +26,8 @@ ledger_app = typer.Typer(
 )
 app.add_typer(ledger_app, name="ledger")
 
-# Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = console()
+err = console(stderr=True)
 EXIT_SPEC = 2
 EXIT_QUEUED = 75  # EX_TEMPFAIL: the run's results are on disk, its ledger rows wait in ledger/pending/
 
@@ -39,7 +38,7 @@ RootOpt = typer.Option(
 
 
 def _fail_spec(e: SpecError) -> None:
-    err.print(e.render(), markup=False, highlight=False)
+    err.print(clean(e.render(), newlines=True), markup=False, highlight=False)
     raise typer.Exit(EXIT_SPEC)
 
 
@@ -69,10 +68,12 @@ def validate(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
         else "layer numbers not checked against the backbone (its config is not available offline)"
     )
     out.print(
-        f"[green]ok[/green] {spec_path}: spec hash {spec_hash(spec)}; {depth_note}", highlight=False, soft_wrap=True
+        f"[green]ok[/green] {shown(spec_path)}: spec hash {spec_hash(spec)}; {depth_note}",
+        highlight=False,
+        soft_wrap=True,
     )
     for note in notes:
-        out.print(f"[yellow]note[/yellow]: {note}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]note[/yellow]: {shown(note)}", highlight=False, soft_wrap=True)
 
 
 @app.command("compile")
@@ -88,7 +89,7 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):  # as `dihal run` does: one registry writer
         plan = compile_spec(spec, project, depth)
     for st in plan.stages:
-        out.print(f"{st.name:<32} → {st.out}", highlight=False)
+        out.print(f"{st.name:<32} → {clean(st.out)}", highlight=False, markup=False)
 
 
 class ExecutorName(str, Enum):
@@ -124,7 +125,7 @@ def run(
     try:
         chosen = get("ray", address=address, retries=retries) if executor is ExecutorName.ray else get("local")
     except ExecutorUnavailable as e:
-        err.print(str(e), style="red", highlight=False, markup=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     try:
         with signals.raise_on_signals():  # SIGTERM and SIGHUP end the run as Ctrl-C does (`dihal.execute.signals`)
@@ -133,10 +134,13 @@ def run(
         _fail_spec(e)
     except RunFailed as e:
         where = f"queued in {e.queued}" if e.queued else "recorded in the ledger"
-        err.print(f"[red]run {e.run_id} failed[/red] ({where}):\n{e}", highlight=False)
+        err.print(f"[red]run {e.run_id} failed[/red] ({shown(where)}):\n{shown(e, newlines=True)}", highlight=False)
         raise typer.Exit(1) from None
     except LedgerQueued as e:
-        err.print(f"[yellow]the run finished but the ledger could not be written[/yellow]: {e}", highlight=False)
+        err.print(
+            f"[yellow]the run finished but the ledger could not be written[/yellow]: {shown(e, newlines=True)}",
+            highlight=False,
+        )
         raise typer.Exit(EXIT_QUEUED) from None
     except KeyboardInterrupt as e:  # SIGINT, SIGTERM or SIGHUP: exit 128 + signum, as a shell reports it
         try:
@@ -155,7 +159,7 @@ def _after_run(what: str, result, reason: str, retry: str) -> None:
     """Say that the run itself succeeded and is recorded, what failed after it, and how to get it later."""
     err.print(
         f"[yellow]run {result.run_id} succeeded and its results are recorded, but its {what} failed[/yellow]:"
-        f"\n{reason}\n{retry}",
+        f"\n{shown(reason, newlines=True)}\n{shown(retry)}",
         highlight=False,
     )
 
@@ -207,7 +211,7 @@ def gc(
         try:
             res = collect(project, keep=keep or None, drop=drop or [], dry_run=dry_run)
         except ValueError as e:
-            err.print(f"[red]{e}[/red]", highlight=False)
+            err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
             raise typer.Exit(EXIT_SPEC) from None
     verb = "would remove" if dry_run else "removed"
     for what, items in (
@@ -217,14 +221,15 @@ def gc(
         ("stage config", res.configs),
     ):
         for item in items:
-            out.print(f"{verb} {what} {item}", highlight=False, soft_wrap=True)
+            out.print(f"{verb} {what} {clean(item)}", highlight=False, soft_wrap=True, markup=False)
     if res.dvc_gc:
-        err.print(f"[yellow]{res.dvc_gc}[/yellow]", highlight=False)
+        err.print(clean(res.dvc_gc, newlines=True), style="yellow", highlight=False, markup=False)
     kept = [r["name"] for r in registered(project)]
     out.print(
-        f"registered: {', '.join(kept) or 'none'}; "
+        f"registered: {', '.join(clean(k) for k in kept) or 'none'}; "
         f"{len(res.stages)} stage(s), {len(res.artifacts)} artifact dir(s) {verb}",
         highlight=False,
+        markup=False,
     )
 
 
@@ -238,7 +243,7 @@ def stage(config: Path = typer.Argument(..., help="A stage config under .dihal/s
     try:
         run_stage(config)
     except Exception as e:
-        print(failure_line(config, e), file=sys.stderr, flush=True)
+        print(clean(failure_line(config, e)), file=sys.stderr, flush=True)
         raise typer.Exit(1) from None
 
 
@@ -262,10 +267,10 @@ def sample(
             spec, project, depth, n=n, prompt=prompt, seed=seed, steps=steps, temperature=temperature, layer=layer
         )
     except SampleError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
-    for i, text in enumerate(texts):
-        out.print(f"[bold]#{i}[/bold] {prompt}[cyan]{text}[/cyan]", highlight=False)
+    for i, generated in enumerate(texts):
+        out.print(f"[bold]#{i}[/bold] {shown(prompt)}[cyan]{shown(generated)}[/cyan]", highlight=False)
 
 
 @app.command("report")
@@ -279,9 +284,9 @@ def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     try:
         path = write_reports(project, spec_hash(spec))
     except LedgerError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
-    out.print(f"wrote {path}", highlight=False)
+    out.print(f"wrote {clean(path)}", highlight=False, markup=False)
 
 
 class Gpu(str, Enum):
@@ -322,7 +327,7 @@ def plan(
     try:
         est = estimate(spec, project, gpu.value if gpu else None, workers, utilisation)
     except CostError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     if fmt is PlanFormat.json:
         sys.stdout.write(json.dumps(est.as_dict(), indent=2) + "\n")
@@ -339,18 +344,23 @@ class Format(str, Enum):
 
 
 def _emit(cols: list[str], rows: list[tuple], fmt: Format) -> None:
+    """Query results in the chosen format, every value printed as data (`dihal.utils.terminal`): JSON is
+    strict JSON (non-finite numbers are null), CSV and table cells carry no control characters or markup."""
     if fmt is Format.csv:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(cols)
-        w.writerows(rows)
+        w.writerow([clean(c, newlines=True) for c in cols])
+        w.writerows([["" if v is None else clean(v, newlines=True) for v in r] for r in rows])
         sys.stdout.write(buf.getvalue())
     elif fmt is Format.json:
-        sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=2) + "\n")
+        records = [dict(zip(cols, json_safe(list(r)))) for r in rows]
+        sys.stdout.write(json.dumps(records, default=str, indent=2, allow_nan=False) + "\n")
     else:
-        t = Table(*cols)
+        t = Table()
+        for c in cols:
+            t.add_column(text(c))
         for r in rows:
-            t.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in r))
+            t.add_row(*(text("" if v is None else f"{v:.6g}" if isinstance(v, float) else v) for v in r))
         out.print(t)
 
 
@@ -367,7 +377,7 @@ def ledger_sql(
     try:
         cols, rows = run_query(project, query)
     except LedgerError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     _emit(cols, rows, fmt)
 
@@ -390,7 +400,7 @@ def ledger_runs(
     try:
         with_rows = run_query(project, sql, [limit])
     except LedgerError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     _emit(*with_rows, fmt)
 
@@ -403,10 +413,10 @@ def ledger_replay(project: Path = RootOpt) -> None:
 
     n = len(pending(project))
     try:
-        with writer(project, notify=lambda m: err.print(m, highlight=False, markup=False)):
+        with writer(project, notify=lambda m: err.print(clean(m, newlines=True), highlight=False, markup=False)):
             pass  # opening a writer replays the queue first
     except LedgerError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     left = len(pending(project))
     out.print(f"replayed {n - left} queued run(s)" + (f"; {left} could not be applied (named above)" if left else ""))
@@ -429,19 +439,22 @@ def ledger_rebuild(
     named = []
     for path in specs or []:
         try:
-            spec, text = load_project_spec(path, project)
+            spec, source = load_project_spec(path, project)
         except SpecError as e:
             _fail_spec(e)
-        named.append((spec, text, None, spec_hash(spec), canonical_json(semantic_dict(spec))))
+        named.append((spec, source, None, spec_hash(spec), canonical_json(semantic_dict(spec))))
     try:
-        res = rebuild(project, named, notify=lambda m: err.print(m, highlight=False, markup=False))
+        res = rebuild(
+            project, named, notify=lambda m: err.print(clean(m, newlines=True), highlight=False, markup=False)
+        )
     except LedgerError as e:
-        err.print(f"[red]{e}[/red]", highlight=False)
+        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     out.print(
         f"rebuilt {res.path}: {len(res.from_artifacts)} spec(s) from artifacts/, {res.n_runs} run(s)"
         + (f"; previous ledger kept as {res.backup}" if res.backup else ""),
         highlight=False,
+        markup=False,
     )
     for label, names in (
         ("results carried over from the previous ledger (artifacts incomplete)", res.carried),
@@ -449,7 +462,7 @@ def ledger_rebuild(
         ("no successful run, so no results", res.no_results),
     ):
         if names:
-            out.print(f"  {label}: {', '.join(names)}", highlight=False)
+            out.print(f"  {label}: {', '.join(clean(n) for n in names)}", highlight=False, markup=False)
     if res.missing:
         raise typer.Exit(1)
 

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from dihal.cost import Estimate
 from dihal.cost.backbone import BYTES
+from dihal.utils.terminal import clean, shown, text
 
 
 def si(v: float, unit: str = "") -> str:
@@ -29,9 +30,9 @@ def duration(s: float) -> str:
 def print_plan(con: Console, est: Estimate) -> None:
     sh = est.shape
     con.print(
-        f"[bold]{est.spec_name}[/bold]: backbone {sh.layers} blocks, d={sh.d}, "
+        f"[bold]{shown(est.spec_name)}[/bold]: backbone {sh.layers} blocks, d={sh.d}, "
         f"{si(sh.params)} params ({si(sh.params * BYTES[est.dtype], 'B')} "
-        f"in {est.dtype}); config from {sh.source}",
+        f"in {est.dtype}); config from {shown(sh.source)}",
         highlight=False,
         soft_wrap=True,
     )
@@ -40,7 +41,7 @@ def print_plan(con: Console, est: Estimate) -> None:
         t.add_column(c, justify="left" if c in ("stage", "what") else "right")
     for s in est.stages:
         t.add_row(
-            s.name,
+            text(s.name),
             si(s.tokens),
             si(s.flops),
             si(s.weights_bytes, "B"),
@@ -48,7 +49,7 @@ def print_plan(con: Console, est: Estimate) -> None:
             si(s.peak_bytes, "B"),
             si(s.disk_bytes, "B"),
             duration(s.seconds),
-            s.note,
+            text(s.note),
         )
     t.add_section()
     t.add_row(
@@ -90,4 +91,4 @@ def print_plan(con: Console, est: Estimate) -> None:
     con.print(t)
     con.print("[bold]Assumptions[/bold]")
     for a in est.assumptions:
-        con.print(f"  • {a}", highlight=False, soft_wrap=True, markup=False)
+        con.print(f"  • {clean(a)}", highlight=False, soft_wrap=True, markup=False)

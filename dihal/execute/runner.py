@@ -32,6 +32,7 @@ from dihal.spec.hashing import canonical_json, semantic_dict, spec_hash
 from dihal.spec.paths import load_project_spec
 from dihal.spec.schema import Spec
 from dihal.stages import manifest
+from dihal.utils.terminal import clean
 
 
 class RunFailed(RuntimeError):
@@ -150,10 +151,10 @@ def _record_failure(
         _commit(root, record, run, status, error, ran, None, depth)
     except LedgerQueued as q:
         queued = q.path
-        print(f"ledger: {q}", file=sys.stderr, flush=True)
+        print(f"ledger: {clean(q)}", file=sys.stderr, flush=True)
     except Exception as bad:  # noqa: BLE001 - never let the log of a failure hide the failure itself
         print(
-            f"ledger: could not record how run {run['run_id']} ended ({type(bad).__name__}: {bad})",
+            clean(f"ledger: could not record how run {run['run_id']} ended ({type(bad).__name__}: {bad})"),
             file=sys.stderr,
             flush=True,
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 from dihal.ledger import records
 from dihal.ledger import store as ledger
 from dihal.utils.atomic import write_atomic
+from dihal.utils.terminal import clean
 
 FORMAT = 1
 TIMESTAMPS = ("started_at", "ended_at", "first_seen", "last_seen")
@@ -139,7 +140,7 @@ def replay_pending(con, root: Path, notify: Callable[[str], None]) -> int:
 @contextmanager
 def writer(root: Path, *, wait: float | None = None, notify: Callable[[str], None] | None = None):
     """`store.writer` that first replays the transactions queued by writers that could not open the file."""
-    say = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = notify or (lambda msg: print(clean(msg, newlines=True), file=sys.stderr, flush=True))
     with ledger.writer(root, wait=wait, notify=notify, prepare=lambda con: replay_pending(con, root, say)) as con:
         yield con
 

@@ -35,6 +35,8 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock
 
+from dihal.utils.terminal import clean
+
 LEDGER_FILE = "dihal.duckdb"
 
 SCHEMA = [
@@ -263,7 +265,7 @@ def ledger_wait() -> float:
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(clean(msg, newlines=True), file=sys.stderr, flush=True)
 
 
 def lock_holder(error_text: str) -> str:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dihal.ledger import store as ledger
+from dihal.utils.terminal import clean, shown, text
 
 
 def _f(v, fmt: str = ".4g") -> str:
@@ -26,7 +27,7 @@ def print_summary(con: Console, root: Path, result) -> None:
         "AND space = ? ORDER BY layer",
         [h, space],
     )
-    t = Table(title=f"{result.spec.name}: layer geometry in the {space} space (spec {h[:12]})")
+    t = Table(title=text(f"{result.spec.name}: layer geometry in the {space} space (spec {h[:12]})"))
     for c in ("layer", "κ", "σ", "r", "z(κ)", "z(σ)", "z(r)", "G", "G 95%", "argmax", "top 0.1%", ""):
         t.add_column(c, justify="right")
     for layer, k, s, r, zk, zs, zr, g, lo, hi, share, top, sel in rows:
@@ -58,9 +59,10 @@ def print_summary(con: Console, root: Path, result) -> None:
     con.print(
         f"stages run this time: {n} of {len(result.plan.stages)}" + ("" if n else " (DVC: everything up to date)")
     )
-    con.print(f"artifacts: {root / 'artifacts'}   ledger: {ledger.ledger_path(root)}   run: {result.run_id}")
+    where = f"artifacts: {root / 'artifacts'}   ledger: {ledger.ledger_path(root)}   run: {result.run_id}"
+    con.print(clean(where), markup=False, highlight=False)
     if result.report:
-        con.print(f"report: {result.report}")
+        con.print(f"report: {clean(result.report)}", markup=False, highlight=False)
 
 
 def _correlations(con: Console, root: Path, h: str) -> None:
@@ -76,7 +78,7 @@ def _correlations(con: Console, root: Path, h: str) -> None:
         [h],
     )
     for r in corr:
-        con.print(c1_verdict(r[0], r[1], r[2], r[3], r[10], r[13], r[12]), highlight=False)
+        con.print(clean(c1_verdict(r[0], r[1], r[2], r[3], r[10], r[13], r[12])), highlight=False, markup=False)
         rank = f"ℓ* = {r[8]} ranks {r[9]} of {r[13]} by loss" if r[9] is not None else f"ℓ* = {r[8]} was not swept"
         con.print(
             f"[dim]  Kendall τ = {r[4]:+.3f} [{r[5]:+.3f}, {r[6]:+.3f}] (p = {_f(r[11], '.3g')}); best layer "
@@ -96,9 +98,12 @@ def _selection(con: Console, root: Path, h: str) -> None:
         return
     rule, layer, g, share, n_boot, n_docs, start, outliers, warning, space, sentence = sel[0]
     how = f"argmax in {share:.0%} of {n_boot} document resamples" if share is not None else "no stability bootstrap"
-    con.print(f"ℓ* = [bold]{layer}[/bold] ({how}; rule {rule}, G = {_f(g, '+.3f')}, {space} space)", highlight=False)
+    con.print(
+        f"ℓ* = [bold]{layer}[/bold] ({how}; rule {shown(rule)}, G = {_f(g, '+.3f')}, {shown(space)} space)",
+        highlight=False,
+    )
     if sentence:
-        con.print(f"  {sentence}", highlight=False, markup=False)
+        con.print(f"  {clean(sentence)}", highlight=False, markup=False)
     _, others = ledger.query(
         root,
         "SELECT g.space, g.layer, g.argmax_share FROM layer_geometry g WHERE "
@@ -107,24 +112,24 @@ def _selection(con: Console, root: Path, h: str) -> None:
     )
     for other, o_layer, o_share in others:
         con.print(
-            f"[dim]  in the {other} space ℓ* would be {o_layer}"
+            f"[dim]  in the {shown(other)} space ℓ* would be {o_layer}"
             + (f" (argmax in {o_share:.0%} of resamples)" if o_share is not None else "")
             + "[/dim]",
             highlight=False,
         )
     con.print(
-        f"[dim]  geometry sample: {n_docs} documents, blocks start with {start}, outliers: {outliers}[/dim]",
+        f"[dim]  geometry sample: {n_docs} documents, blocks start with {shown(start)}, outliers: {shown(outliers)}[/dim]",
         highlight=False,
     )
     if warning:
-        con.print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False)
+        con.print(f"[bold yellow]warning:[/bold yellow] {shown(warning)}", highlight=False)
     _channel_lines(con, root, h, space, layer)
 
 
 def _token_list(tokens_json) -> str:
     tokens = json.loads(tokens_json) if isinstance(tokens_json, str) else (tokens_json or [])
     return ", ".join(
-        f"{t['text']!r} ×{t['count']} ({t['variance_share']:.0%} of it)"
+        f"{clean(repr(t['text']))} ×{t['count']} ({t['variance_share']:.0%} of it)"
         if t.get("text") is not None
         else f"id {t['id']} ×{t['count']}"
         for t in tokens
@@ -165,14 +170,16 @@ def _variants(con: Console, root: Path, h: str, space: str) -> None:
     )
     if len(rows) < 2:
         return
-    t = Table(title=f"sensitivity: ℓ* per variant of Locate ({space} space)")
+    t = Table(title=text(f"sensitivity: ℓ* per variant of Locate ({space} space)"))
     for c in ("variant", "changes", "ℓ*", "argmax share", "G", "top 0.1% at ℓ*"):
         t.add_column(c, justify="left" if c == "changes" else "right")
     from dihal.report.confidence import settings_lines
 
     for variant, layer, share, g, top, settings in rows:
         changes = "" if variant == "main" else "\n".join(settings_lines(json.loads(settings) if settings else None))
-        t.add_row(variant, changes, str(layer), _f(share, ".0%"), _f(g, "+.2f"), _f(top, ".1%"))
+        t.add_row(
+            text(variant), text(changes, newlines=True), str(layer), _f(share, ".0%"), _f(g, "+.2f"), _f(top, ".1%")
+        )
     con.print(t)
 
 
@@ -197,8 +204,8 @@ def _bridge(con: Console, root: Path, h: str) -> None:
         "SELECT layer, seed, text FROM samples WHERE spec_hash = ? AND idx < 3 ORDER BY layer, seed, idx LIMIT 6",
         [h],
     )
-    for layer, seed, text in samples:
-        con.print(f"[dim]L{layer} s{seed}[/dim] {text[:160]!r}", highlight=False)
+    for layer, seed, sample in samples:
+        con.print(f"[dim]L{layer} s{seed}[/dim] {shown(repr(sample[:160]))}", highlight=False)
 
 
 def _has(root: Path, table: str) -> bool:
@@ -218,7 +225,7 @@ def _references(con: Console, root: Path, h: str) -> None:
     )
     if rows:
         parts = ", ".join(f"{ref} {_f(ppl, '.3g')} (div {_f(div, '.2f')})" for ref, ppl, div in rows)
-        con.print(f"references, gen PPL by the same judge: {parts}", highlight=False)
+        con.print(f"references, gen PPL by the same judge: {clean(parts)}", highlight=False, markup=False)
 
 
 def _c3(con: Console, root: Path, h: str) -> None:
@@ -258,7 +265,7 @@ def _c3(con: Console, root: Path, h: str) -> None:
         t.add_column(c, justify="left" if c == "interface" else "right")
     for r in rows:
         t.add_row(
-            r[0],
+            text(r[0]),
             str(r[1]),
             str(r[2]),
             _f(r[3]),
