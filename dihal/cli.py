@@ -368,18 +368,25 @@ def _emit(cols: list[str], rows: list[tuple], fmt: Format) -> None:
 def ledger_sql(
     query: str = typer.Argument(..., help="A SQL query (DuckDB dialect)."),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Stop the query after this many seconds."),
+    memory: str = typer.Option("1GB", "--memory", help="DuckDB's memory limit for the query (e.g. 512MB, 4GB)."),
+    max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="Print at most this many rows."),
     project: Path = RootOpt,
 ) -> None:
-    """Run a read-only SQL query against the ledger; statements that write are refused."""
+    """Run one read-only SQL query against a snapshot of the ledger, within a time, memory and row limit.
+
+    Statements that write are refused. The query reads a copy, so it never holds up a concurrent run."""
+    from dihal.ledger.console import run_query
     from dihal.ledger.store import LedgerError
-    from dihal.ledger.store import query as run_query
 
     try:
-        cols, rows = run_query(project, query)
+        answer = run_query(project, query, timeout=timeout, memory=memory, max_rows=max_rows)
     except LedgerError as e:
         err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
-    _emit(cols, rows, fmt)
+    _emit(answer.columns, answer.rows, fmt)
+    if answer.truncated:
+        err.print(f"(the first {max_rows:,} rows; --max-rows shows more)", style="yellow", highlight=False)
 
 
 @ledger_app.command("runs")

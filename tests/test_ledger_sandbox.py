@@ -7,11 +7,17 @@ itself has external access disabled and its configuration locked.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 from typer.testing import CliRunner
 
 from dihal.cli import app
 from dihal.ledger import store as ledger
+from dihal.ledger.console import run_query
 
 HOSTILE = [
     "PRAGMA enable_profiling='json'; SELECT 1",
@@ -108,3 +114,72 @@ def test_ledger_sql_keeps_plain_reads_working(project, sql, cols):
 
 def test_a_parameterised_read_still_works(project):
     assert ledger.query(project, "SELECT status FROM runs WHERE run_id = ?", ["r1"])[1] == [("succeeded",)]
+
+
+# Bounds on what one console query may take (dihal.ledger.console): time, memory, rows, and the file itself.
+RUNAWAY = [
+    "SELECT count(*) FROM range(1000000000) a, range(1000) b",
+    "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT max(n) FROM t",
+]
+
+
+@pytest.mark.parametrize("sql", RUNAWAY)
+def test_a_runaway_query_is_stopped_at_its_time_limit(project, sql):
+    started = time.monotonic()
+    res = CliRunner().invoke(app, ["ledger", "sql", sql, "--timeout", "1", "--project", str(project)])
+    assert res.exit_code == 1, res.output
+    assert "stopped after 1 s" in res.output and "--timeout" in res.output
+    assert time.monotonic() - started < 30
+
+
+def test_a_query_over_its_memory_limit_is_stopped(project):
+    sql = "SELECT list(range) FROM range(200000000)"
+    res = CliRunner().invoke(app, ["ledger", "sql", sql, "--memory", "100MB", "--project", str(project)])
+    assert res.exit_code == 1, res.output
+    assert "memory limit of 100MB" in res.output and "--memory" in res.output
+
+
+def test_rows_past_the_limit_are_left_out_and_said_so(project):
+    res = CliRunner().invoke(
+        app, ["ledger", "sql", "SELECT * FROM range(20000000)", "-f", "csv", "--project", str(project)]
+    )
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == "range" and len(lines) == 1 + 10_000 and lines[-1] == "9999"
+    assert "the first 10,000 rows" in res.stderr
+    answer = run_query(project, "SELECT * FROM range(5)", max_rows=5)
+    assert len(answer.rows) == 5 and not answer.truncated
+
+
+def test_a_query_that_is_not_utf8_is_refused(project):
+    with pytest.raises(ledger.LedgerError, match="not valid UTF-8"):
+        run_query(project, "SELECT '\udcff'")
+
+
+def test_a_long_query_never_holds_up_a_writer(project):
+    """The query runs on a snapshot: another process writes the ledger at once (no wait) while it runs."""
+    out: dict = {}
+    thread = threading.Thread(
+        target=lambda: out.setdefault("err", _raises(lambda: run_query(project, RUNAWAY[0], timeout=4)))
+    )
+    thread.start()
+    time.sleep(0.5)
+    write = (
+        "import sys; from pathlib import Path; from dihal.ledger import store\n"
+        "with store.writer(Path(sys.argv[1]), wait=0) as con:\n"
+        "    con.execute(\"INSERT INTO runs (run_id, status) VALUES ('during-query', 'succeeded')\")\n"
+    )
+    done = subprocess.run([sys.executable, "-c", write, str(project)], capture_output=True, text=True, timeout=60)
+    still_running = thread.is_alive()
+    thread.join()
+    assert done.returncode == 0, done.stderr
+    assert still_running and "stopped after 4 s" in str(out["err"])
+    assert ledger.query(project, "SELECT status FROM runs WHERE run_id = 'during-query'")[1] == [("succeeded",)]
+
+
+def _raises(fn) -> Exception | None:
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - the test inspects it
+        return e
+    return None

@@ -486,6 +486,8 @@ def check_read_only(sql: str) -> None:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as err:
         raise LedgerError(f"query failed: {err}") from None
+    except (TypeError, UnicodeError):  # bytes that are not UTF-8 (a shell passes them as surrogates)
+        raise LedgerError("refused: the query is not valid UTF-8 text") from None
     if len(statements) != 1:
         raise LedgerError(
             f"refused: give exactly one read-only statement (got {len(statements)}); a PRAGMA or SET "
