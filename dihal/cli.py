@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
@@ -35,6 +36,18 @@ SpecArg = typer.Argument(..., exists=False, help="Path to a YAML experiment spec
 RootOpt = typer.Option(
     Path("."), "--project", "-C", help="Project root: holds dvc.yaml, ledger/, reports/, artifacts/."
 )
+
+
+@contextmanager
+def _project_state():
+    """A damaged or unwritable project file (`dihal.utils.state`): its one-line message and EXIT_STATE."""
+    from dihal.utils.state import EXIT_STATE, ProjectStateError
+
+    try:
+        yield
+    except ProjectStateError as e:
+        err.print(clean(e), style="red", highlight=False, markup=False)
+        raise typer.Exit(EXIT_STATE) from None
 
 
 def _fail_spec(e: SpecError) -> None:
@@ -85,9 +98,10 @@ def compile_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     from dihal.execute.runner import ensure_project
 
     spec, depth = _load_checked(spec_path, project)
-    ensure_project(project)
-    with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):  # as `dihal run` does: one registry writer
-        plan = compile_spec(spec, project, depth)
+    with _project_state():
+        ensure_project(project)
+        with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):  # as `dihal run` does: one registry writer
+            plan = compile_spec(spec, project, depth)
     for st in plan.stages:
         out.print(f"{st.name:<32} → {clean(st.out)}", highlight=False, markup=False)
 
@@ -128,12 +142,18 @@ def run(
         err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None
     try:
-        with signals.raise_on_signals():  # SIGTERM and SIGHUP end the run as Ctrl-C does (`dihal.execute.signals`)
+        with signals.raise_on_signals(), _project_state():  # SIGTERM, SIGHUP end the run as Ctrl-C does
             result = run_spec(spec_path, project, executor=chosen)
     except SpecError as e:
         _fail_spec(e)
     except RunFailed as e:
-        where = f"queued in {e.queued}" if e.queued else "recorded in the ledger"
+        where = (
+            f"queued in {e.queued}"
+            if e.queued
+            else "recorded in the ledger"
+            if e.recorded
+            else "NOT recorded: the ledger could not be written, see above; `dihal ledger rebuild` re-creates it"
+        )
         err.print(f"[red]run {e.run_id} failed[/red] ({shown(where)}):\n{shown(e, newlines=True)}", highlight=False)
         raise typer.Exit(1) from None
     except LedgerQueued as e:
@@ -205,14 +225,19 @@ def gc(
 
     from dihal.compile.project import gc as collect
     from dihal.compile.project import registered
+    from dihal.utils.state import unwritable
 
-    (project / ".dihal").mkdir(parents=True, exist_ok=True)
-    with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):
+    with _project_state():
         try:
-            res = collect(project, keep=keep or None, drop=drop or [], dry_run=dry_run)
-        except ValueError as e:
-            err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
-            raise typer.Exit(EXIT_SPEC) from None
+            (project / ".dihal").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise unwritable(project, e) from None
+        with FileLock(str(project / ".dihal" / "dvc.yaml.lock")):
+            try:
+                res = collect(project, keep=keep or None, drop=drop or [], dry_run=dry_run)
+            except ValueError as e:
+                err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+                raise typer.Exit(EXIT_SPEC) from None
     verb = "would remove" if dry_run else "removed"
     for what, items in (
         ("spec", res.unregistered),
@@ -224,7 +249,8 @@ def gc(
             out.print(f"{verb} {what} {clean(item)}", highlight=False, soft_wrap=True, markup=False)
     if res.dvc_gc:
         err.print(clean(res.dvc_gc, newlines=True), style="yellow", highlight=False, markup=False)
-    kept = [r["name"] for r in registered(project)]
+    with _project_state():
+        kept = [r["name"] for r in registered(project)]
     out.print(
         f"registered: {', '.join(clean(k) for k in kept) or 'none'}; "
         f"{len(res.stages)} stage(s), {len(res.artifacts)} artifact dir(s) {verb}",

@@ -30,9 +30,12 @@ from pathlib import Path
 
 import yaml
 
+from dihal.spec.errors import SpecError
 from dihal.spec.hashing import digest
 from dihal.spec.kinds import KINDS
+from dihal.spec.reader import read_yaml as read_spec_yaml
 from dihal.utils.atomic import write_atomic
+from dihal.utils.state import ProjectStateError, read_json, read_yaml
 
 SPECS_DIR = Path(".dihal") / "specs"
 CHECKPOINTS = Path("artifacts") / "checkpoints"
@@ -47,10 +50,24 @@ def _file(root: Path, name: str) -> Path:
     return root / SPECS_DIR / (f"{safe}.json" if safe == name else f"{safe}-{digest(name)[:8]}.json")
 
 
+REGISTRY_FIX = "delete it, then `dihal compile` the spec it registered (its stages and artifacts are kept)"
+DVC_YAML_FIX = (
+    "fix it by hand, or move it away and `dihal compile` each spec again (dihal rewrites its own stages; "
+    "stages you wrote yourself come back only from a readable dvc.yaml)"
+)
+
+
+def _registration(path: Path) -> dict:
+    reg = read_json(path, REGISTRY_FIX)
+    if not isinstance(reg.get("name"), str) or not isinstance(reg.get("stages"), dict):
+        raise ProjectStateError(f"{path} is not a spec registration (no name or stages): {REGISTRY_FIX}")
+    return reg
+
+
 def registered(root: Path) -> list[dict]:
     """Every registration, ordered by spec name (so `dvc.yaml` does not depend on compile order)."""
     d = root / SPECS_DIR
-    regs = [json.loads(p.read_text()) for p in d.glob("*.json")] if d.is_dir() else []
+    regs = [_registration(p) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
     return sorted(regs, key=lambda r: r["name"])
 
 
@@ -61,7 +78,10 @@ def _write(path: Path, text: str) -> None:
 
 
 def _load_yaml(path: Path) -> dict:
-    return (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    doc = read_yaml(path, DVC_YAML_FIX)
+    if not isinstance(doc.get("stages") or {}, dict):
+        raise ProjectStateError(f"{path}: `stages` is not a mapping: {DVC_YAML_FIX}")
+    return doc
 
 
 def _dump_yaml(path: Path, doc: dict) -> None:
@@ -71,7 +91,7 @@ def _dump_yaml(path: Path, doc: dict) -> None:
 def register(root: Path, name: str, spec_hash: str, entries: dict[str, dict]) -> Path:
     """Record (or replace) spec `name`'s stages and regenerate dvc.yaml; returns dvc.yaml's path."""
     path = _file(root, name)
-    retired = set(json.loads(path.read_text())["stages"]) if path.exists() else set()
+    retired = set(_registration(path)["stages"]) if path.exists() else set()
     reg = {"name": name, "spec_hash": spec_hash, "stages": entries}
     _write(path, json.dumps(reg, indent=2) + "\n")
     return write_dvc_yaml(root, retired)
@@ -102,10 +122,17 @@ class Collected:
 
 
 def _name_of(arg: str) -> str:
-    """A --keep/--drop argument: a spec name, or a spec file whose `name` is used."""
+    """A --keep/--drop argument: a spec name, or a spec file whose `name` is used (read by the spec reader,
+    with its bounds: a spec file here is as untrusted as anywhere)."""
     p = Path(arg)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        return str((yaml.safe_load(p.read_text()) or {}).get("name", arg))
+        try:
+            doc, _ = read_spec_yaml(p)
+        except SpecError as err:
+            raise ValueError(f"{arg}: not a readable spec ({err.problems[0][2]})") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"{arg}: not a spec (a YAML mapping with a `name`), a YAML {type(doc).__name__}")
+        return str(doc.get("name", arg))
     return arg
 
 

@@ -32,16 +32,19 @@ from dihal.spec.hashing import canonical_json, semantic_dict, spec_hash
 from dihal.spec.paths import load_project_spec
 from dihal.spec.schema import Spec
 from dihal.stages import manifest
+from dihal.utils.state import unwritable
 from dihal.utils.terminal import clean
 
 
 class RunFailed(RuntimeError):
-    """The run failed; its `runs` row is in the ledger, or queued in `queued` when the ledger was held."""
+    """The run failed; its `runs` row is in the ledger (`recorded`), queued in `queued` when the ledger was
+    held, or neither when the ledger could not be written at all (damaged, unwritable)."""
 
-    def __init__(self, message: str, run_id: str, queued: Path | None = None):
+    def __init__(self, message: str, run_id: str, queued: Path | None = None, recorded: bool = False):
         super().__init__(message)
         self.run_id = run_id
         self.queued = queued
+        self.recorded = recorded
 
 
 @dataclass
@@ -57,8 +60,14 @@ class RunResult:
 def ensure_project(root: Path) -> None:
     """A DVC project at `root` (git-backed when it is a git work tree), with the dirs dihal writes.
 
-    Under a file lock: two first runs started together in a bare folder would both `dvc init` it."""
-    (root / ".dihal").mkdir(parents=True, exist_ok=True)
+    Under a file lock: two first runs started together in a bare folder would both `dvc init` it. A folder
+    dihal cannot write is a ProjectStateError that says so, before anything else is tried."""
+    try:
+        (root / ".dihal").mkdir(parents=True, exist_ok=True)
+        with open(root / ".dihal" / "init.lock", "a"):  # the lock file FileLock opens next, opened for writing
+            pass
+    except OSError as err:
+        raise unwritable(root, err) from None
     with FileLock(str(root / ".dihal" / "init.lock")):
         if not (root / ".dvc").is_dir():
             in_git = subprocess.run(
@@ -146,9 +155,10 @@ def _record_failure(
     interrupted = isinstance(err, KeyboardInterrupt)  # Ctrl-C, or SIGTERM/SIGHUP as `signals.Interrupted`
     status = "interrupted" if interrupted else "failed"
     error = signals.describe(err) if interrupted else str(err) or type(err).__name__
-    queued = None
+    queued, recorded = None, False
     try:
         _commit(root, record, run, status, error, ran, None, depth)
+        recorded = True
     except LedgerQueued as q:
         queued = q.path
         print(f"ledger: {clean(q)}", file=sys.stderr, flush=True)
@@ -159,10 +169,10 @@ def _record_failure(
             flush=True,
         )
     if isinstance(err, RunFailed):
-        err.queued = queued
+        err.queued, err.recorded = queued, recorded
         raise err
     if isinstance(err, Exception):
-        raise RunFailed(f"{type(err).__name__}: {err}", run["run_id"], queued) from err
+        raise RunFailed(f"{type(err).__name__}: {err}", run["run_id"], queued, recorded) from err
     raise err
 
 

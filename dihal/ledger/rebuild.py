@@ -46,11 +46,13 @@ def _rows(con, sql: str, params: list | None = None) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def _open_old(path: Path):
+def _open_old(path: Path, notify):
+    """The old ledger, read-only, or None when there is none or it is damaged: every table a rebuild reads
+    is read once here, so a file cut short fails now, is named, and the rebuild goes on from the records."""
     if not path.exists():
         return None
     try:
-        return duckdb.connect(str(path), read_only=True)
+        con = duckdb.connect(str(path), read_only=True)
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise ledger.LedgerBusy(
@@ -58,16 +60,36 @@ def _open_old(path: Path):
                 f"({ledger.lock_holder(str(err))}): close it, then rebuild",
                 "",
             ) from None
-        return None  # unreadable (corrupt): rebuild from the records alone
+        return _damaged(path, err, notify)
+    except duckdb.Error as err:
+        return _damaged(path, err, notify)
+    try:
+        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for table in ("specs", "runs", *ledger.RESULT_TABLES):
+            if table in present:
+                con.execute(f"SELECT * FROM {table}").fetchall()
+    except duckdb.Error as err:
+        con.close()
+        return _damaged(path, err, notify)
+    return con
 
 
-def _specs(root: Path, old, spec_files: list[tuple]) -> dict[str, dict]:
+def _damaged(path: Path, err: Exception, notify) -> None:
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    notify(
+        f"rebuild: the ledger {path} is damaged ({first}); rebuilding from artifacts/ and the records in "
+        f"ledger/ alone (the damaged file is kept as {path.name}.bak)"
+    )
+    return None
+
+
+def _specs(root: Path, old, spec_files: list[tuple], notify) -> dict[str, dict]:
     """spec_hash -> specs row plus `depth` and `results_run`, merged from the old ledger, records and files."""
     out: dict[str, dict] = {}
     if old is not None:
         for r in _rows(old, "SELECT * FROM specs"):
             out[r["spec_hash"]] = {**r, "depth": None, "results_run": None}
-    for rec in records.spec_records(root):
+    for rec in records.spec_records(root, notify):
         seen = {k: datetime.fromisoformat(rec[k]) for k in ("first_seen", "last_seen") if rec.get(k)}
         prior = out.get(rec["spec_hash"], {})
         out[rec["spec_hash"]] = {
@@ -97,9 +119,9 @@ def _specs(root: Path, old, spec_files: list[tuple]) -> dict[str, dict]:
     return out
 
 
-def _runs(root: Path, old) -> dict[str, dict]:
+def _runs(root: Path, old, notify) -> dict[str, dict]:
     runs = {r["run_id"]: r for r in _rows(old, "SELECT * FROM runs")} if old is not None else {}
-    runs.update({r["run_id"]: r for r in records.run_rows(root)})
+    runs.update({r["run_id"]: r for r in records.run_rows(root, notify)})
     return runs
 
 
@@ -176,14 +198,14 @@ def rebuild(root: Path | str, spec_files: list[tuple] = (), notify=print) -> Reb
     """Re-create ledger/dihal.duckdb; `spec_files` are (spec, yaml text, depth, spec_hash, canonical json)."""
     root = Path(root).resolve()
     with ledger.file_lock(root) as path:
-        old = _open_old(path)
+        old = _open_old(path, notify)
         new = path.with_name(f".{path.name}.rebuild")
         _discard(new)
         out = Rebuilt(path)
         con = duckdb.connect(str(new))
         try:
             ledger.ensure_schema(con)
-            specs, runs = _specs(root, old, list(spec_files)), _runs(root, old)
+            specs, runs = _specs(root, old, list(spec_files), notify), _runs(root, old, notify)
             con.execute("BEGIN TRANSACTION")
             for s in specs.values():
                 con.execute(

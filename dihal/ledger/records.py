@@ -13,10 +13,14 @@ same file lock), as small text files a reader can never lock:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from dihal.utils.atomic import write_atomic
+
+SPEC_KEYS = ("spec_hash", "canonical_json")  # what a rebuild needs of a spec record
+RUN_KEYS = ("run_id", "spec_hash", "status")  # ... and of a run
 
 
 def specs_dir(root: Path) -> Path:
@@ -74,29 +78,42 @@ def save(root: Path, txn: dict) -> None:
         f.write(_json(run) + "\n")
 
 
-def spec_records(root: Path) -> list[dict]:
+def spec_records(root: Path, notify: Callable[[str], None] | None = None) -> list[dict]:
+    """Every readable spec record; a damaged one is skipped, and named through `notify`."""
     d = specs_dir(root)
     out = []
     for path in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue  # a damaged record: the ledger's own specs table may still have the spec
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            missing = [k for k in SPEC_KEYS if not isinstance(rec, dict) or not isinstance(rec.get(k), str)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} missing or not text")
+        except (OSError, ValueError) as err:
+            if notify:  # the ledger's own specs table may still have the spec
+                notify(f"rebuild: skipped the damaged spec record {path} ({type(err).__name__}: {err})")
+            continue
+        out.append(rec)
     return out
 
 
-def run_rows(root: Path) -> list[dict]:
-    """Every run in the log (the last line wins for a run id), timestamps as datetimes."""
+def run_rows(root: Path, notify: Callable[[str], None] | None = None) -> list[dict]:
+    """Every run in the log (the last line wins for a run id), timestamps as datetimes. A line that is not a
+    run (cut short by a crash mid-append, edited by hand) is skipped, and named through `notify`."""
     log = runs_log(root)
     rows: dict[str, dict] = {}
     if log.exists():
-        for line in log.read_text(encoding="utf-8").splitlines():
+        for n, line in enumerate(log.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             try:
                 row = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash mid-append
-            for key in ("started_at", "ended_at"):
-                if isinstance(row.get(key), str):
-                    row[key] = datetime.fromisoformat(row[key])
+                missing = [k for k in RUN_KEYS if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+                if missing:
+                    raise ValueError(f"{', '.join(missing)} missing or not text")
+                for key in ("started_at", "ended_at"):
+                    if isinstance(row.get(key), str):
+                        row[key] = datetime.fromisoformat(row[key])
+            except ValueError as err:
+                if notify and line.strip():
+                    notify(f"rebuild: skipped line {n} of {log} ({type(err).__name__}: {err})")
+                continue
             rows[row["run_id"]] = row
     return list(rows.values())
