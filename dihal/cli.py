@@ -278,10 +278,10 @@ def sample(
     spec_path: Path = SpecArg,
     n: int = typer.Option(4, "--n", min=1, help="Number of samples."),
     prompt: str = typer.Option("", help="Text whose true layer-ℓ states are clamped as the prefix."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    steps: int | None = typer.Option(None, help="DDIM steps (default: the spec's eval.sampling_steps)."),
-    temperature: float | None = typer.Option(None, help="0 = argmax (default: the spec's eval.temperature)."),
-    layer: int | None = typer.Option(None, help="Which trained layer to sample from (sweeps; default ℓ*)."),
+    seed: int = typer.Option(0, min=0, help="Sampling seed."),
+    steps: int | None = typer.Option(None, min=1, help="DDIM steps (default: the spec's eval.sampling_steps)."),
+    temperature: float | None = typer.Option(None, min=0.0, help="0 = argmax (default: the spec's eval.temperature)."),
+    layer: int | None = typer.Option(None, min=1, help="Which trained layer to sample from (sweeps; default ℓ*)."),
     project: Path = RootOpt,
 ) -> None:
     """Generate text with the hybrid (bridge + retained upper blocks + final norm + LM head) of a run spec."""

@@ -106,6 +106,7 @@ def test_the_torch_free_proxy_names_are_the_registry():
 def _model_dir(path: Path) -> Path:
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"num_hidden_layers": 4}))
+    (path / "model.safetensors").write_bytes(b"")  # validate looks for a weights file, not into it
     return path
 
 
@@ -113,7 +114,9 @@ def test_relative_paths_resolve_against_the_spec_folder_from_any_directory(tmp_p
     root, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     _model_dir(root / "model")
     (root / "exp").mkdir()
-    (root / "exp" / "corpus.txt").write_text("In the beginning.\n\nAnd the earth.\n")
+    (root / "exp" / "corpus.txt").write_text(
+        "In the beginning.\n\nAnd the earth.\n" * 1000
+    )  # 34 kB: room for the sample
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # neither the project root nor the spec's folder
     body = {

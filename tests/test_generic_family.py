@@ -170,6 +170,7 @@ def test_check_config():
 def _project(tmp_path: Path, config: dict) -> Path:
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"")  # validate looks for a weights file, not into it
     (tmp_path / "spec.yaml").write_text("name: x\nbackbone: {source: local, id: model}\n")
     return tmp_path
 
@@ -186,7 +187,7 @@ def test_validate_refuses_an_architecture_that_cannot_be_split(case, tmp_path, m
         assert "backbone: got 'model'" in text and why in text, res.output
         assert all(name in text for name in support.supported_types()), "the message lists what is supported"
     assert sorted(p.name for p in root.iterdir()) == ["model", "spec.yaml"], "nothing may be written"
-    assert sorted(p.name for p in (root / "model").iterdir()) == ["config.json"]
+    assert sorted(p.name for p in (root / "model").iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_validate_accepts_an_unknown_decoder_only_lm_with_a_notice(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from dihal.ledger import store as ledger
 from dihal.ledger.rebuild import rebuild
 from dihal.utils.state import EXIT_STATE
 
-SPEC = "name: tiny-state\ngeometry: {layers: [1, 2, 3], n_tokens: 256}\n"
+SPEC = "name: tiny-state\ngeometry: {layers: [1, 2, 3], n_tokens: 256, anchors: 128}\n"
 
 
 def _invoke(*args):

@@ -7,6 +7,9 @@ same form as schema errors: field path, bad value, what was expected.
 from __future__ import annotations
 
 import codecs
+import errno
+import os
+import stat
 from pathlib import Path
 
 from dihal.spec.schema import Spec, SpecError
@@ -26,17 +29,12 @@ def check_resources(
     root = Path(root)
     problems: list[tuple[str, object, str]] = []
     for i, p in enumerate(spec.data.paths):
-        if not (root / p).is_file():
-            problems.append(
-                (
-                    f"data.paths[{i}]",
-                    p,
-                    f"an existing text file (relative paths are read from the spec "
-                    f"file's folder; looked for {(root / p).resolve()})",
-                )
-            )
+        if (bad := _not_a_corpus_file(root / p)) is not None:
+            problems.append((f"data.paths[{i}]", p, bad))
         elif (bad := _not_utf8(root / p)) is not None:
             problems.append((f"data.paths[{i}]", p, f"a UTF-8 text file ({bad}; re-save it as UTF-8)"))
+    if spec.data.source == "text" and not problems:
+        problems += _corpus_too_small(spec, [root / p for p in spec.data.paths])
     if spec.backbone.source == "local" and not (root / spec.backbone.id).is_dir():
         problems.append(("backbone.id", spec.backbone.id, "an existing local model directory"))
     if spec.data.source == "hf" and spec.data.dataset and spec.data.dataset.startswith((".", "/")):
@@ -54,6 +52,15 @@ def check_resources(
                     notes.append(support.generic_notice(config))
         except (BackboneError, support.NotSupported) as err:
             problems.append(("backbone", spec.backbone.id or spec.backbone.source, str(err)))
+    if spec.backbone.source == "local" and (root / spec.backbone.id).is_dir():
+        if not any(any((root / spec.backbone.id).glob(g)) for g in WEIGHT_FILES):
+            problems.append(
+                (
+                    "backbone.id",
+                    spec.backbone.id,
+                    f"a model directory with weights ({', '.join(WEIGHT_FILES)}); this one has none",
+                )
+            )
     if depth is not None:
         for i, layer in enumerate(spec.geometry.layers or ()):
             if layer > depth:
@@ -79,6 +86,51 @@ def check_resources(
     if problems:
         raise SpecError(source, problems)
     return depth
+
+
+# What transformers' from_pretrained reads weights from (sharded checkpoints have the same suffixes).
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+
+def _not_a_corpus_file(path: Path) -> str | None:
+    """Why `path` cannot be a corpus file, or None. Checked without following a symlink loop or opening a FIFO
+    (either would hang or raise far from the spec)."""
+    where = f"relative paths are read from the spec file's folder; looked for {os.path.abspath(path)}"
+    try:
+        st = path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"a text file, not a symlink loop ({where})"
+        return f"an existing text file ({where})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"a text file, not a directory ({where})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"a regular text file, not a FIFO, socket or device ({where})"
+    if st.st_size == 0:
+        return "a text file with something in it (this one is empty)"
+    return None
+
+
+def _corpus_too_small(spec: Spec, paths: list[Path]) -> list[tuple[str, object, str]]:
+    """Sizes the corpus cannot reach even at one token per byte (tokenizers average 3-5 bytes a token), so
+    these are never false alarms; anything tighter is found exactly when extract tokenizes the corpus."""
+    total = sum(p.stat().st_size for p in paths)
+    problems: list[tuple[str, object, str]] = []
+    need = {"geometry.n_tokens": spec.geometry.n_tokens}
+    if spec.bridge is not None:
+        need["bridge.n_train"] = spec.bridge.n_train * (spec.bridge.seq_len - 1)
+    for field, tokens in need.items():
+        if tokens > total:
+            value = spec.geometry.n_tokens if field == "geometry.n_tokens" else spec.bridge.n_train
+            problems.append(
+                (
+                    field,
+                    value,
+                    f"a sample the corpus can hold: it needs {tokens:,} tokens and data.paths hold {total:,} bytes "
+                    "(at most that many tokens); add text or lower the field",
+                )
+            )
+    return problems
 
 
 def _not_utf8(path: Path, chunk: int = 1 << 22) -> str | None:

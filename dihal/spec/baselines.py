@@ -12,11 +12,11 @@ unless the spec says `unmatched: true`, which the rows then carry.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from dihal.spec.section import PosFloat, PosInt, Section
+from dihal.spec.section import NotBool, PosFloat, PosInt, Section
 
 INTERFACES = ("embedding_rounding", "embedding_readout", "latent_ae")
 Interface = Literal["embedding_rounding", "embedding_readout", "latent_ae"]
@@ -40,7 +40,9 @@ class BaselinesSpec(Section):
     latent_d_model: PosInt = Field(default=128, description="the autoencoder's transformer width")
     latent_depth: PosInt = Field(default=2, description="the autoencoder's transformer blocks")
     latent_heads: PosInt = Field(default=4, description="the autoencoder's attention heads; must divide latent_d_model")
-    latent_noise: float = Field(default=0.1, ge=0, description="noise on the unit-RMS latent while the AE trains")
+    latent_noise: Annotated[float, NotBool] = Field(
+        default=0.1, ge=0, description="noise on the unit-RMS latent while the AE trains"
+    )
     unmatched: bool = Field(default=False, description="permit a budget that breaks the match (rows say so)")
 
     @field_validator("interfaces")

@@ -6,13 +6,18 @@ nesting deeper than 32 levels (PyYAML's composer recurses), and aliases that exp
 more than 100,000 values (a 342-byte "billion laughs" file otherwise expands to 10^9).
 YAML lets a later duplicate key silently win; here it is an error naming both lines.
 
+YAML 1.1's other booleans (yes/no/on/off, y/n in some loaders) are refused: `seed: yes` would otherwise
+run as seed 1 and `k: on` as k = 1, silently.
+
 Nesting is checked on the event stream and the rest on PyYAML's node graph, all before any
 Python object is built, so a bomb is measured, not expanded.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import yaml
@@ -23,6 +28,7 @@ MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_VALUES = 100_000  # scalars, lists and mappings after alias expansion; the full default spec has ~100
 _MERGE = "tag:yaml.org,2002:merge"
+_BOOL = "tag:yaml.org,2002:bool"
 
 
 class _Refused(Exception):
@@ -69,6 +75,13 @@ def _check_graph(root: yaml.Node) -> None:
             )
         active.add(nid)
         total = 1
+        if node.tag == _BOOL and isinstance(node.value, str) and node.value.lower() not in ("true", "false"):
+            raise _Refused(  # YAML 1.1 reads yes/no/on/off as booleans, and `seed: yes` would run as seed 1
+                path or "<root>",
+                node.value,
+                "a number, true/false, or quoted text: YAML 1.1 reads yes/no/on/off as a boolean, which a "
+                "number field would take as 1 or 0",
+            )
         if isinstance(node, yaml.SequenceNode):
             for i, child in enumerate(node.value):
                 total += size(child, f"{path}[{i}]")
@@ -174,7 +187,10 @@ def parse_yaml(text: str, source: str) -> object:
 def read_yaml(path: Path) -> tuple[object, str]:
     """Return the parsed document and the text as written (the ledger keeps both)."""
     try:
-        with open(path, "rb") as f:  # bounded: a spec path may name /dev/zero or a multi-GB file
+        if os.path.exists(path) and not os.path.isdir(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            # a FIFO would block the read forever, a device would stream: only a regular file is a spec
+            raise SpecError(str(path), [("<file>", str(path), "a regular YAML spec file, not a FIFO or device")])
+        with open(path, "rb") as f:  # bounded: a spec path may name a multi-GB file
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(str(path), [("<file>", str(path), "a readable YAML spec file")]) from None

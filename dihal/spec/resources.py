@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from dihal.spec.section import Section
+from dihal.spec.section import NotBool, Section
 
 DEFAULT_CPUS = 1.0
 DEFAULT_GPUS = 0.0
@@ -24,8 +24,10 @@ DEFAULT_GPUS = 0.0
 class StageResources(Section):
     """One stage kind's request: logical CPUs and GPUs (fractions allowed, as Ray's num_cpus/num_gpus)."""
 
-    cpus: float = Field(default=DEFAULT_CPUS, ge=0, le=1024, description="logical CPUs per stage")
-    gpus: float = Field(default=DEFAULT_GPUS, ge=0, le=64, description="GPUs per stage (fractions share one)")
+    cpus: Annotated[float, NotBool] = Field(default=DEFAULT_CPUS, ge=0, le=1024, description="logical CPUs per stage")
+    gpus: Annotated[float, NotBool] = Field(
+        default=DEFAULT_GPUS, ge=0, le=64, description="GPUs per stage (fractions share one)"
+    )
 
 
 def stage_kinds() -> tuple[str, ...]:

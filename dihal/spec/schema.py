@@ -30,7 +30,7 @@ from dihal.spec.geometry import (
 )
 from dihal.spec.reader import read_yaml
 from dihal.spec.resources import Resources
-from dihal.spec.section import INT32_MAX, NonNegInt, PosFloat, PosInt, Prob, Section
+from dihal.spec.section import INT32_MAX, NonNegInt, NotBool, PosFloat, PosInt, Prob, Section
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "read_yaml"]
 
@@ -196,7 +196,7 @@ class OutlierSpec(Section):
     rule: Literal["drop", "keep", "clip"] = Field(
         default=OUTLIER_RULE, description="what happens to states above the threshold: drop, clip or keep them"
     )
-    threshold: Annotated[float, Field(gt=1)] = Field(
+    threshold: Annotated[float, NotBool, Field(gt=1)] = Field(
         default=OUTLIER_THRESHOLD, description="a state is an outlier above this multiple of the layer's median norm"
     )
 
@@ -204,7 +204,7 @@ class OutlierSpec(Section):
 class GeometrySpec(Section):
     """Locate: the hidden-state sample and the proxies that score it."""
 
-    seq_len: Annotated[int, Field(ge=2, le=INT32_MAX)] = Field(
+    seq_len: Annotated[int, NotBool, Field(ge=2, le=INT32_MAX)] = Field(
         default=64, description="tokens per geometry block (one document per block)"
     )
     n_tokens: PosInt = Field(
@@ -326,7 +326,7 @@ class BridgeSpec(Section):
         default="selected", description="'selected' trains at l*; a list sweeps those layers"
     )
     seeds: tuple[NonNegInt, ...] | None = Field(default=None, description="bridge seeds; default [seed]")
-    seq_len: Annotated[int, Field(ge=2, le=INT32_MAX)] = Field(
+    seq_len: Annotated[int, NotBool, Field(ge=2, le=INT32_MAX)] = Field(
         default=64, description="tokens per training and validation block"
     )
     n_train: PosInt = Field(default=512, description="training blocks (from the train split's documents)")
@@ -351,7 +351,9 @@ class BridgeSpec(Section):
     batch_size: PosInt = Field(default=32, description="blocks per optimizer step")
     lr: PosFloat = Field(default=1e-3, description="peak learning rate (linear warm-up, then cosine decay to 0)")
     warmup: NonNegInt = Field(default=50, description="linear learning-rate warm-up steps; fewer than steps")
-    weight_decay: Annotated[float, Field(ge=0)] = Field(default=0.01, description="the optimizer's weight decay")
+    weight_decay: Annotated[float, NotBool, Field(ge=0)] = Field(
+        default=0.01, description="the optimizer's weight decay"
+    )
     grad_clip: PosFloat = Field(default=1.0, description="gradient norm clip")
     outliers: OutlierSpec = Field(
         default=OutlierSpec(), description="how massive-activation states enter the Standardizer's statistics"
@@ -390,14 +392,14 @@ class BridgeSpec(Section):
 
 
 class EvalSpec(Section):
-    t_grid: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field(
+    t_grid: tuple[Prob, ...] = Field(
         default=(0.1, 0.3, 0.5, 0.7, 0.9), min_length=1, description="noise levels averaged in bridge_val_loss"
     )
     val_batches: PosInt = Field(default=4, description="validation batches (the bootstrap's unit)")
     recovery_t: Prob = Field(default=0.5, description="noise level at which recovery_ce is measured")
     n_samples: PosInt = Field(default=16, description="texts generated per bridge (DDIM, η = 0)")
     sampling_steps: PosInt = Field(default=50, description="DDIM denoising steps per generated text")
-    temperature: Annotated[float, Field(ge=0)] = Field(
+    temperature: Annotated[float, NotBool, Field(ge=0)] = Field(
         default=0.0, description="sampling temperature of generated tokens; 0 = argmax"
     )
     n_boot: PosInt = Field(default=1000, description="bootstrap replicates of the correlation between G and loss")
@@ -526,10 +528,30 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     if not problems:  # limits read the variants' merged specs, which need valid variants
         from dihal.spec.limits import limit_problems
 
-        problems = _sweep_problems(spec) + baseline_problems(spec) + limit_problems(spec)
+        problems = _sweep_problems(spec) + _relation_problems(spec) + baseline_problems(spec) + limit_problems(spec)
     if problems:
         raise SpecError(source, problems)
     return spec
+
+
+def _relation_problems(spec: Spec) -> list[tuple[str, object, str]]:
+    """Fields that are each valid but cannot hold together; a stage would otherwise cap one silently and the
+    spec and ledger would record a number that was never used."""
+    problems: list[tuple[str, object, str]] = []
+    g = spec.geometry
+    if g.anchors > g.n_tokens:
+        problems.append(
+            ("geometry.anchors", g.anchors, f"at most geometry.n_tokens ({g.n_tokens}): κ's anchors are sampled states")
+        )
+    if spec.bridge is not None and spec.eval.val_batches > spec.bridge.n_val:
+        problems.append(
+            (
+                "eval.val_batches",
+                spec.eval.val_batches,
+                f"at most bridge.n_val ({spec.bridge.n_val}): each validation batch needs a block of its own",
+            )
+        )
+    return problems
 
 
 def _sweep_problems(spec: Spec) -> list[tuple[str, object, str]]:
