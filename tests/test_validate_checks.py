@@ -89,3 +89,25 @@ def test_a_fifo_named_as_the_spec_is_refused_without_reading_it(tmp_path):
 def test_sample_options_are_validated(option):
     res = runner.invoke(app, ["sample", "specs/quickstart.yaml", *option])
     assert res.exit_code == 2, res.output
+
+
+def test_a_block_start_token_outside_the_vocabulary_is_refused(tmp_path):
+    from tests.tiny import make_tokenizer
+
+    model = tmp_path / "m"
+    make_tokenizer().save_pretrained(model)
+    (model / "config.json").write_text(
+        '{"model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 4}'
+    )
+    (model / "model.safetensors").write_bytes(b"")
+    ok = _validate(tmp_path, "backbone: {source: local, id: m}\ndata: {block_start: '<s>'}\n")
+    assert ok.exit_code == 0, ok.output
+    bad = _validate(
+        tmp_path,
+        "backbone: {source: local, id: m}\ndata: {block_start: '<|nope|>'}\n"
+        "sensitivity: [{name: v, data: {block_start: '<s>'}}, {name: w, data: {block_start: '[/x]'}}]\n",
+    )
+    assert bad.exit_code == 2, bad.output
+    flat = " ".join(bad.output.split())
+    assert "data.block_start: got '<|nope|>'" in flat and "sensitivity[1].data.block_start" in flat, bad.output
+    assert "sensitivity[0]" not in flat

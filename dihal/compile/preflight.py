@@ -61,6 +61,8 @@ def check_resources(
                     f"a model directory with weights ({', '.join(WEIGHT_FILES)}); this one has none",
                 )
             )
+    if not problems:
+        problems += _block_start_problems(spec, root)
     if depth is not None:
         for i, layer in enumerate(spec.geometry.layers or ()):
             if layer > depth:
@@ -90,6 +92,48 @@ def check_resources(
 
 # What transformers' from_pretrained reads weights from (sharded checkpoints have the same suffixes).
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
+
+
+def _tokenizer_file(spec: Spec, root: Path) -> Path | None:
+    """The backbone's tokenizer.json when it is on disk already (a local model, the converted embedded one)."""
+    from dihal.backbone.depth import BackboneError, cache_root, embedded_gguf, embedded_gguf_sha256
+
+    if spec.backbone.source == "local":
+        path = root / spec.backbone.id / "tokenizer.json"
+    elif spec.backbone.source == "embedded":
+        try:
+            key = embedded_gguf_sha256(embedded_gguf())
+        except BackboneError:
+            return None
+        path = cache_root() / "backbones" / f"smollm2-135m-{key[:16]}" / "tokenizer.json"
+    else:
+        return None  # a hub model: its tokenizer is checked when extract loads it
+    return path if path.is_file() else None
+
+
+def _block_start_problems(spec: Spec, root: Path) -> list[tuple[str, object, str]]:
+    """A `data.block_start` naming a token must name one vocabulary entry; read from tokenizer.json alone
+    (no transformers import), where the tokenizer is on disk already. auto/bos/eos are resolved at extract."""
+    named = [("data.block_start", spec.data.block_start)] + [
+        (f"sensitivity[{i}].data.block_start", v.data["block_start"])
+        for i, v in enumerate(spec.sensitivity)
+        if isinstance(v.data.get("block_start"), str)
+    ]
+    named = [(f, t) for f, t in named if t not in ("auto", "bos", "eos")]
+    path = _tokenizer_file(spec, root) if named else None
+    if path is None:
+        return []
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception:  # noqa: BLE001 - an unreadable tokenizer is reported where it is loaded
+        return []
+    return [
+        (field, token, f"one token of the backbone's vocabulary ({path.name}), or auto, bos or eos")
+        for field, token in named
+        if tok.token_to_id(token) is None
+    ]
 
 
 def _not_a_corpus_file(path: Path) -> str | None:
