@@ -124,6 +124,18 @@ def test_too_little_text_is_a_clear_error():
         )
 
 
+def test_a_corpus_without_sentences_is_told_to_drop_sentence_alignment():
+    """A word list has no sentence ends: under `sentence` alignment each document gives one block, and the
+    advice is the alignment (raising max_blocks_per_document would not help)."""
+    words = [Document(f"w{i}", " ".join(WORDS * 6)) for i in range(3)]
+    kwargs = dict(start_id=1, seq_len=16, n_blocks=9, seed=0, max_per_doc=8, split="train")
+    tok = make_tokenizer(**LLAMA)
+    with pytest.raises(BlockError, match="data.block_align: any would cut") as info:
+        sample_blocks(words, tok, **kwargs)
+    assert "max_blocks_per_document" not in str(info.value)
+    assert len(sample_blocks(words, tok, align="any", **kwargs).ids) == 9
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     kind=st.sampled_from([SMOL, LLAMA, QWEN]),

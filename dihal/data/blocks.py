@@ -119,7 +119,7 @@ def sample_blocks(
     tokens: list[list[int]] = []  # per usable document
     used: list[int] = []  # index into docs
     plans: list[list[int]] = []
-    short = removed = 0
+    short = removed = tiled = 0  # tiled: the blocks block_align: any would cut from the same documents
     for lo in range(0, len(order), _CHUNK):
         chunk = [int(i) for i in order[lo : lo + _CHUNK]]
         enc = tokenizer([docs[i].text for i in chunk], add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -127,6 +127,7 @@ def sample_blocks(
             clean = [t for t in ids if t not in specials]
             removed += len(ids) - len(clean)
             starts = _windows(clean, piece, rng, ends)
+            tiled += min(len(clean) // piece, max_per_doc)
             if not starts:
                 short += 1
                 continue
@@ -137,11 +138,16 @@ def sample_blocks(
             break
     available = sum(len(p) for p in plans)
     if available < n_blocks:
+        fix = (
+            f"blocks may start only at a sentence start, and these documents have few; data.block_align: any "
+            f"would cut {tiled} blocks from them"
+            if ends is not None and tiled >= n_blocks
+            else "lower the size, raise data.max_blocks_per_document or add data"
+        )
         raise BlockError(
             f"the {split or 'selected'} split yields {available} blocks of {seq_len} tokens "
-            f"(at most {max_per_doc} per document from {len(used)} documents long enough; {short} shorter than "
-            f"{piece} tokens), fewer than the {n_blocks} needed; lower the size, raise "
-            "data.max_blocks_per_document or add data"
+            f"(at most {max_per_doc} per document from {len(used)} documents long enough; {short} without a "
+            f"{piece}-token window), fewer than the {n_blocks} needed; {fix}"
         )
     rows, owner = [], []
     for r in range(max_per_doc):
