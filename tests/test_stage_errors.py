@@ -56,10 +56,11 @@ def test_an_interrupt_is_not_turned_into_a_failure_line(tmp_path, monkeypatch):
 
 
 def test_a_run_whose_stage_fails_shows_the_line_not_the_traceback(tmp_path, monkeypatch):
-    """A local model whose weights are missing passes validate (its config is a Llama) and fails in extract."""
+    """A local model whose weights file is damaged passes validate (a Llama config and a weights file are
+    there; validate does not read weights) and fails in extract."""
     model = save_tiny(tmp_path / "model")
     for weights in model.glob("*.safetensors"):
-        weights.unlink()
+        weights.write_bytes(b"not a safetensors file")
     spec = {
         "name": "broken",
         "backbone": {"source": "local", "id": "model"},
@@ -73,7 +74,7 @@ def test_a_run_whose_stage_fails_shows_the_line_not_the_traceback(tmp_path, monk
     assert res.exit_code == 1, res.output
     assert "Traceback" not in res.output, res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("stage extract-") and " failed: " in ln]
-    assert lines and "BackboneError: could not load backbone" in lines[0], res.output
+    assert lines and "SafetensorError: Error while deserializing header" in lines[0], res.output
     log = Path(lines[0].rsplit("(traceback in ", 1)[1].rstrip(")"))
     assert "Traceback (most recent call last)" in (tmp_path / log).read_text()
     con = duckdb.connect(str(tmp_path / "ledger" / "dihal.duckdb"), read_only=True)
@@ -81,7 +82,7 @@ def test_a_run_whose_stage_fails_shows_the_line_not_the_traceback(tmp_path, monk
         (error,) = con.execute("SELECT error FROM runs WHERE status = 'failed'").fetchone()
     finally:
         con.close()
-    assert "failed: BackboneError: could not load backbone" in error and "Traceback" not in error, error
+    assert "failed: SafetensorError: Error while deserializing header" in error and "Traceback" not in error, error
 
 
 @pytest.mark.parametrize(
