@@ -38,6 +38,11 @@ RootOpt = typer.Option(
 )
 
 
+def _error(e: BaseException) -> None:
+    """An error's message on stderr, in red, printed as data (it may quote names, paths, tokens)."""
+    err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+
+
 @contextmanager
 def _project_state():
     """A damaged or unwritable project file (`dihal.utils.state`): its one-line message and EXIT_STATE."""
@@ -46,7 +51,7 @@ def _project_state():
     try:
         yield
     except ProjectStateError as e:
-        err.print(clean(e), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(EXIT_STATE) from None
 
 
@@ -139,7 +144,7 @@ def run(
     try:
         chosen = get("ray", address=address, retries=retries) if executor is ExecutorName.ray else get("local")
     except ExecutorUnavailable as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     try:
         with signals.raise_on_signals(), _project_state():  # SIGTERM, SIGHUP end the run as Ctrl-C does
@@ -236,7 +241,7 @@ def gc(
             try:
                 res = collect(project, keep=keep or None, drop=drop or [], dry_run=dry_run)
             except ValueError as e:
-                err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+                _error(e)
                 raise typer.Exit(EXIT_SPEC) from None
     verb = "would remove" if dry_run else "removed"
     for what, items in (
@@ -293,7 +298,7 @@ def sample(
             spec, project, depth, n=n, prompt=prompt, seed=seed, steps=steps, temperature=temperature, layer=layer
         )
     except SampleError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     for i, generated in enumerate(texts):
         out.print(f"[bold]#{i}[/bold] {shown(prompt)}[cyan]{shown(generated)}[/cyan]", highlight=False)
@@ -310,7 +315,7 @@ def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     try:
         path = write_reports(project, spec_hash(spec))
     except LedgerError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     out.print(f"wrote {clean(path)}", highlight=False, markup=False)
 
@@ -353,7 +358,7 @@ def plan(
     try:
         est = estimate(spec, project, gpu.value if gpu else None, workers, utilisation)
     except CostError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     if fmt is PlanFormat.json:
         sys.stdout.write(json.dumps(est.as_dict(), indent=2) + "\n")
@@ -408,7 +413,7 @@ def ledger_sql(
     try:
         answer = run_query(project, query, timeout=timeout, memory=memory, max_rows=max_rows)
     except LedgerError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     _emit(answer.columns, answer.rows, fmt)
     if answer.truncated:
@@ -433,7 +438,7 @@ def ledger_runs(
     try:
         with_rows = run_query(project, sql, [limit])
     except LedgerError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     _emit(*with_rows, fmt)
 
@@ -449,7 +454,7 @@ def ledger_replay(project: Path = RootOpt) -> None:
         with writer(project, notify=lambda m: err.print(clean(m, newlines=True), highlight=False, markup=False)):
             pass  # opening a writer replays the queue first
     except LedgerError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     left = len(pending(project))
     out.print(f"replayed {n - left} queued run(s)" + (f"; {left} could not be applied (named above)" if left else ""))
@@ -481,7 +486,7 @@ def ledger_rebuild(
             project, named, notify=lambda m: err.print(clean(m, newlines=True), highlight=False, markup=False)
         )
     except LedgerError as e:
-        err.print(clean(e, newlines=True), style="red", highlight=False, markup=False)
+        _error(e)
         raise typer.Exit(1) from None
     out.print(
         f"rebuilt {res.path}: {len(res.from_artifacts)} spec(s) from artifacts/, {res.n_runs} run(s)"

@@ -160,12 +160,11 @@ def _corpus_too_small(spec: Spec, paths: list[Path]) -> list[tuple[str, object, 
     these are never false alarms; anything tighter is found exactly when extract tokenizes the corpus."""
     total = sum(p.stat().st_size for p in paths)
     problems: list[tuple[str, object, str]] = []
-    need = {"geometry.n_tokens": spec.geometry.n_tokens}
+    need = [("geometry.n_tokens", spec.geometry.n_tokens, spec.geometry.n_tokens)]  # field, value, tokens
     if spec.bridge is not None:
-        need["bridge.n_train"] = spec.bridge.n_train * (spec.bridge.seq_len - 1)
-    for field, tokens in need.items():
+        need.append(("bridge.n_train", spec.bridge.n_train, spec.bridge.n_train * (spec.bridge.seq_len - 1)))
+    for field, value, tokens in need:
         if tokens > total:
-            value = spec.geometry.n_tokens if field == "geometry.n_tokens" else spec.bridge.n_train
             problems.append(
                 (
                     field,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import duckdb
 
-from dihal.ledger.store import READ_CONFIG, WRITE_HINT, LedgerError, check_read_only, ledger_path, reader
+from dihal.ledger.store import READ_CONFIG, LedgerError, check_read_only, ledger_path, query_error, reader
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MEMORY = "1GB"
@@ -50,10 +50,11 @@ def snapshot(root: Path):
         with reader(root):  # holds the file: no writer can be mid-transaction while it is copied
             for src in (path, path.with_name(path.name + ".wal")):
                 if src.exists():
-                    shutil.copyfile(src, folder / src.name)
+                    try:
+                        shutil.copyfile(src, folder / src.name)
+                    except OSError as err:
+                        raise LedgerError(f"could not copy the ledger {path} to query it: {err}") from None
         yield folder / path.name
-    except OSError as err:
-        raise LedgerError(f"could not copy the ledger {path} to query it: {err}") from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -91,10 +92,8 @@ def run_query(
             raise LedgerError(
                 f"the query needed more than its memory limit of {memory} (--memory sets another)"
             ) from None
-        except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
-            raise LedgerError(f"{WRITE_HINT}.\n  DuckDB said: {str(err).splitlines()[0]}") from None
         except duckdb.Error as err:
-            raise LedgerError(f"query failed: {err}") from None
+            raise query_error(err) from None
         finally:
             timer.cancel()
             con.close()

@@ -23,6 +23,13 @@ SPEC_KEYS = ("spec_hash", "canonical_json")  # what a rebuild needs of a spec re
 RUN_KEYS = ("run_id", "spec_hash", "status")  # ... and of a run
 
 
+def _require_text(doc: object, keys: tuple[str, ...]) -> None:
+    """ValueError unless `doc` is a dict whose `keys` all hold strings (what a rebuild reads of it)."""
+    missing = [k for k in keys if not isinstance(doc, dict) or not isinstance(doc.get(k), str)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} missing or not text")
+
+
 def specs_dir(root: Path) -> Path:
     return Path(root) / "ledger" / "specs"
 
@@ -85,9 +92,7 @@ def spec_records(root: Path, notify: Callable[[str], None] | None = None) -> lis
     for path in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
-            missing = [k for k in SPEC_KEYS if not isinstance(rec, dict) or not isinstance(rec.get(k), str)]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} missing or not text")
+            _require_text(rec, SPEC_KEYS)
         except (OSError, ValueError) as err:
             if notify:  # the ledger's own specs table may still have the spec
                 notify(f"rebuild: skipped the damaged spec record {path} ({type(err).__name__}: {err})")
@@ -105,9 +110,7 @@ def run_rows(root: Path, notify: Callable[[str], None] | None = None) -> list[di
         for n, line in enumerate(log.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             try:
                 row = json.loads(line)
-                missing = [k for k in RUN_KEYS if not isinstance(row, dict) or not isinstance(row.get(k), str)]
-                if missing:
-                    raise ValueError(f"{', '.join(missing)} missing or not text")
+                _require_text(row, RUN_KEYS)
                 for key in ("started_at", "ended_at"):
                     if isinstance(row.get(key), str):
                         row[key] = datetime.fromisoformat(row[key])

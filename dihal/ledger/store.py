@@ -508,6 +508,13 @@ def check_read_only(sql: str) -> None:
         )
 
 
+def query_error(err: duckdb.Error) -> LedgerError:
+    """A DuckDB error from a read-only query, as a LedgerError: a refused write or file access says why."""
+    if isinstance(err, duckdb.InvalidInputException | duckdb.PermissionException):
+        return LedgerError(f"{WRITE_HINT}.\n  DuckDB said: {str(err).splitlines()[0]}")
+    return LedgerError(f"query failed: {err}")
+
+
 def query(root: Path, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
     """Columns and rows of one read-only statement; anything else, or any DuckDB error, is a LedgerError."""
     check_read_only(sql)
@@ -517,7 +524,5 @@ def query(root: Path, sql: str, params: list | None = None) -> tuple[list[str], 
             if cur.description is None:
                 return [], []
             return [d[0] for d in cur.description], cur.fetchall()
-        except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
-            raise LedgerError(f"{WRITE_HINT}.\n  DuckDB said: {str(err).splitlines()[0]}") from None
         except duckdb.Error as err:
-            raise LedgerError(f"query failed: {err}") from None
+            raise query_error(err) from None
