@@ -73,20 +73,29 @@ def _load_checked(spec_path: Path, project: Path, notes: list[str] | None = None
     return spec, depth
 
 
+def _hash(spec, spec_path: Path, project: Path) -> str:
+    """The spec hash, its local files read by content (a file unreadable now is a spec error)."""
+    from dihal.spec.hashing import project_spec_hash
+
+    try:
+        return project_spec_hash(spec, project)
+    except SpecError as e:
+        _fail_spec(e)
+
+
 @app.command()
 def validate(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Check a spec (schema, files, layers against the backbone's depth) without computing anything."""
-    from dihal.spec.hashing import spec_hash
-
     notes: list[str] = []
     spec, depth = _load_checked(spec_path, project, notes)
+    h = _hash(spec, spec_path, project)
     depth_note = (
         f"backbone has {depth} blocks"
         if depth
         else "layer numbers not checked against the backbone (its config is not available offline)"
     )
     out.print(
-        f"[green]ok[/green] {shown(spec_path)}: spec hash {spec_hash(spec)}; {depth_note}",
+        f"[green]ok[/green] {shown(spec_path)}: spec hash {h}; {depth_note}",
         highlight=False,
         soft_wrap=True,
     )
@@ -309,11 +318,11 @@ def report_cmd(spec_path: Path = SpecArg, project: Path = RootOpt) -> None:
     """Render reports/<name>.html for a spec already run, and refresh reports/index.html."""
     from dihal.ledger.store import LedgerError
     from dihal.report import write_reports
-    from dihal.spec.hashing import spec_hash
 
     spec, _ = _load_checked(spec_path, project)
+    h = _hash(spec, spec_path, project)
     try:
-        path = write_reports(project, spec_hash(spec))
+        path = write_reports(project, h)
     except LedgerError as e:
         _error(e)
         raise typer.Exit(1) from None
@@ -471,16 +480,18 @@ def ledger_rebuild(
     """Re-create ledger/dihal.duckdb from the stage outputs under artifacts/ and the records in ledger/."""
     from dihal.ledger.rebuild import rebuild
     from dihal.ledger.store import LedgerError
-    from dihal.spec.hashing import canonical_json, semantic_dict, spec_hash
+    from dihal.spec.hashing import record_json, spec_hash
+    from dihal.spec.inputs import input_digests
     from dihal.spec.paths import load_project_spec
 
     named = []
     for path in specs or []:
         try:
             spec, source = load_project_spec(path, project)
+            inputs = input_digests(spec, project)
         except SpecError as e:
             _fail_spec(e)
-        named.append((spec, source, None, spec_hash(spec), canonical_json(semantic_dict(spec))))
+        named.append((spec, source, None, spec_hash(spec, inputs), record_json(spec, inputs)))
     try:
         res = rebuild(
             project, named, notify=lambda m: err.print(clean(m, newlines=True), highlight=False, markup=False)

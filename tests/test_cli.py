@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,59 @@ def test_relative_paths_resolve_against_the_spec_folder_from_any_directory(tmp_p
     res = runner.invoke(app, ["validate", str(root / "exp" / "spec.yaml"), "--project", str(root)])
     assert res.exit_code == 2 and "data.paths[0]" in res.output
     assert str((root / "exp" / "corpus.txt").resolve()) in res.output.replace("\n", "")
+
+
+def _validated_hash(args: list[str]) -> str:
+    res = runner.invoke(app, ["validate", *args])
+    assert res.exit_code == 0, res.output
+    return res.output.split("spec hash ")[1].split(";")[0]
+
+
+def test_one_spec_has_one_hash_whatever_the_working_directory_or_project_root(tmp_path, monkeypatch):
+    """Issue 19 (8): `validate` from the spec's folder and `--project` elsewhere printed two hashes."""
+    import shutil
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "corpus.txt").write_text("In the beginning.\n\nAnd the earth.\n" * 1000)
+    _model_dir(exp / "model")
+    (exp / "spec.yaml").write_text(
+        "name: x\nbackbone: {source: local, id: model}\ndata: {source: text, paths: [corpus.txt]}\n"
+    )
+    monkeypatch.chdir(exp)
+    here = _validated_hash(["spec.yaml"])  # the project root is the working directory: the spec's folder
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    monkeypatch.chdir(tmp_path)
+    elsewhere = _validated_hash([str(exp / "spec.yaml"), "--project", str(proj)])
+    assert here == elsewhere
+    moved = tmp_path / "moved"
+    shutil.copytree(exp, moved)
+    assert _validated_hash([str(moved / "spec.yaml"), "--project", str(moved)]) == here, "a copied tree, same files"
+    (moved / "corpus.txt").write_text("Other words entirely.\n\n" * 2000)
+    assert _validated_hash([str(moved / "spec.yaml"), "--project", str(moved)]) != here, "other bytes, other spec"
+    shutil.copy(exp / "corpus.txt", moved / "corpus.txt")
+    (moved / "model" / "model.safetensors").write_bytes(b"\0" * 8)  # other weights, same names
+    assert _validated_hash([str(moved / "spec.yaml"), "--project", str(moved)]) != here, "other weights, other spec"
+
+
+def test_a_spec_naming_local_files_cannot_be_hashed_by_its_paths(tmp_path):
+    from dihal.spec.hashing import by_content, from_record, hashed_text_of_record, record_json, spec_hash
+    from dihal.spec.inputs import input_digests
+    from dihal.spec.schema import Spec
+
+    (tmp_path / "c.txt").write_text("a\n\nb\n")
+    spec = Spec.model_validate({"name": "x", "data": {"source": "text", "paths": ["c.txt"]}})
+    with pytest.raises(ValueError, match="data.paths"):
+        spec_hash(spec)
+    inputs = input_digests(spec, tmp_path)
+    assert list(inputs) == ["c.txt"] and inputs["c.txt"].startswith("sha256:")
+    h = spec_hash(spec, inputs)
+    record = record_json(spec, inputs)
+    fields, recorded = from_record(record)
+    assert recorded == inputs and Spec.model_validate({**fields, "name": "x"}) == spec
+    assert hashlib.sha256(hashed_text_of_record(record).encode()).hexdigest() == h  # what the report verifies
+    assert by_content(fields, inputs)["data"]["paths"] == [inputs["c.txt"]]
 
 
 @pytest.mark.parametrize("spec", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml"])

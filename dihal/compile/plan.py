@@ -49,8 +49,8 @@ from dihal.spec.hashing import (
     TARGET_KEYS,
     TRAIN_KEYS,
     digest,
+    project_spec_hash,
     semantic_dict,
-    spec_hash,
 )
 from dihal.spec.schema import Spec
 from dihal.stages import dvc_files
@@ -296,7 +296,7 @@ def write_stage_configs(p: Plan, root: Path) -> None:
 def merge_dvc_yaml(p: Plan, root: Path, spec: Spec) -> Path:
     """Register this spec's stages under its name and regenerate the root dvc.yaml as the union of the
     registered specs' stages (`dihal.compile.project`): other specs' stages and hand-written ones stay as they are."""
-    return register(root, spec.name, spec_hash(spec), {st.name: st.dvc_entry() for st in p.stages})
+    return register(root, spec.name, project_spec_hash(spec, root), {st.name: st.dvc_entry() for st in p.stages})
 
 
 def compile_spec(spec: Spec, root: Path, n_layers: int | None = None) -> Plan:

@@ -28,7 +28,8 @@ from dihal.execute.dvc import dvc
 from dihal.ledger import ingest, provenance
 from dihal.ledger import queue as ledger_queue
 from dihal.ledger.queue import LedgerQueued
-from dihal.spec.hashing import canonical_json, semantic_dict, spec_hash
+from dihal.spec.hashing import record_json, spec_hash
+from dihal.spec.inputs import input_digests
 from dihal.spec.paths import load_project_spec
 from dihal.spec.schema import Spec
 from dihal.stages import manifest
@@ -93,7 +94,8 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None, executor="l
     root = Path(root).resolve()
     spec, text = load_project_spec(path, root)  # both raise SpecError before anything is written
     depth = check_resources(spec, str(path), root)
-    h = spec_hash(spec)
+    inputs = input_digests(spec, root)
+    h = spec_hash(spec, inputs)
     ensure_project(root)
     with FileLock(str(root / ".dihal" / "dvc.yaml.lock")):
         plan = compile_spec(spec, root, depth)
@@ -112,7 +114,7 @@ def run_spec(path: Path | str, root: Path | str = ".", *, echo=None, executor="l
     record = {
         "spec_hash": h,
         "name": spec.name,
-        "canonical_json": canonical_json(semantic_dict(spec)),
+        "canonical_json": record_json(spec, inputs),
         "yaml_text": text,
     }
     ran: list[str] = []

@@ -147,9 +147,11 @@ def _provenance(s: dict, runs: dict[str, dict], old) -> dict | None:
 def _result_tables(root: Path, s: dict, prov: dict) -> dict[str, list[dict]]:
     """The spec's result rows from its stage outputs, exactly as `dihal run` makes them (raises when missing)."""
     from dihal.compile.plan import plan as make_plan
+    from dihal.spec.hashing import from_record, spec_hash
     from dihal.spec.schema import Spec
 
-    spec = Spec.model_validate({**json.loads(s["canonical_json"]), "name": s["name"] or "rebuilt"})
+    fields, inputs = from_record(s["canonical_json"])
+    spec = Spec.model_validate({**fields, "name": s["name"] or "rebuilt"})
     depth = s.get("depth")
     if depth is None and spec.geometry.layers is None:
         from dihal.backbone.depth import backbone_depth
@@ -157,9 +159,7 @@ def _result_tables(root: Path, s: dict, prov: dict) -> dict[str, list[dict]]:
 
         depth = backbone_depth(at_root(spec.backbone, root))
     h = s["spec_hash"]
-    from dihal.spec.hashing import spec_hash
-
-    if spec_hash(spec) != h:
+    if spec_hash(spec, inputs) != h:
         raise ValueError("the recorded spec no longer validates to its hash under this dihal (changed defaults?)")
     p = make_plan(spec, depth)
     packages = prov["packages"] if isinstance(prov["packages"], dict) else json.loads(prov["packages"] or "{}")

@@ -21,6 +21,7 @@ import yaml
 from dihal.ledger.store import LedgerError
 from dihal.report.baselines import load_c3
 from dihal.report.rows import REFERENCES, fetch, finite, has_table, space_of
+from dihal.spec.hashing import hashed_text_of_record
 
 BRIDGE_METRICS = (
     "bridge_val_loss",
@@ -309,16 +310,17 @@ def load_spec(con, spec_hash: str) -> SpecReport:
     canonical = spec.get("canonical_json") or ""
     try:
         pretty = _pretty_json(json.loads(canonical))
-    except ValueError:
-        pretty = canonical
+        hashed = hashed_text_of_record(canonical)
+    except (ValueError, TypeError, AttributeError):
+        pretty = hashed = canonical
     return SpecReport(
         spec_hash=spec_hash,
         name=spec.get("name") or "",
         description=_description(spec.get("yaml_text")),
         yaml_text=spec.get("yaml_text") or "",
-        canonical_json=canonical,
+        canonical_json=hashed,
         canonical_pretty=pretty,
-        canonical_matches_hash=hashlib.sha256(canonical.encode()).hexdigest() == spec_hash,
+        canonical_matches_hash=hashlib.sha256(hashed.encode()).hexdigest() == spec_hash,
         first_seen=spec.get("first_seen"),
         last_seen=spec.get("last_seen"),
         latest_run=runs[0] if runs else None,

@@ -34,21 +34,11 @@ from importlib import metadata
 from pathlib import Path
 
 import dihal
+from dihal.spec.inputs import is_model_file
 from dihal.spec.kinds import STAGE_MODULES
 
 PACKAGE_DIR = Path(dihal.__file__).resolve().parent
-MODEL_FILES = (
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-)
 _MODULE_NAME = re.compile(r"dihal(\.[a-z_][a-z0-9_]*)+")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
 def _module_file(pkg_dir: Path, module: str) -> Path | None:
@@ -181,9 +171,7 @@ def model_deps(backbone: dict, root: Path) -> list[str]:
     full = d if d.is_absolute() else root / d
     if not full.is_dir():
         return []
-    names = sorted(
-        p.name for p in full.iterdir() if p.is_file() and (p.name in MODEL_FILES or p.name.endswith(WEIGHT_SUFFIXES))
-    )
+    names = sorted(p.name for p in full.iterdir() if p.is_file() and is_model_file(p.name))
     return [(d / n).as_posix() for n in names]
 
 
