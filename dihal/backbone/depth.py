@@ -129,6 +129,11 @@ def embedded_gguf_sha256(gguf: Path) -> str:
     return str(_memoised_by_file(gguf, "embedded-sha256.json", "sha256", file_sha256))
 
 
+def converted_dir(gguf: Path | None = None) -> Path:
+    """Where the embedded GGUF's transformers conversion lives (named by the GGUF's content); may not exist yet."""
+    return cache_root() / "backbones" / f"smollm2-135m-{embedded_gguf_sha256(gguf or embedded_gguf())[:16]}"
+
+
 def read_config(path: Path) -> dict:
     """A local model's config.json as a mapping, or a BackboneError saying what is wrong with the file."""
     try:

@@ -24,6 +24,7 @@ from dihal.backbone.depth import (  # noqa: F401 - re-exported: the torch-free h
     BackboneError,
     backbone_depth,
     cache_root,
+    converted_dir,
     embedded_gguf,
     embedded_gguf_sha256,
 )
@@ -35,8 +36,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 def embedded_dir() -> Path:
     """Directory of the converted embedded model, converting it on first use."""
     gguf = embedded_gguf()
-    key = embedded_gguf_sha256(gguf)  # content, memoised by file identity (also in stage identities)
-    target = cache_root() / "backbones" / f"smollm2-135m-{key[:16]}"
+    target = converted_dir(gguf)  # named by content, memoised by file identity (also in stage identities)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

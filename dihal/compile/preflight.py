@@ -96,16 +96,15 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 
 def _tokenizer_file(spec: Spec, root: Path) -> Path | None:
     """The backbone's tokenizer.json when it is on disk already (a local model, the converted embedded one)."""
-    from dihal.backbone.depth import BackboneError, cache_root, embedded_gguf, embedded_gguf_sha256
+    from dihal.backbone.depth import BackboneError, converted_dir
 
     if spec.backbone.source == "local":
         path = root / spec.backbone.id / "tokenizer.json"
     elif spec.backbone.source == "embedded":
         try:
-            key = embedded_gguf_sha256(embedded_gguf())
+            path = converted_dir() / "tokenizer.json"
         except BackboneError:
             return None
-        path = cache_root() / "backbones" / f"smollm2-135m-{key[:16]}" / "tokenizer.json"
     else:
         return None  # a hub model: its tokenizer is checked when extract loads it
     return path if path.is_file() else None

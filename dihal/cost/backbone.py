@@ -170,11 +170,11 @@ def backbone_shape(spec: BackboneSpec) -> Shape:
 def _embedded_config() -> tuple[dict, str] | None:
     """The converted embedded model's config.json (`dihal.backbone.loading.embedded_dir`'s target), else the
     GGUF header's llama.* fields; None when neither can be read."""
-    from dihal.backbone.depth import BackboneError, cache_root, embedded_gguf, embedded_gguf_sha256, read_config
+    from dihal.backbone.depth import BackboneError, converted_dir, embedded_gguf, read_config
 
     try:
         gguf = embedded_gguf()
-        target = cache_root() / "backbones" / f"smollm2-135m-{embedded_gguf_sha256(gguf)[:16]}" / "config.json"
+        target = converted_dir(gguf) / "config.json"
         if target.is_file():
             return read_config(target), f"embedded: converted config.json ({target})"
         return _gguf_config(gguf), f"embedded: GGUF header ({gguf.name})"

@@ -36,17 +36,36 @@ def run_stage(config_path: Path | str) -> None:
 
 
 def _check_code(config_path: Path | str, kind: str) -> None:
-    """Refuse to fill a stage's outputs with code other than the code its name was compiled for: a stage
-    name promises its outputs came from that code (`dihal.stages.identity`). A config without a code hash (compiled
-    by a dihal whose stage names did not include one) is run without the check."""
+    """Refuse to fill a stage's outputs with anything but what its name was compiled for.
+
+    A stage name promises its outputs came from these params, these upstream outputs and this code
+    (`dihal.stages.identity`). Two ways to break the promise are refused: code that changed since compile,
+    and a config edited in place -- `dvc exp run -S <config>:params.…` would otherwise write numbers the
+    ledger never sees into a directory named for other params. A config without a code hash (compiled by a
+    dihal whose stage names did not include one) is run without either check.
+    """
     import json
 
+    from dihal.spec.hashing import digest
     from dihal.stages.identity import code_hash
 
-    want = (json.loads(Path(config_path).read_text()).get("identity") or {}).get("code")
-    if want is not None and want != code_hash(kind):
+    cfg = json.loads(Path(config_path).read_text())
+    identity = cfg.get("identity") or {}
+    want = identity.get("code")
+    if want is None:
+        return
+    if want != code_hash(kind):
         raise RuntimeError(
             f"{config_path} was compiled for dihal {kind} code {want}, but this dihal's is "
             f"{code_hash(kind)}: run `dihal compile` (or `dihal run`) on the spec again, which "
             "gives the stage a new name instead of mixing outputs of two versions of the code"
+        )
+    upstream = {k: Path(v).name for k, v in (cfg.get("inputs") or {}).items()}  # artifacts/<kind>/<hash>
+    got = digest({"kind": kind, "params": cfg.get("params"), "upstream": upstream, "identity": identity})
+    if got[: len(str(cfg.get("hash")))] != cfg.get("hash"):
+        raise RuntimeError(
+            f"{config_path} was edited after compile: its params hash to {got[:16]}, its name says "
+            f"{cfg.get('hash')}. A stage config is compiled output, not a place for experiments (`dvc exp run -S` "
+            "on it would file results the ledger never sees under the old name). Run a variant with "
+            "`dihal run SPEC -S section.field=value`, or `dihal compile SPEC` to restore this config"
         )
