@@ -23,7 +23,7 @@ LAYERS = [
     {"ledger", "cost"},
     {"execute"},
     {"report"},
-    {"cli", "__main__"},
+    {"cli", "api", "__main__"},
 ]
 LAYER = {top: i for i, tops in enumerate(LAYERS) for top in tops}
 
@@ -112,9 +112,12 @@ def test_every_package_has_a_layer():
     assert tops <= set(LAYER), sorted(tops - set(LAYER))
 
 
+FACADE = {("dihal", "dihal.api")}  # `dihal.run`/`dihal.results`: the package's lazy (PEP 562) public face
+
+
 def test_no_module_imports_a_higher_layer():
     upward = [(m, dep) for m, deps in graph().items() for dep in deps if layer_of(dep) > layer_of(m)]
-    assert upward == []
+    assert set(upward) <= FACADE, upward
 
 
 def test_the_checker_sees_a_circle_and_an_upward_arrow():

@@ -33,12 +33,12 @@ def test_code_hash_covers_the_modules_a_stage_imports(tmp_path):
     assert "dihal.backbone.loading" in identity.closure(pkg, "dihal.stages.extract")  # a lazy PEP 562 re-export
     with open(pkg / "geometry" / "builtin_proxies.py", "a") as f:
         f.write("\n# a proxy's code changed\n")
-    with open(pkg / "cli.py", "a") as f:
+    with open(pkg / "cli" / "__init__.py", "a") as f:
         f.write("\n# presentation only\n")
     after = {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULES}
     assert after["score"] != before["score"] and after["select"] != before["select"]
     assert after["extract"] == before["extract"] and after["targets"] == before["targets"]
-    (pkg / "cli.py").write_text((pkg / "cli.py").read_text() + "\n# again\n")
+    (pkg / "cli" / "__init__.py").write_text((pkg / "cli" / "__init__.py").read_text() + "\n# again\n")
     assert {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULES} == after, "the CLI moves no stage"
 
 

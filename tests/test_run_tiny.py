@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from dihal.cli import app
@@ -349,3 +350,72 @@ def test_rebuild_recreates_the_ledger_from_artifacts_and_records(project, first_
         kept = [r for r in before[table] if not any(repr(h) in r for h in lost)]
         assert after[table] == kept, table
     assert len(after["bridge_results"]) >= 4 and after["correlations"], "tiny and tiny-sweep came from artifacts/"
+
+
+def test_dry_run_lists_the_stages_an_override_would_run_and_computes_nothing(project, first_run):
+    spec, _ = first_run
+    runs_before = ledger_rows(project, "SELECT count(*) FROM runs")[0][0]
+    trained_before = sorted((project / "artifacts" / "train").iterdir())
+    res = invoke(project, "run", str(spec), "--dry-run", "-S", "bridge.steps=12")
+    assert res.exit_code == 0, res.output
+    lines = [ln.split() for ln in res.output.splitlines() if ln.startswith("  ")]
+    would = {name.split("-")[0] for name, *why in lines if why == ["would", "run"]}
+    assert {"train", "evaluate"} <= would and not would & {"extract", "score", "select"}  # Locate is shared
+    assert ledger_rows(project, "SELECT count(*) FROM runs")[0][0] == runs_before
+    assert sorted((project / "artifacts" / "train").iterdir()) == trained_before
+
+
+def test_an_override_runs_as_its_own_spec_recorded_in_full(project, first_run):
+    spec, _ = first_run
+    res = invoke(project, "run", str(spec), "-S", "bridge.steps=12")
+    assert res.exit_code == 0, res.output
+    assert not {s.split("-")[0] for s in stages_ran(res.output)} & {"extract", "score", "select"}
+    ((name, text),) = ledger_rows(project, "SELECT name, yaml_text FROM specs WHERE name LIKE 'tiny+%'")
+    assert name == "tiny+bridge.steps=12" and "# -S bridge.steps=12" in text
+    assert yaml.safe_load(text)["bridge"]["steps"] == 12
+    again = project / "from-ledger.yaml"
+    again.write_text(text)  # the recorded YAML alone is the spec: same hash as the run's
+    res = invoke(project, "validate", str(again))
+    assert res.exit_code == 0, res.output
+    (h,) = ledger_rows(project, f"SELECT spec_hash FROM specs WHERE name = '{name}'")[0]
+    assert f"spec hash {h}" in res.output
+    assert [p.name for p in (project / "reports").glob("*.yaml") if "# -S bridge.steps=12" in p.read_text()]
+
+
+def test_export_writes_every_table_that_reads_back_equal_to_the_ledger(project, first_run, tmp_path):
+    import duckdb
+
+    res = invoke(project, "ledger", "export", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    files = {p.stem: p for p in (tmp_path / "out").glob("*.parquet")}
+    assert {"specs", "runs", "layer_geometry", "bridge_results", "samples"} <= set(files)
+    con = duckdb.connect()
+    for table in ("layer_geometry", "bridge_results"):
+        got = con.execute(f"SELECT * FROM read_parquet('{files[table]}') ORDER BY ALL").fetchall()
+        assert got == ledger_rows(project, f"SELECT * FROM {table} ORDER BY ALL")
+    res = invoke(project, "ledger", "export", str(tmp_path / "csv"), "--format", "csv", "-t", "runs")
+    assert res.exit_code == 0 and [p.name for p in (tmp_path / "csv").iterdir()] == ["runs.csv"]
+    res = invoke(project, "ledger", "export", str(tmp_path / "x"), "-t", "nope")
+    assert res.exit_code == 1 and "no table 'nope'" in res.output
+
+
+def test_the_python_api_reads_results_without_blocking_a_run(project, first_run):
+    import dihal
+    from dihal.ledger.store import writer
+
+    geo = dihal.results("layer_geometry", project=project)
+    assert len(geo) == ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0]
+    assert {"layer", "score", "spec_hash"} <= set(geo.columns)
+    everything = dihal.results(project=project)
+    assert "bridge_results" in everything and "schema_version" not in everything
+    with writer(project, wait=0):  # the frames came from a snapshot: nothing of the ledger is held by the notebook
+        pass
+
+
+def test_the_python_api_runs_a_spec_given_as_a_mapping(project, first_run):
+    import dihal
+
+    result = dihal.run({**BASE, "name": "from-python"}, overrides=["eval.n_boot=60"], project=project)
+    ((name,),) = ledger_rows(project, f"SELECT name FROM specs WHERE spec_hash = '{result.spec_hash}'")
+    assert name == "from-python+eval.n_boot=60"
+    assert not list(project.glob(".dihal-inline-*")), "the inline spec file is removed"

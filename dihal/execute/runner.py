@@ -90,9 +90,11 @@ def _error_summary(tail: str) -> str:
     return "\n".join((errs or lines)[-6:])
 
 
-def run_spec(path: Path | str, root: Path | str = ".", *, echo=None, executor="local") -> RunResult:
+def run_spec(
+    path: Path | str, root: Path | str = ".", *, echo=None, executor="local", overrides: list[str] | None = None
+) -> RunResult:
     root = Path(root).resolve()
-    spec, text = load_project_spec(path, root)  # both raise SpecError before anything is written
+    spec, text = load_project_spec(path, root, overrides)  # both raise SpecError before anything is written
     depth = check_resources(spec, str(path), root)
     inputs = input_digests(spec, root)
     h = spec_hash(spec, inputs)

@@ -470,7 +470,8 @@ def render_index(rows: list[SpecSummary], linked: set[str]) -> str:
 
 
 def write_reports(root: Path | str, spec_hash: str) -> Path:
-    """Render reports/<slug>.html for that spec, re-render reports/index.html, return the spec report's path.
+    """Render reports/<slug>.html (and the spec's recorded YAML as reports/<slug>.yaml) for that spec,
+    re-render reports/index.html, return the spec report's path.
 
     Raises dihal.ledger.store.LedgerError when there is no ledger or the spec hash is not in it.
     """
@@ -483,6 +484,8 @@ def write_reports(root: Path | str, spec_hash: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{slugs[spec_hash]}.html"
     write_atomic(path, render_spec(report, slugs[spec_hash], out_dir / FIGURE_CACHE / slugs[spec_hash]))
+    if report.yaml_text:  # the spec as recorded (a derived spec's merged YAML): re-runnable from here alone
+        write_atomic(out_dir / f"{slugs[spec_hash]}.yaml", report.yaml_text)
     linked = {s.slug for s in rows if (out_dir / f"{s.slug}.html").is_file()}
     write_atomic(out_dir / "index.html", render_index(rows, linked))
     return path

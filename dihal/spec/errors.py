@@ -8,9 +8,11 @@ error message must never cost more than the spec it describes.
 
 from __future__ import annotations
 
+import difflib
 import reprlib
+import typing
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 INT32_MAX = 2**31 - 1  # the ledger's INTEGER columns (seed, layer, step, ...) are 32-bit
 
@@ -82,7 +84,35 @@ def _message(e: dict) -> str:
     return msg
 
 
-def problems_of(err: ValidationError, raw: object) -> list[tuple[str, object, str]]:
+def _model_in(tp: object) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (`X`, `X | None`, `tuple[X, ...]`), if any."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """The field names of the section at `loc` (list indices skipped), for did-you-mean."""
+    cls: type[BaseModel] | None = model
+    for part in loc:
+        if cls is None:
+            return []
+        if isinstance(part, int):
+            continue
+        f = cls.model_fields.get(part)
+        cls = _model_in(f.annotation) if f is not None else None
+    return list(cls.model_fields) if cls is not None else []
+
+
+def problems_of(
+    err: ValidationError, raw: object, model: type[BaseModel] | None = None
+) -> list[tuple[str, object, str]]:
+    """Each validation error as (field path, value as written, what was expected); an unknown key names the
+    closest field of its section when `model` (the spec's model) is given."""
     out = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
@@ -91,6 +121,9 @@ def problems_of(err: ValidationError, raw: object) -> list[tuple[str, object, st
         if e["type"] == "extra_forbidden":
             parent = field_path(loc[:-1])
             msg = f"unknown key (not a field of {parent if loc[:-1] else 'the spec'})"
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc[:-1]), n=1, cutoff=0.6)
+            if close:
+                msg += f"; did you mean {close[0]!r}?"
         elif e["type"] == "missing":
             value = "<missing>"
         out.append((field_path(loc), e.get("input") if value is _MISSING else value, msg, e["type"]))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dihal.spec.schema import BackboneSpec, Spec, load_spec
+from dihal.spec.overrides import read_spec_yaml
+from dihal.spec.schema import BackboneSpec, Spec, parse_spec
 
 
 def _rebase(p: str, spec_dir: Path, root: Path) -> str:
@@ -63,10 +64,11 @@ def resolve_paths(spec: Spec, spec_dir: Path | str, root: Path | str) -> Spec:
     return spec.model_copy(update={"data": data, "backbone": backbone, "sensitivity": variants})
 
 
-def load_project_spec(path: Path | str, root: Path | str) -> tuple[Spec, str]:
-    """`load_spec` plus the path rule: the spec every command hashes and runs, and the YAML as written."""
-    spec, text = load_spec(path)
-    return resolve_paths(spec, Path(path).parent, root), text
+def load_project_spec(path: Path | str, root: Path | str, overrides: list[str] | None = None) -> tuple[Spec, str]:
+    """The spec every command hashes and runs (its `extends:` and `-S` overrides applied, then the path rule),
+    and the YAML to record: as written, or the derived spec's merged YAML (`dihal.spec.overrides`)."""
+    raw, text = read_spec_yaml(path, overrides)
+    return resolve_paths(parse_spec(raw, str(path)), Path(path).parent, root), text
 
 
 def at_root(backbone: BackboneSpec, root: Path | str) -> BackboneSpec:

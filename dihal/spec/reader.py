@@ -145,7 +145,7 @@ def parse_yaml(text: str, source: str) -> object:
     except _Refused as r:
         raise SpecError(source, [r.problem]) from None
     except yaml.MarkedYAMLError as err:
-        where = f" (line {err.problem_mark.line + 1}, column {err.problem_mark.column + 1})" if err.problem_mark else ""
+        where = f"line {err.problem_mark.line + 1}, column {err.problem_mark.column + 1}" if err.problem_mark else "?"
         what = err.problem or err.context or "invalid YAML"
         if "nesting depth" in what:  # libyaml's own bound (1000 levels) met before ours
             raise SpecError(
@@ -158,7 +158,8 @@ def parse_yaml(text: str, source: str) -> object:
                     )
                 ],
             ) from None
-        raise SpecError(source, [("<yaml>", what + where, "valid YAML")]) from None
+        context = f"{err.context}, " if err.context and err.problem else ""
+        raise SpecError(source, [("<yaml>", where, f"valid YAML ({context}{what})")]) from None  # whole, not cut
     except ValueError as err:
         digits = re.search(r"value has (\d+) digits", str(err))
         if digits:  # an integer literal past Python's str -> int conversion limit

@@ -523,7 +523,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(source, _problems(err, raw)) from None
+        raise SpecError(source, _problems(err, raw, Spec)) from None
     problems = _variant_problems(spec, raw)
     if not problems:  # limits read the variants' merged specs, which need valid variants
         from dihal.spec.limits import limit_problems
