@@ -419,3 +419,13 @@ def test_the_python_api_runs_a_spec_given_as_a_mapping(project, first_run):
     ((name,),) = ledger_rows(project, f"SELECT name FROM specs WHERE spec_hash = '{result.spec_hash}'")
     assert name == "from-python+eval.n_boot=60"
     assert not list(project.glob(".dihal-inline-*")), "the inline spec file is removed"
+
+
+def test_the_summary_leads_with_a_one_line_answer_and_explains_its_columns(project, first_run):
+    _, result = first_run
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("tiny: ℓ* = ")]
+    (layer,) = ledger_rows(
+        project, "SELECT layer FROM selections WHERE spec_hash IN (SELECT spec_hash FROM specs WHERE name = 'tiny')"
+    )[0]
+    assert line.startswith(f"tiny: ℓ* = {layer} (") and "gen PPL" in line and "× real text" in line
+    assert "d-1..3: distinct n-grams" in result.output.replace("\n", " ")

@@ -16,8 +16,49 @@ def _f(v, fmt: str = ".4g") -> str:
     return "" if v is None else format(v, fmt)
 
 
+def headline(root: Path, h: str) -> str | None:
+    """The answer in one line: ℓ*, how sure, and the bridge's gen PPL at ℓ* on the scale of real text."""
+    _, sel = ledger.query(root, "SELECT layer, argmax_share FROM selections WHERE spec_hash = ?", [h])
+    if not sel:
+        return None
+    layer, share = sel[0]
+    line = f"ℓ* = {layer}" + (f" ({share:.0%} of resamples)" if share is not None else "")
+    _, bridge = ledger.query(
+        root,
+        "SELECT avg(gen_ppl), avg(bridge_val_loss) FROM bridge_results WHERE spec_hash = ? AND layer = ?",
+        [h, layer],
+    )
+    if bridge and bridge[0][0] is not None:
+        ppl, loss = bridge[0]
+        line += f"; bridge at ℓ*: gen PPL {ppl:.3g}"
+        real = (
+            ledger.query(
+                root,
+                "SELECT avg(gen_ppl) FROM reference_results WHERE spec_hash = ? AND reference = 'real_text'",
+                [h],
+            )[1]
+            if _has(root, "reference_results")
+            else []
+        )
+        if real and real[0][0]:
+            line += f" = {ppl / real[0][0]:.1f}× real text ({real[0][0]:.3g})"
+        line += f", val loss {_f(loss)}"
+    return line
+
+
+BRIDGE_LEGEND = (
+    "val loss: the bridge's denoising loss on validation blocks; recovery CE / rec. acc: the upper blocks' "
+    "next-token cross-entropy and accuracy from the bridge's states; gen ppl: the judge's perplexity of "
+    "generated text (lower is better; see the references); d-1..3: distinct n-grams; div: their product; "
+    "H1: unigram entropy (nats)"
+)
+
+
 def print_summary(con: Console, root: Path, result) -> None:
     h = result.spec_hash
+    line = headline(root, h)
+    if line:
+        con.print(f"[bold]{shown(result.spec.name)}[/bold]: {shown(line)}", highlight=False)
     _, chosen = ledger.query(root, "SELECT space FROM selections WHERE spec_hash = ?", [h])
     space = chosen[0][0] if chosen and chosen[0][0] else result.spec.geometry.space
     cols, rows = ledger.query(
@@ -199,13 +240,15 @@ def _bridge(con: Console, root: Path, h: str) -> None:
     for r in rows:
         t.add_row(str(r[0]), str(r[1]), *(_f(v) for v in r[2:]))
     con.print(t)
+    con.print(f"[dim]{BRIDGE_LEGEND}[/dim]", highlight=False)
     _, samples = ledger.query(
         root,
         "SELECT layer, seed, text FROM samples WHERE spec_hash = ? AND idx < 3 ORDER BY layer, seed, idx LIMIT 6",
         [h],
     )
-    for layer, seed, sample in samples:
-        con.print(f"[dim]L{layer} s{seed}[/dim] {shown(repr(sample[:160]))}", highlight=False)
+    for layer, seed, sample in samples:  # plain text on one line: newlines as ⏎, other control characters escaped
+        one_line = " ⏎ ".join(part.strip() for part in sample[:160].splitlines())
+        con.print(f"[dim]L{layer} s{seed}[/dim] {shown(one_line)}", highlight=False)
 
 
 def _has(root: Path, table: str) -> bool:
