@@ -429,3 +429,17 @@ def test_the_summary_leads_with_a_one_line_answer_and_explains_its_columns(proje
     )[0]
     assert line.startswith(f"tiny: ℓ* = {layer} (") and "gen PPL" in line and "× real text" in line
     assert "d-1..3: distinct n-grams" in result.output.replace("\n", " ")
+
+
+def test_compare_puts_specs_side_by_side_by_name_or_hash_prefix(project, first_run):
+    ((h, layer),) = ledger_rows(
+        project,
+        "SELECT s.spec_hash, sel.layer FROM specs s JOIN selections sel USING (spec_hash) WHERE s.name = 'tiny'",
+    )
+    res = invoke(project, "compare", "tiny", h[:10])
+    assert res.exit_code == 0, res.output
+    (row,) = [ln for ln in res.output.splitlines() if "ℓ*" in ln and "at" not in ln]
+    assert row.split("│")[2].strip() == row.split("│")[3].strip() == str(layer)
+    assert "gen PPL at ℓ*" in res.output and "real-text gen PPL" in res.output
+    res = invoke(project, "compare", "tiny", "no-such-spec")
+    assert res.exit_code == 1 and "no spec named 'no-such-spec'" in res.output

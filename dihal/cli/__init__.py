@@ -207,6 +207,33 @@ def report_cmd(spec_path: Path = SpecArg, overrides: list[str] = SetOpt, project
     out.print(f"wrote {clean(path)}", highlight=False, markup=False)
 
 
+@app.command()
+def compare(
+    specs: list[str] = typer.Argument(..., help="Spec names (the latest run under each) or spec hash prefixes."),
+    project: Path = RootOpt,
+) -> None:
+    """Specs' headline numbers side by side (ℓ*, its share, G, the bridge at ℓ*, real text, C1), from the ledger."""
+    from rich.table import Table
+
+    from dihal.ledger.store import LedgerError
+    from dihal.report.compare import compare as collect
+    from dihal.utils.terminal import text
+
+    try:
+        names, rows = collect(project, specs)
+    except LedgerError as e:
+        error(e)
+        raise typer.Exit(1) from None
+    t = Table()
+    t.add_column("")
+    for name in names:
+        t.add_column(text(name), justify="right")
+    for label, values in rows:
+        cells = ["—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values]
+        t.add_row(label, *(text(c) for c in cells))
+    out.print(t)
+
+
 class Gpu(str, Enum):
     h100 = "h100"
     a100 = "a100"
