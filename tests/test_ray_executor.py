@@ -3,6 +3,7 @@ DVC left clean, worker deaths retried. The tiny sweep of test_run_tiny (layers 1
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -138,3 +139,16 @@ def test_ray_stays_optional():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert 'pip install "dihal[ray]"' in out.stdout
+
+
+def test_each_stage_computes_with_the_threads_its_task_was_granted(local_run, ray_run):
+    """Ray grants each task num_cpus (1 by default): the stage records 1 thread; a local stage, torch's default."""
+    import torch
+
+    ray_root, _, _ = ray_run
+    got = {json.loads(p.read_text())["runtime"]["threads"] for p in (ray_root / "artifacts").glob("*/*/manifest.json")}
+    assert got == {1}
+    local = {
+        json.loads(p.read_text())["runtime"]["threads"] for p in (local_run[0] / "artifacts").glob("*/*/manifest.json")
+    }
+    assert local == {torch.get_num_threads()}

@@ -10,9 +10,11 @@ def run_stage(config_path: Path | str) -> None:
 
     from dihal.stages import correlate, evaluate, extract, reference, score, targets, train
     from dihal.stages.common import StageConfig
+    from dihal.utils.threads import apply as apply_threads
 
     cfg = StageConfig.read(config_path)
     _check_code(config_path, cfg.kind)
+    runtime = apply_threads()  # DIHAL_THREADS, the executor's num_cpus, or torch's default
     torch.use_deterministic_algorithms(True, warn_only=True)
     runners = {  # one entry per dihal.spec.kinds.KINDS (a test holds the two equal)
         "extract": extract.run,
@@ -32,7 +34,7 @@ def run_stage(config_path: Path | str) -> None:
 
     manifest.verify_inputs(cfg)
     runners[cfg.kind](cfg)
-    manifest.write(cfg.out, cfg.kind, cfg.hash)
+    manifest.write(cfg.out, cfg.kind, cfg.hash, runtime)
 
 
 def _check_code(config_path: Path | str, kind: str) -> None:

@@ -92,10 +92,11 @@ def describe(out: Path, hash_limit: int = HASH_LIMIT) -> dict:
     return {"version": VERSION, "hash_limit": hash_limit, "files": files}
 
 
-def write(out: Path | str, kind: str, stage_hash: str) -> Path:
-    """Record what `out` holds; called once the stage has written everything."""
+def write(out: Path | str, kind: str, stage_hash: str, runtime: dict | None = None) -> Path:
+    """Record what `out` holds, and how it was computed (`runtime`: threads); called once the stage has written
+    everything."""
     out = Path(out)
-    manifest = {**describe(out), "kind": kind, "stage_hash": stage_hash}
+    manifest = {**describe(out), "kind": kind, "stage_hash": stage_hash, **({"runtime": runtime} if runtime else {})}
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return out / MANIFEST
 

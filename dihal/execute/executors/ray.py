@@ -77,12 +77,15 @@ def _probe(stages_dir: str) -> tuple[str, bool]:
 
 
 @ray.remote
-def _run_stage(root: str, config: str, name: str, kind: str, env: dict, attempts: str) -> dict:
-    """One stage on a worker: `dihal stage <config>` in the project root; raises StageFailed on a non-zero exit."""
+def _run_stage(root: str, config: str, name: str, kind: str, env: dict, attempts: str, cpus: float) -> dict:
+    """One stage on a worker: `dihal stage <config>` in the project root; raises StageFailed on a non-zero exit.
+    The stage computes with the threads its task was granted (`dihal.utils.threads`), decided here on the worker."""
+    from dihal.utils.threads import stage_env
+
     host, t0 = socket.gethostname(), time.time()
     n = _attempt(Path(attempts), name)
     _kill_once(Path(attempts), kind, env)
-    env = {**env, **{k: os.environ[k] for k in _WORKER_KEYS if k in os.environ}}
+    env = {**env, **{k: os.environ[k] for k in _WORKER_KEYS if k in os.environ}, **stage_env(cpus, env)}
     proc = subprocess.Popen(
         ["dihal", "stage", config], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -243,7 +246,7 @@ def _schedule(todo: list, root: Path, opts: dict, env: dict, retries: int, log: 
                 pending.remove(st)
                 ref = _run_stage.options(
                     **opts[st.name], max_retries=retries, retry_exceptions=True, name=st.name
-                ).remote(str(root), str(st.config_path), st.name, st.kind, env, attempts)
+                ).remote(str(root), str(st.config_path), st.name, st.kind, env, attempts, opts[st.name]["num_cpus"])
                 running[ref] = (st, time.monotonic())
                 log(
                     f"Running stage '{st.name}' (ray; cpus={opts[st.name]['num_cpus']:g}, "
