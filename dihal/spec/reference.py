@@ -204,7 +204,8 @@ def _rules(paths: list[str]) -> list[str]:
     out.append(
         f"Not part of the spec hash (labels: they name, permit or place a run, never change what it computes): "
         f"{labels}. The hash is taken over the validated spec, so key order, comments, `1e-3` vs `0.001` and "
-        "spelled-out defaults do not change it."
+        "spelled-out defaults do not change it. Local files (`data.paths`, a local `data.dataset`, a `local` "
+        "backbone's model files) enter it by their content, never their path (`dihal/spec/inputs.py`)."
     )
     when_set = {(f"{s}.{n}" if s else n) for s, n in HASHED_WHEN_SET}
     out.append(
@@ -215,6 +216,11 @@ def _rules(paths: list[str]) -> list[str]:
     out.append(
         "A value above a field's upper bound (`dihal/spec/limits.py`) is refused unless the field's path is "
         "listed under `allow_large`."
+    )
+    out.append(
+        "`extends: base.yaml` (relative to the file) builds on another spec: mappings merge key by key, other "
+        "values replace. `-S section.field=value` on the command line sets one field and names the result "
+        "`<name>+section.field=value` (`dihal/spec/overrides.py`)."
     )
     return [f"- {r}" for r in out]
 
