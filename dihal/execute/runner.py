@@ -78,6 +78,9 @@ def ensure_project(root: Path) -> None:
             dvc(["init", "--quiet", *args], root, check=True)
             dvc(["config", "core.analytics", "false"], root, check=True)
             dvc(["config", "cache.type", manifest.CACHE_TYPE], root, check=True)
+            if not args:  # a git project: `dvc plots show` writes dvc_plots/, a rendering, never a source
+                with open(root / ".gitignore", "a") as f:
+                    f.write("/dvc_plots/\n")
         if manifest.upgrade_cache_type(root, lambda args: dvc(args, root, check=True)):  # old: hardlink,copy
             dvc(["checkout", "--relink", "--quiet"], root)  # best effort: copies replace the old hard links
     for d in ("ledger", "reports"):

@@ -5,8 +5,8 @@
   params file with its `params` key (the settings that define the stage), so DVC shows them
   as `params.geometry.k`, `params.bridge.lr`, ...; the file stays a plain dep as well, so the
   rest of the config (inputs, identity) still invalidates the stage.
-- metrics: `metrics/<stage-name>.json`, a few scalars per stage (score: G per layer, ℓ* and its
-  argmax share; select: the layer trained; train: the final logged loss; evaluate: the bridge
+- metrics: `metrics/<stage-name>.json`, a few scalars per stage (score: ℓ*, its G and argmax
+  share -- G per layer is a plot; select: the layer trained; train: the final logged loss; evaluate: the bridge
   metrics of one (layer, seed); correlate: ρ, τ and their p-values; reference: the judged perplexity and
   text metrics of each reference row).
 - plots: `plots/<stage-name>/<file>.json`, lists of rows (score: the geometry profile per layer;
@@ -31,9 +31,34 @@ PLOTS_DIR = Path("plots")
 
 # kind -> plot file -> DVC plot properties (x, y, template)
 PLOTS: dict[str, dict[str, dict]] = {
-    "score": {"geometry.json": {"x": "layer", "y": "G"}},
-    "train": {"curve.json": {"x": "step", "y": "loss"}},
-    "correlate": {"g_vs_loss.json": {"x": "G", "y": "bridge_val_loss", "template": "scatter"}},
+    "score": {
+        "geometry.json": {
+            "x": "layer",
+            "y": "G",
+            "title": "Geometry score G per layer (the argmax is ℓ*)",
+            "x_label": "layer ℓ",
+            "y_label": "G = z(κ) − z(σ) + z(r)",
+        }
+    },
+    "train": {
+        "curve.json": {
+            "x": "step",
+            "y": "loss",
+            "title": "Bridge training loss",
+            "x_label": "optimizer step",
+            "y_label": "denoising loss",
+        }
+    },
+    "correlate": {
+        "g_vs_loss.json": {
+            "x": "G",
+            "y": "bridge_val_loss",
+            "template": "scatter",
+            "title": "C1: geometry score against bridge validation loss, one point per layer",
+            "x_label": "G",
+            "y_label": "bridge validation loss (mean over seeds)",
+        }
+    },
 }
 HAS_METRICS = ("score", "select", "train", "evaluate", "correlate", "reference")
 # evaluate's metrics.json fields that are not metrics (lists, digests, timings)
@@ -61,16 +86,13 @@ def dvc_fields(kind: str, name: str, config_path: Path | str) -> dict:
     return fields
 
 
-def _layer_key(layer: int) -> str:
-    return f"L{int(layer):02d}"
-
-
 def score_results(scores: dict, stability: dict | None) -> tuple[dict, dict]:
     """(metrics, plots) of a score stage from its scores.json and stability.json contents."""
     layers, g = scores["layers"], scores["score"]
     share = dict(zip(stability["layers"], stability["argmax_share"])) if stability else {}
     best = scores["best"]
-    metrics = {"ell_star": best, "argmax_share": share.get(best), "G": {_layer_key(la): v for la, v in zip(layers, g)}}
+    # G per layer is a series, so it is a plot (geometry.json), not 29 metric columns in `dvc exp show`
+    metrics = {"ell_star": best, "argmax_share": share.get(best), "G_at_ell_star": g[layers.index(best)]}
     if scores.get("spaces"):
         shares = (stability or {}).get("spaces") or {}
         metrics["by_space"] = {
