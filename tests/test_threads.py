@@ -36,3 +36,12 @@ def test_a_stage_process_applies_the_count_before_it_computes():
     env = {**os.environ, **stage_env(1.0, {})}
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert json.loads(got.stdout) == {"threads": 1, "threads_from": "executor num_cpus"}
+
+
+def test_stages_wait_passively_unless_the_user_chose_otherwise(monkeypatch):
+    from dihal.execute.dvc import env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert env()["OMP_WAIT_POLICY"] == "PASSIVE"  # bench/contention.py: spinning threads lose ~6x beside a competitor
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert env()["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -22,6 +22,10 @@ def env() -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)  # stage commands call `dihal`: use this interpreter's
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    # OpenMP threads that wait by spinning take a shared machine's cores from everything else and, beside any
+    # other CPU-bound process, slow a stage ~6x (bench/contention.py); passive waiting keeps it near its fair
+    # share. It changes scheduling, never a number. An OMP_WAIT_POLICY the user set is kept.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
