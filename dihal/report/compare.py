@@ -6,12 +6,14 @@ reader compares first -- where diffusion enters, how sure that is, and what the 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dihal.ledger import store as ledger
 from dihal.ledger.store import LedgerError
+from dihal.report.rows import has_table
 
-ROWS = [  # (label, SQL giving one value for spec_hash ? — with ℓ* bound where it needs it)
+ROWS = [  # (label, SQL giving one value for spec_hash ?); the first table after FROM must exist for the row to have values
     ("spec hash", "SELECT left(spec_hash, 12) FROM specs WHERE spec_hash = ?"),
     ("ℓ*", "SELECT layer FROM selections WHERE spec_hash = ?"),
     ("space", "SELECT space FROM selections WHERE spec_hash = ?"),
@@ -40,13 +42,13 @@ ROWS = [  # (label, SQL giving one value for spec_hash ? — with ℓ* bound whe
 ]
 
 
-def resolve(root: Path, wanted: str) -> tuple[str, str]:
+def resolve(con, wanted: str) -> tuple[str, str]:
     """(spec_hash, name) of a spec named by its name (latest seen) or a hash prefix of at least 6 characters."""
-    _, rows = ledger.query(
-        root, "SELECT spec_hash, name FROM specs WHERE name = ? ORDER BY last_seen DESC NULLS LAST LIMIT 1", [wanted]
-    )
+    rows = con.execute(
+        "SELECT spec_hash, name FROM specs WHERE name = ? ORDER BY last_seen DESC NULLS LAST LIMIT 1", [wanted]
+    ).fetchall()
     if not rows and len(wanted) >= 6:
-        _, rows = ledger.query(root, "SELECT spec_hash, name FROM specs WHERE starts_with(spec_hash, ?)", [wanted])
+        rows = con.execute("SELECT spec_hash, name FROM specs WHERE starts_with(spec_hash, ?)", [wanted]).fetchall()
         if len(rows) > 1:
             raise LedgerError(f"{wanted!r} is the start of {len(rows)} spec hashes: give more of it")
     if not rows:
@@ -54,20 +56,18 @@ def resolve(root: Path, wanted: str) -> tuple[str, str]:
     return rows[0][0], rows[0][1]
 
 
-def _has(root: Path, table: str) -> bool:
-    _, rows = ledger.query(root, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])
-    return bool(rows[0][0])
-
-
 def compare(root: Path, wanted: list[str]) -> tuple[list[str], list[tuple[str, list[object]]]]:
-    """(spec names, [(row label, one value per spec)]); a value is None where a spec has no such result."""
-    specs = [resolve(root, w) for w in wanted]
-    rows = []
-    for label, sql in ROWS:
-        table = sql.split(" FROM ")[1].split()[0]
-        values = []
-        for h, _ in specs:
-            got = ledger.query(root, sql, [h])[1] if _has(root, table) else []
-            values.append(got[0][0] if got else None)
-        rows.append((label, values))
+    """(spec names, [(row label, one value per spec)]); a value is None where a spec has no such result.
+    One read-only connection, closed before anything is printed."""
+    with ledger.reader(root) as con:
+        specs = [resolve(con, w) for w in wanted]
+        rows = []
+        for label, sql in ROWS:
+            table = re.search(r"\bFROM (\w+)", sql).group(1)  # older ledgers may lack reference_results
+            present = has_table(con, table)
+            values = []
+            for h, _ in specs:
+                got = con.execute(sql, [h]).fetchall() if present else []
+                values.append(got[0][0] if got else None)
+            rows.append((label, values))
     return [name for _, name in specs], rows

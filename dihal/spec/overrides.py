@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from dihal.spec.errors import SpecError
+from dihal.spec.errors import SpecError, short
 from dihal.spec.reader import parse_yaml, read_yaml
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+))*")
@@ -105,7 +105,7 @@ def apply(raw: dict, overrides: list[str]) -> dict:
                 if child is None:
                     child = node[idx] = {}  # type: ignore[index]
                 elif not isinstance(child, dict | list):
-                    raise _bad(text, f"{where} is {child!r}, not a section")
+                    raise _bad(text, f"{where} is {short(child)}, not a section")
                 node = child
     return out
 
