@@ -61,8 +61,9 @@ def validate(
 ) -> None:
     """Check specs (schema, files, layers against the backbone's depth) without computing anything."""
     failed = 0
+    sets_list = variants(overrides, multirun)
     for spec_path in spec_paths:
-        for sets in variants(overrides, multirun):
+        for sets in sets_list:
             notes: list[str] = []
             try:
                 spec, depth, h = checked(spec_path, project, notes, sets)
