@@ -139,3 +139,34 @@ def test_invalid_spec_exits_2_naming_the_field(tmp_path):
     res = runner.invoke(app, ["plan", str(bad)])
     assert res.exit_code == 2
     assert "bridge.steps" in res.output
+
+
+def test_a_cuda_spec_is_costed_on_a_gpu_unless_cpu_is_asked(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import dihal.backbone.depth as depth
+    import dihal.cost.machine as machine
+
+    monkeypatch.setattr(depth, "cached_hub_config", lambda spec: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no nvidia-smi: the default GPU class
+    spec = ROOT / "specs" / "llama-3.1-8b.yaml"
+    default = plan_json(spec)
+    assert default["machine"]["name"] == machine.GPUS[machine.DEFAULT_GPU]["name"]
+    assert any("backbone.device is cuda" in a and "--gpu" in a for a in default["assumptions"])
+    on_cpu = plan_json(spec, "--cpu")
+    assert on_cpu["machine"]["name"] == "this machine (CPU)"
+    assert on_cpu["total"]["serial_s"] > 100 * default["total"]["serial_s"]
+    res = runner.invoke(app, ["plan", str(spec), "--cpu", "--gpu", "a100", "-C", str(ROOT)])
+    assert res.exit_code == 1 and "--cpu and --gpu" in res.output
+
+
+def test_every_geometry_space_is_costed_and_every_stage_pays_its_start(tmp_path):
+    both = plan_json(ROOT / "specs" / "quickstart.yaml")
+    one = plan_json(variant(tmp_path, "one", geometry={"spaces": ["bridge"]}))
+    score = {d["kind"]: d for d in both["stages"]}["score"]
+    score_one = {d["kind"]: d for d in one["stages"]}["score"]
+    assert score["flops"] == pytest.approx(2 * score_one["flops"])
+    from dihal.cost.machine import BACKBONE_START_S, START_S
+
+    by_kind = {d["kind"]: d for d in both["stages"]}
+    assert by_kind["select"]["seconds"] >= START_S  # a fresh process, even for an argmax
+    assert by_kind["extract"]["seconds"] >= START_S + BACKBONE_START_S

@@ -252,9 +252,11 @@ def plan(
     gpu: Gpu | None = typer.Option(
         None,
         "--gpu",
-        help="Estimate wall time on this GPU class (datasheet peak × "
-        "utilisation); default: this machine, from a quick matmul benchmark.",
+        help="Estimate wall time on this GPU class (datasheet peak × utilisation). Default: for a spec whose "
+        "backbone.device is cuda, this machine's GPU when nvidia-smi names a known class, else an H100; otherwise "
+        "this machine's CPU, from a quick matmul benchmark.",
     ),
+    cpu: bool = typer.Option(False, "--cpu", help="Cost on this machine's CPU even when the spec asks for cuda."),
     workers: int = typer.Option(1, "--workers", min=1, help="Workers running independent stages in parallel."),
     utilisation: float | None = typer.Option(
         None,
@@ -272,7 +274,9 @@ def plan(
 
     spec, _, _ = load_checked(spec_path, project, None, overrides)
     try:
-        est = estimate(spec, project, gpu.value if gpu else None, workers, utilisation)
+        if cpu and gpu:
+            raise CostError("--cpu and --gpu name two machines: give one")
+        est = estimate(spec, project, "cpu" if cpu else (gpu.value if gpu else None), workers, utilisation)
     except CostError as e:
         error(e)
         raise typer.Exit(1) from None

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from dihal.cost.backbone import KNOWN, CostError, Shape, backbone_shape
 from dihal.cost.machine import (
-    CPU_EFFICIENCY,
     GPU_UTILISATION,
     GPUS,
     Machine,
     critical_path,
     gpu,
+    gpu_for,
     schedule,
     this_machine,
 )
@@ -97,7 +97,7 @@ def _cost(spec, shape: Shape, machine: Machine, root: Path) -> list[StageCost]:
     coster = Coster(spec, shape, list(geo_layers))
     costs = [coster.stage(st) for st in p.stages]
     for c in costs:
-        c.seconds = machine.seconds(c.flops, c.bw_bytes, c.load_bytes)
+        c.seconds = machine.seconds(c.flops, c.bw_bytes, c.load_bytes, c.kind)
     return costs
 
 
@@ -110,20 +110,24 @@ def _totals(costs: list[StageCost], workers: int) -> tuple[float, float, float]:
 def estimate(
     spec, root: Path | str = ".", gpu_kind: str | None = None, workers: int = 1, utilisation: float | None = None
 ) -> Estimate:
-    """Cost `spec` (paths already resolved against `root`) on `gpu_kind` (a key of GPUS) or this machine."""
+    """Cost `spec` (paths already resolved against `root`) on `gpu_kind` (a key of GPUS), on this machine's CPU
+    (`"cpu"`), or, when None, where the spec's backbone.device says (`dihal.cost.machine.gpu_for`)."""
     from dihal.spec.paths import at_root
 
     root = Path(root)
     shape = backbone_shape(at_root(spec.backbone, root))
-    if gpu_kind:
+    why_gpu = ""
+    if gpu_kind is None:
+        gpu_kind, why_gpu = gpu_for(spec.backbone.device)
+    if gpu_kind and gpu_kind != "cpu":
         machine = gpu(gpu_kind, GPU_UTILISATION if utilisation is None else utilisation)
     else:
-        machine = this_machine(root, CPU_EFFICIENCY if utilisation is None else utilisation)
+        machine = this_machine(root, utilisation)
     costs = _cost(spec, shape, machine, root)
     serial, parallel, critical = _totals(costs, workers)
     est = Estimate(spec.name, shape, spec.backbone.dtype, machine, workers, costs, serial, parallel, critical)
     est.sweep = _sweep(spec, shape, machine, root, workers, costs)
-    est.assumptions = _assumptions(est, spec)
+    est.assumptions = _assumptions(est, spec) + ([why_gpu] if why_gpu else [])
     return est
 
 
@@ -155,7 +159,7 @@ def _sweep(spec, shape: Shape, machine: Machine, root: Path, workers: int, costs
 
 
 def _assumptions(est: Estimate, spec) -> list[str]:
-    from dihal.cost.machine import ACT_FACTOR_NOTE, LOAD_GBS
+    from dihal.cost.machine import ACT_FACTOR_NOTE, BACKBONE_START_S, LOAD_GBS, START_S
 
     out = [
         "These are estimates, not measurements.",
@@ -163,7 +167,8 @@ def _assumptions(est: Estimate, spec) -> list[str]:
         f"Throughput: {est.machine.source}.",
         "FLOPs: 2·params·tokens per forward through the backbone slice (+ causal attention), 6·params·tokens "
         "to train the denoiser (+ attention); kNN/covariance/eigendecomposition counted for score.",
-        f"Every stage that loads the backbone reads its weights at {LOAD_GBS:g} GB/s first.",
+        f"Every stage starts in {START_S:g} s (a fresh process importing torch); one that loads the backbone "
+        f"adds {BACKBONE_START_S:g} s (transformers' model code) and reads its weights at {LOAD_GBS:g} GB/s.",
         ACT_FACTOR_NOTE,
         f"--workers {est.workers}: list schedule over the stage graph (critical path first) on identical "
         f"workers; critical path alone {est.critical_s:.0f} s.",

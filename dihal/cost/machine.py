@@ -18,8 +18,17 @@ GPUS: dict[str, dict] = {
     "l4": {"name": "L4 24GB", "tflops": 121.0, "bandwidth_gbs": 300.0, "memory_gb": 24.0},
 }
 GPU_UTILISATION = 0.40  # share of peak a stage sustains (MFU); small denoisers and kNN reach less, large GEMMs more
-CPU_EFFICIENCY = 0.50  # share of a bare matmul's measured rate a whole stage sustains on this machine
+CPU_EFFICIENCY = 0.50  # share of a bare matmul's measured rate the backbone's forward passes sustain on a CPU
+# What the other kinds sustain on a CPU, relative to CPU_EFFICIENCY, measured with bench/plan.py on the embedded
+# backbone (2 cores): the denoiser's small GEMMs and backward (train), short decodes at batch ≤ 32 (evaluate,
+# reference), and float64 geometry with kNN selection and sorting (score). Fitted once, stated in the plan.
+CPU_KIND_FACTOR: dict[str, float] = {"train": 0.7, "evaluate": 0.5, "reference": 0.4, "score": 0.4}
 LOAD_GBS = 2.0  # weights read from disk / page cache per backbone-loading stage, GB/s
+# Seconds every stage process spends before its first FLOP (interpreter, torch and dihal imports), and the
+# extra a backbone-loading stage spends importing transformers' model code and building the model; measured
+# on this 2-core machine (bench/plan.py), not scaled to other machines.
+START_S = 2.0
+BACKBONE_START_S = 3.5
 BENCH_FILE = Path("bench") / "throughput.json"  # optional: {"cpu_gflops": <float>, "source": "..."}
 
 
@@ -30,11 +39,13 @@ class Machine:
     bandwidth: float | None  # bytes/s for memory-bound decoding; None = not modelled
     memory: float | None  # device memory, bytes
     source: str  # how `flops` was obtained
+    kind_factor: tuple[tuple[str, float], ...] = ()  # a stage kind's sustained rate = flops × factor (default 1)
 
-    def seconds(self, flops: float, bw_bytes: float = 0.0, load_bytes: float = 0.0) -> float:
-        compute = flops / self.flops
+    def seconds(self, flops: float, bw_bytes: float = 0.0, load_bytes: float = 0.0, kind: str = "") -> float:
+        compute = flops / (self.flops * dict(self.kind_factor).get(kind, 1.0))
         memory = bw_bytes / self.bandwidth if self.bandwidth and bw_bytes else 0.0
-        return max(compute, memory) + load_bytes / (LOAD_GBS * 1e9)
+        start = START_S + (BACKBONE_START_S if load_bytes else 0.0)
+        return start + max(compute, memory) + load_bytes / (LOAD_GBS * 1e9)
 
 
 def gpu(kind: str, utilisation: float = GPU_UTILISATION) -> Machine:
@@ -49,8 +60,38 @@ def gpu(kind: str, utilisation: float = GPU_UTILISATION) -> Machine:
     )
 
 
-def this_machine(root: Path | str = ".", efficiency: float = CPU_EFFICIENCY) -> Machine:
-    """bench/throughput.json when present, else a ~0.2 s float32 matmul benchmark (numpy), × CPU_EFFICIENCY."""
+DEFAULT_GPU = "h100"
+
+
+def gpu_for(device: str) -> tuple[str | None, str]:
+    """The GPU class to cost a spec on when none is named: a spec whose backbone runs on `cuda` is costed on
+    this machine's GPU when nvidia-smi names a known class, else on DEFAULT_GPU; any other device on the CPU.
+    Returns (GPUS key or None, why)."""
+    if not device.startswith("cuda"):
+        return None, ""
+    import shutil
+    import subprocess
+
+    names = ""
+    if shutil.which("nvidia-smi"):
+        try:
+            names = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            ).stdout.lower()
+        except (OSError, subprocess.SubprocessError):
+            names = ""
+    for key in GPUS:
+        if key in names:
+            return key, f"backbone.device is {device}: costed on this machine's {GPUS[key]['name']} (nvidia-smi)"
+    return DEFAULT_GPU, (
+        f"backbone.device is {device} and no known GPU is visible here: costed on an {GPUS[DEFAULT_GPU]['name']} "
+        "(--gpu chooses another)"
+    )
+
+
+def this_machine(root: Path | str = ".", efficiency: float | None = None) -> Machine:
+    """bench/throughput.json when present, else a ~0.2 s float32 matmul benchmark (numpy), × CPU_EFFICIENCY and
+    each kind's CPU_KIND_FACTOR; an explicit `efficiency` applies to every kind alike."""
     path = Path(root) / BENCH_FILE
     try:
         saved = json.loads(path.read_text())
@@ -59,12 +100,17 @@ def this_machine(root: Path | str = ".", efficiency: float = CPU_EFFICIENCY) -> 
         gflops = measure_gflops()
         threads = os.environ.get("OMP_NUM_THREADS", "BLAS default")
         how = f"measured now: float32 matmul 512³, {gflops:.1f} GFLOP/s (threads: {threads})"
+    if efficiency is not None:
+        return Machine("this machine (CPU)", gflops * 1e9 * efficiency, None, None, f"{how} × {efficiency:.0%}")
+    factors = ", ".join(f"{k} {CPU_EFFICIENCY * f:.0%}" for k, f in CPU_KIND_FACTOR.items())
     return Machine(
         "this machine (CPU)",
-        gflops * 1e9 * efficiency,
+        gflops * 1e9 * CPU_EFFICIENCY,
         None,
         None,
-        f"{how} × {efficiency:.0%} stage efficiency; decoding and dtype not modelled separately",
+        f"{how} × {CPU_EFFICIENCY:.0%} for backbone passes ({factors}; calibrated on the quickstart's stages, "
+        "bench/plan.py)",
+        tuple(CPU_KIND_FACTOR.items()),
     )
 
 

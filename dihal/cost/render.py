@@ -24,7 +24,9 @@ def duration(s: float) -> str:
         return f"{s / 60:.1f} min"
     if s < 86400:
         return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
+    if s < 365 * 86400:
+        return f"{s / 86400:.1f} d"
+    return f"{s / (365 * 86400):.1f} years"
 
 
 def print_plan(con: Console, est: Estimate) -> None:

@@ -136,6 +136,7 @@ class Coster:
         g, d = p["geometry"], self.s.d
         up = st.upstream["extract"].params["geometry"]
         n, layers = up["n_tokens"], len(up["layers"] or self.candidates)
+        spaces = len({g.get("space"), *(g.get("spaces") or ())} - {None}) or 1  # each space is scored in full
         r = 32  # stability's top-r eigen-directions
         per_layer = (
             2 * g["anchors"] * n * d
@@ -149,10 +150,11 @@ class Coster:
             st.name,
             "score",
             n * layers,
-            per_layer * layers,
+            per_layer * layers * spaces,
             0,
             mem,
-            note=f"{layers} layers × {n} states; kNN {g['anchors']} anchors, n_boot {g['n_boot']}",
+            note=f"{layers} layers × {n} states × {spaces} space{'s' * (spaces > 1)}; kNN {g['anchors']} anchors, "
+            f"n_boot {g['n_boot']}",
         )
 
     def select(self, p, st) -> StageCost:
