@@ -20,6 +20,10 @@ from dataclasses import asdict, dataclass, field
 
 from dihal.cost.backbone import BYTES, Shape
 
+# The C3 readout and autoencoder predict over their training vocabulary (the tokens seen in the training blocks), not
+# the backbone's: its size by Heaps' law, K·√tokens, fitted on the embedded corpus (4,506 distinct tokens in
+# 1024 × 64); a corpus with a richer vocabulary plans low, bounded by the backbone's vocabulary.
+HEAPS_K = 18.0
 ACT_FACTOR = 6  # live activations per token: a few d-wide tensors plus the MLP's intermediate (see _activations)
 DECODE_BATCH = 32  # dihal.stages.reference.BATCH
 
@@ -96,6 +100,11 @@ def _latent_ae_params(d_in: int, width: int, vocab: int, dm: int, depth: int, ma
     block = 12 * dm * dm + 13 * dm  # nn.TransformerEncoderLayer with 4·dm feed-forward
     stack = lambda i, o: i * dm + dm + max_len * dm + depth * block + 2 * dm + dm * o + o  # noqa: E731
     return stack(d_in, width) + stack(width, vocab)
+
+
+def training_vocab(tokens: float, vocab: int) -> float:
+    """Distinct tokens expected in `tokens` positions of text (Heaps' law, HEAPS_K), at most the vocabulary."""
+    return min(float(vocab), HEAPS_K * math.sqrt(tokens))
 
 
 def _activations(shape: Shape, batch: int, seq: int, nbytes: int) -> float:
@@ -217,16 +226,19 @@ class Coster:
         if iface:  # C3: the baseline samples its blocks itself and reads the backbone's embeddings
             weights, load = weights + self.weights, self.weights
             rec_tokens = iface.get("recovery_steps", 0) * iface.get("recovery_batch_tokens", 0)
+            vocab = training_vocab(blocks["n_train"] * seq, s.vocab)
             if iface["name"] == "embedding_readout":
-                flops += 6 * d_in * s.vocab * rec_tokens
+                flops += 6 * d_in * vocab * rec_tokens
                 tokens += rec_tokens
             elif iface["name"] == "latent_ae":
-                ae = _latent_ae_params(s.d, d_in, s.vocab, iface["latent_d_model"], iface["latent_depth"], seq)
+                ae = _latent_ae_params(s.d, d_in, vocab, iface["latent_d_model"], iface["latent_depth"], seq)
                 flops += 6 * ae * rec_tokens
                 tokens += rec_tokens
                 weights += ae * 16
-            bound = " (readout over the full vocab: upper bound)" if iface["name"] == "embedding_readout" else ""
-            note = f"C3 {iface['name']}{bound}; " + note
+            seen = (
+                f" (training vocabulary ≈ {vocab:,.0f})" if iface["name"] in ("embedding_readout", "latent_ae") else ""
+            )
+            note = f"C3 {iface['name']}{seen}; " + note
         return StageCost(st.name, "train", tokens, flops, weights, act + states, 0, load, note=note)
 
     def evaluate(self, p, st) -> StageCost:
