@@ -54,10 +54,12 @@ def bar(
     unit: str = "it",
     initial: int = 0,
     leave: bool = True,
-    enabled: bool = True,
+    enabled: bool | None = None,
 ) -> tqdm:
-    """A progress bar in the style `DIHAL_PROGRESS` asks for; `enabled=False` (or style off) shows nothing."""
-    kind = style() if enabled else None
+    """A progress bar in the style `DIHAL_PROGRESS` asks for. `enabled`: None follows `DIHAL_PROGRESS` (off at
+    `0`); False shows nothing; True shows one even at `0` (a caller that already decided, as the trainers'
+    `progress` argument does)."""
+    kind = None if enabled is False else style() or ("bar" if enabled else None)
     common = {"total": total, "desc": desc, "unit": unit, "initial": initial, "leave": leave}
     if kind == "lines":
         return LineBar(iterable, **common)
