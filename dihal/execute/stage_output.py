@@ -77,7 +77,7 @@ class StageOutput:
         self._plan = plan
         self._stages = {st.name: st for st in plan.stages}
         self._seen: dict[str, int] = {}
-        self._buf, self._after_cr, self._frame_len = "", False, 0
+        self._buf, self._after_cr, self._frame_len, self._frame_text = "", False, 0, ""
         self._context: str | None = None  # "hint" or "warning": the lines that continue one
         self._log = self._open_log(log_path)
 
@@ -123,7 +123,7 @@ class StageOutput:
             self._buf = ""
         if self._frame_len:
             self._emit("\n")
-            self._frame_len = 0
+            self._frame_len, self._frame_text = 0, ""
         self._emit_flush()
         if self._log is not None:
             self._log.close()
@@ -150,8 +150,10 @@ class StageOutput:
         if not self.tty or self.verbosity == "quiet" or not segment:
             return
         text = clean(segment, newlines=True)
+        if text == self._frame_text:  # drawn already while its `\r` was still on the way
+            return
         self._emit("\r" + text + " " * max(0, self._frame_len - len(text)))
-        self._frame_len = len(text)
+        self._frame_len, self._frame_text = len(text), text
 
     def _line(self, segment: str) -> None:
         if self._log is not None:
@@ -172,7 +174,7 @@ class StageOutput:
                 self._emit("\r" + " " * self._frame_len + "\r")
             else:
                 return
-            self._frame_len = 0
+            self._frame_len, self._frame_text = 0, ""
         for text in shown:
             self._emit(text + "\n")
 
