@@ -119,6 +119,10 @@ def ledger_rows(root: Path, sql: str) -> list[tuple]:
 
 
 def stages_ran(output: str) -> list[str]:
+    """The stages a run computed, in order: from `dihal run`'s `stage i/n kind (…): <stage name>` lines (a stage
+    it only checked ends in `up to date`), else from DVC's own `Running stage '<name>'` lines (`dvc repro`, the
+    Ray executor)."""
     import re
 
-    return re.findall(r"Running stage '([^']+)'", output)
+    announced = re.findall(r"^stage \d+/\d+ .*: (\S+-[0-9a-f]{8})$", output, re.M)
+    return announced or re.findall(r"Running stage '([^']+)'", output)

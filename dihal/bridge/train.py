@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dihal.bridge.diffusion import OBJECTIVES, prefix_mask, training_loss
 from dihal.utils.atomic import atomic_open
+from dihal.utils.progress import bar as progress_bar
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "lr_at", "prefix_mask", "train_denoiser"]
 
@@ -183,7 +183,7 @@ def train_denoiser(
             resumed_from = step
 
     denoiser.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="bridge", unit="step", dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, initial=step, enabled=progress, desc="bridge", unit="step")
     try:
         while step < cfg.steps:
             # Draw order is part of the protocol: indices, t, noise, all from `gen`, on CPU

@@ -9,7 +9,19 @@ from pathlib import Path
 
 import typer
 
-from dihal.cli.common import EXIT_QUEUED, MultiOpt, RootOpt, SetOpt, SpecArg, err, error, fail_spec, out, project_state
+from dihal.cli.common import (
+    EXIT_QUEUED,
+    EXIT_SPEC,
+    MultiOpt,
+    RootOpt,
+    SetOpt,
+    SpecArg,
+    err,
+    error,
+    fail_spec,
+    out,
+    project_state,
+)
 from dihal.cli.loading import compile_one, variants
 from dihal.spec.errors import SpecError
 from dihal.utils.terminal import clean, shown
@@ -64,10 +76,27 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate and compile, then list the stages that would run; compute nothing."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only the headline, where the results are, and errors and warnings."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also print DVC's own output as it comes (its advice, the stage commands)."
+    ),
 ) -> None:
-    """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability)."""
+    """Validate, compile and run a spec through `dvc repro`, ingest results into the ledger, print a summary (ℓ* with its stability).
+
+    While the stages run, each is announced as `stage 5/7 train (ℓ = 3, seed 0): <stage name>` (or `up to
+    date`) and shows its progress: a live bar on a terminal, a plain line with elapsed time and ETA every 10 %
+    (at least every 30 s, DIHAL_PROGRESS_INTERVAL) when stderr is a file or a pipe. DVC's bookkeeping and
+    advice and known harmless library warnings are left out; everything DVC and the stages printed is in
+    .dihal/logs/run-<run id>.log, named at the end.
+    """
     from dihal.execute.executors import ExecutorUnavailable, get
 
+    if quiet and verbose:
+        err.print("--quiet and --verbose: choose one", style="red", highlight=False, markup=False)
+        raise typer.Exit(EXIT_SPEC)
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
     sets_list = variants(overrides, multirun)
     if dry_run:
         for sets in sets_list:
@@ -79,10 +108,10 @@ def run(
         error(e)
         raise typer.Exit(1) from None
     for sets in sets_list:  # a sweep runs its specs one after another; the first failure ends it
-        _run_one(spec_path, project, chosen, sets, report)
+        _run_one(spec_path, project, chosen, sets, report, verbosity)
 
 
-def _run_one(spec_path: Path, project: Path, chosen, sets: list[str], report: bool) -> None:
+def _run_one(spec_path: Path, project: Path, chosen, sets: list[str], report: bool, verbosity: str) -> None:
     from dihal.execute import signals
     from dihal.execute.runner import RunFailed, run_spec
     from dihal.ledger.queue import LedgerQueued
@@ -90,7 +119,7 @@ def _run_one(spec_path: Path, project: Path, chosen, sets: list[str], report: bo
 
     try:
         with signals.raise_on_signals(), project_state():  # SIGTERM, SIGHUP end the run as Ctrl-C does
-            result = run_spec(spec_path, project, executor=chosen, overrides=sets)
+            result = run_spec(spec_path, project, executor=chosen, overrides=sets, verbosity=verbosity)
     except SpecError as e:
         fail_spec(e)
     except RunFailed as e:
@@ -118,7 +147,7 @@ def _run_one(spec_path: Path, project: Path, chosen, sets: list[str], report: bo
             pass  # SIGHUP: the terminal may be gone
         raise typer.Exit(signals.exit_code(e)) from None
     ok = _write_run_report(project, result, spec_path, sets) if report else True
-    if not _print_run_summary(project, result, print_summary) or not ok:
+    if not _print_run_summary(project, result, print_summary, brief=verbosity == "quiet") or not ok:
         raise typer.Exit(1)
 
 
@@ -151,12 +180,12 @@ def _write_run_report(project: Path, result, spec_path: Path, sets: list[str]) -
     return True
 
 
-def _print_run_summary(project: Path, result, print_summary) -> bool:
+def _print_run_summary(project: Path, result, print_summary, brief: bool = False) -> bool:
     """The summary read back from the ledger; a ledger held by another process is a message, not a traceback."""
     from dihal.ledger.store import LedgerError
 
     try:
-        print_summary(out, project, result)
+        print_summary(out, project, result, brief=brief)
     except LedgerError as e:
         _after_run("summary", result, str(e), "query it later with `dihal ledger runs` or `dihal ledger sql`")
         return False

@@ -6,6 +6,7 @@ which variables) is decided once.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import subprocess
@@ -15,9 +16,13 @@ import time
 from pathlib import Path
 
 from dihal.execute import signals
+from dihal.utils.terminal import clean
 
 
-def env() -> dict[str, str]:
+def env(progress: str | None = None) -> dict[str, str]:
+    """The environment DVC and its stages run in; `progress` (`bar` or `lines`) is how stages show progress
+    unless the user chose (`DIHAL_PROGRESS` set to anything but 1), because only this process knows whether
+    its stderr is a terminal: a stage's stderr is always DVC's pipe (`dihal.utils.progress`)."""
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)  # stage commands call `dihal`: use this interpreter's
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
@@ -26,7 +31,20 @@ def env() -> dict[str, str]:
     # other CPU-bound process, slow a stage ~6x (bench/contention.py); passive waiting keeps it near its fair
     # share. It changes scheduling, never a number. An OMP_WAIT_POLICY the user set is kept.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if progress is not None and env.get("DIHAL_PROGRESS", "1").strip() in ("1", ""):
+        env["DIHAL_PROGRESS"] = progress
     return env
+
+
+def progress_style(echo) -> str:
+    """`bar` where `echo` is a terminal, else `lines`; a `StageOutput` says which itself (quiet: lines)."""
+    chosen = getattr(echo, "progress_style", None)
+    if chosen:
+        return chosen
+    try:
+        return "bar" if echo and echo.isatty() else "lines"
+    except (AttributeError, OSError, ValueError):
+        return "lines"
 
 
 def dvc(args: list[str], root: Path, check: bool = False) -> subprocess.CompletedProcess:
@@ -39,6 +57,10 @@ def dvc(args: list[str], root: Path, check: bool = False) -> subprocess.Complete
 def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list[str]]:
     """Run `dvc repro` on the targets, streaming its output; return (code, output tail, stages that ran).
 
+    `echo` is where the output goes (default: stderr; False: nowhere): any text stream, usually the run's
+    `StageOutput`, which decides what a person sees. The stages are told to draw live bars only when it is a
+    terminal (`progress_style`). The tail and the stages that ran are read from DVC's raw output.
+
     DVC runs in a session of its own, so a signal meant for dihal (SIGTERM to its PID) never hits DVC
     mid-write; on any interruption (SIGINT, SIGTERM, SIGHUP: `dihal.execute.signals`) dihal ends DVC's whole
     group the way Ctrl-C would, so DVC releases its locks and no stage keeps computing, then re-raises."""
@@ -49,13 +71,17 @@ def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list
     def pump() -> None:
         nonlocal echo
         assert proc.stdout is not None
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode  # ℓ, █ may straddle chunks
         for chunk in iter(lambda: proc.stdout.read1(4096), b""):
             chunks.append(chunk)
             if echo is not False:
                 try:
-                    echo.write(chunk.decode(errors="replace"))
+                    echo.write(decode(chunk))
                     echo.flush()
                 except (OSError, ValueError):  # the terminal went away (SIGHUP): keep draining DVC's pipe
+                    echo = False
+                except Exception as bug:  # noqa: BLE001 - a filter's bug must never stop DVC's pipe draining
+                    print(clean(f"dihal: showing DVC's output failed ({type(bug).__name__}: {bug})"), file=sys.stderr)
                     echo = False
 
     proc = guard = None
@@ -66,7 +92,7 @@ def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "dvc", "repro", *targets],
                     cwd=root,
-                    env=env(),
+                    env=env(progress_style(echo)),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

@@ -25,6 +25,7 @@ from dihal.compile.plan import Plan, compile_spec
 from dihal.compile.preflight import check_resources
 from dihal.execute import signals
 from dihal.execute.dvc import dvc
+from dihal.execute.stage_output import VERBOSITIES, StageOutput, run_log_path
 from dihal.ledger import ingest, provenance
 from dihal.ledger import queue as ledger_queue
 from dihal.ledger.queue import LedgerQueued
@@ -56,6 +57,7 @@ class RunResult:
     run_id: str
     stages_run: list[str] = field(default_factory=list)
     report: Path | None = None
+    log: Path | None = None  # everything DVC and the stages printed (`dihal.execute.stage_output`)
 
 
 def ensure_project(root: Path) -> None:
@@ -94,8 +96,18 @@ def _error_summary(tail: str) -> str:
 
 
 def run_spec(
-    path: Path | str, root: Path | str = ".", *, echo=None, executor="local", overrides: list[str] | None = None
+    path: Path | str,
+    root: Path | str = ".",
+    *,
+    echo=None,
+    executor="local",
+    overrides: list[str] | None = None,
+    verbosity: str = "normal",
 ) -> RunResult:
+    """Run one spec. `echo`: where stage output is shown (default stderr, False: nowhere); `verbosity`: how much
+    of it (`quiet`, `normal`, `verbose`: `dihal.execute.stage_output`); all of it goes to `RunResult.log`."""
+    if verbosity not in VERBOSITIES:
+        raise ValueError(f"verbosity {verbosity!r}: expected one of {', '.join(VERBOSITIES)}")
     root = Path(root).resolve()
     spec, text = load_project_spec(path, root, overrides)  # both raise SpecError before anything is written
     depth = check_resources(spec, str(path), root)
@@ -123,15 +135,23 @@ def run_spec(
         "yaml_text": text,
     }
     ran: list[str] = []
+    log = run_log_path(root, run["run_id"])
     try:
         manifest.repair_corrupted(plan, root, echo)  # damaged outputs are recomputed, not restored
         from dihal.execute.executors import resolve  # local: dvc repro; ray: dihal.execute.executors.ray
 
         chosen = resolve(executor)
-        code, tail, ran = chosen.run(plan, root, spec=spec, echo=echo)
+        shown = StageOutput(plan, root, sys.stderr if echo is None else echo, log, verbosity)
+        try:
+            code, tail, ran = chosen.run(plan, root, spec=spec, echo=shown)
+        finally:
+            shown.close()
         if code != 0:
             what = "dvc repro" if chosen.name == "local" else f"the {chosen.name} executor"
-            raise RunFailed(f"{what} failed (exit {code}):\n{_error_summary(tail)}", run["run_id"])
+            raise RunFailed(
+                f"{what} failed (exit {code}):\n{_error_summary(tail)}\n(all of its output: {_relative(log, root)})",
+                run["run_id"],
+            )
         tables = {
             **ingest.geometry_rows(plan, root, h, run, spec.seed, spec.geometry.warn_top_share),
             **ingest.bridge_rows(plan, root, h, run),
@@ -147,7 +167,11 @@ def run_spec(
         raise  # queued: the results are on disk and the rows land with the next writer
     except Exception as err:  # the rows could not be written (a bug): say so in a runs row of its own
         _record_failure(root, record, run, err, ran, depth)
-    return RunResult(spec, h, plan, run["run_id"], ran)
+    return RunResult(spec, h, plan, run["run_id"], ran, log=log if log.exists() else None)
+
+
+def _relative(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path
 
 
 def _now() -> datetime:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from dihal.utils.progress import bar as progress_bar
 
 
 def warmup_cosine(step: int, steps: int) -> float:
@@ -57,7 +58,7 @@ def train_steps(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     curve, start = [], time.perf_counter()
     module.train()
-    bar = tqdm(range(steps), disable=not progress, desc=type(module).__name__, leave=False)
+    bar = progress_bar(range(steps), enabled=progress, desc=type(module).__name__, leave=False)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr * warmup_cosine(step, steps)

@@ -54,11 +54,31 @@ BRIDGE_LEGEND = (
 )
 
 
-def print_summary(con: Console, root: Path, result) -> None:
+def print_summary(con: Console, root: Path, result, brief: bool = False) -> None:
+    """The headline, the tables and where everything is; `brief` (`dihal run -q`): the headline and where."""
     h = result.spec_hash
     line = headline(root, h)
     if line:
         con.print(f"[bold]{shown(result.spec.name)}[/bold]: {shown(line)}", highlight=False)
+    if not brief:
+        _tables(con, root, result)
+    n = len(result.stages_run)
+    con.print(
+        f"stages run this time: {n} of {len(result.plan.stages)}" + ("" if n else " (DVC: everything up to date)")
+    )
+    where = f"artifacts: {root / 'artifacts'}   ledger: {ledger.ledger_path(root)}   run: {result.run_id}"
+    log = getattr(result, "log", None)
+    if log is not None:
+        log = Path(log)
+        base = Path(root).resolve()
+        where += f"   log: {root / log.relative_to(base) if log.is_relative_to(base) else log}"
+    con.print(clean(where), markup=False, highlight=False)
+    if result.report:
+        con.print(f"report: {clean(result.report)}", markup=False, highlight=False)
+
+
+def _tables(con: Console, root: Path, result) -> None:
+    h = result.spec_hash
     _, chosen = ledger.query(root, "SELECT space FROM selections WHERE spec_hash = ?", [h])
     space = chosen[0][0] if chosen and chosen[0][0] else result.spec.geometry.space
     cols, rows = ledger.query(
@@ -96,14 +116,6 @@ def print_summary(con: Console, root: Path, result) -> None:
     _references(con, root, h)
     _c3(con, root, h)
     _correlations(con, root, h)
-    n = len(result.stages_run)
-    con.print(
-        f"stages run this time: {n} of {len(result.plan.stages)}" + ("" if n else " (DVC: everything up to date)")
-    )
-    where = f"artifacts: {root / 'artifacts'}   ledger: {ledger.ledger_path(root)}   run: {result.run_id}"
-    con.print(clean(where), markup=False, highlight=False)
-    if result.report:
-        con.print(f"report: {clean(result.report)}", markup=False, highlight=False)
 
 
 def _correlations(con: Console, root: Path, h: str) -> None:

@@ -126,7 +126,7 @@ class RayExecutor:
             check_shared_fs(root)
             opts = {st.name: _options(spec, st.kind) for st in todo}
             check_fits(opts)
-            return _schedule(todo, root, opts, _env(), self.retries, log)
+            return _schedule(todo, root, opts, _env("lines"), self.retries, log)  # output read back as text
         finally:
             if started:
                 ray.shutdown()
