@@ -171,3 +171,14 @@ def test_install_leaves_a_page_the_user_named(tmp_path, where):
     before = _config(tmp_path)
     assert ".dvc/config" not in dvc_views.install(tmp_path)
     assert _config(tmp_path) == before
+
+
+def test_each_training_curve_is_titled_with_its_stage():
+    from dihal.compile.plan import plan
+    from dihal.spec.schema import load_spec
+
+    spec, _ = load_spec(Path(__file__).resolve().parent.parent / "specs" / "sweep.yaml")
+    trains = [st for st in plan(spec, 30).stages if st.kind == "train"]
+    titles = [next(iter(st.dvc_entry()["plots"][0].values()))["title"] for st in trains]
+    assert len(set(titles)) == len(trains) > 1
+    assert all(t == f"Bridge training loss, {st.name}" for t, st in zip(titles, trains))

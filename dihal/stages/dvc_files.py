@@ -49,7 +49,7 @@ PLOTS: dict[str, dict[str, dict]] = {
         "curve.json": {
             "x": "step",
             "y": "loss",
-            "title": "Bridge training loss",
+            "title": "Bridge training loss, {stage}",  # a sweep has one per (layer, seed): the stage name says which
             "x_label": "optimizer step",
             "y_label": "denoising loss",
         }
@@ -80,6 +80,10 @@ def results(kind: str, name: str) -> dict:
     return out
 
 
+def _named(props: dict, stage: str) -> dict:
+    return {**props, "title": props["title"].replace("{stage}", stage)}
+
+
 def dvc_fields(kind: str, name: str, config_path: Path | str) -> dict:
     """The `params`, `metrics` and `plots` entries of a stage in dvc.yaml."""
     res = results(kind, name)
@@ -87,7 +91,7 @@ def dvc_fields(kind: str, name: str, config_path: Path | str) -> dict:
     if "metrics" in res:
         fields["metrics"] = [{res["metrics"]: {"cache": False}}]
     if "plots" in res:
-        fields["plots"] = [{path: {"cache": False, **PLOTS[kind][f]}} for f, path in res["plots"].items()]
+        fields["plots"] = [{path: {"cache": False, **_named(PLOTS[kind][f], name)}} for f, path in res["plots"].items()]
     return fields
 
 
