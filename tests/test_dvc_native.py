@@ -6,6 +6,7 @@ A tiny spec is run in a git-backed project (DVC's experiments need git), then on
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,8 +100,27 @@ def test_dvc_plots_show_finds_the_geometry_profile_curves_and_g_vs_loss(project)
     geometry = next(v for p, v in data.items() if p.endswith("geometry.json"))[0]["content"]["data"]["values"]
     assert sorted(r["layer"] for r in geometry) == [1, 2, 3] and all("G" in r for r in geometry)
     assert len([p for p in data if p.endswith("curve.json")]) == 3  # one training curve per (layer, seed)
+    ell_star = json.loads(next(project.glob("metrics/score-*.json")).read_text())["ell_star"]
+    assert [r["layer"] for r in geometry if r["ell_star"]] == [ell_star]  # the row the ℓ* marker is drawn at
+
+
+def _page(project: Path) -> str:
+    """`dvc plots show` as a user runs it: the page it writes, from the template dihal named in .dvc/config."""
     dvc(project, "plots", "show")
-    assert (project / "dvc_plots" / "index.html").exists()
+    return (project / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+
+
+def test_dvc_plots_show_writes_a_page_that_needs_no_network(project):
+    page = _page(project)
+    markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)  # inline code (vega's own strings) aside
+    assert not re.search(r"\b(src|href)\s*=\s*[\"']?(https?:)?//", markup, flags=re.I), "a CDN or web link"
+    assert "cdn.jsdelivr" not in page and page.count("vegaEmbed(") == 5  # geometry, 3 curves, C1
+    assert 'var n="5.23.0"' in page  # vega-lite itself, inlined
+    profile = json.loads(next(project.glob("plots/score-*/geometry.json")).read_text())
+    for row in profile:  # the plot data, as DVC embedded it
+        assert json.dumps(row["G"]) in page and json.dumps(row["z_kappa"]) in page
+    assert json.dumps("z(κ) + z(σ) − z(r)") in page  # G's make-up (DVC escapes non-ASCII in the spec it embeds)
+    assert "dihal_series" in page and "dihal_label" in page  # dihal's templates, not DVC's linear and scatter
 
 
 def test_dvc_exp_show_and_params_diff_see_dihal_settings_and_results(project):
@@ -115,3 +135,45 @@ def test_dvc_exp_show_and_params_diff_see_dihal_settings_and_results(project):
     assert params["train"]["params"]["lr"] == 1e-3
     diff = json.loads(dvc(project, "params", "diff", "--all", "--json"))
     assert any("params.geometry.k" in keys for keys in diff.values())
+
+
+@pytest.mark.browser
+def test_dvc_plots_page_renders_offline_in_headless_chromium(project):
+    """Every chart draws with the network cut: any http(s) request is aborted and would be counted."""
+    from tests.test_report import BROWSER_ARGS, CHROMIUM, browser_missing
+
+    if not Path(CHROMIUM).exists():
+        browser_missing(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        browser_missing("needs the playwright python package")
+    page_file = project / "dvc_plots" / "index.html"
+    _page(project)
+    requests: list[str] = []
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1300})
+            page.route("http*://**", lambda route: (requests.append(route.request.url), route.abort()))
+            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.goto(page_file.resolve().as_uri(), wait_until="load")
+            page.wait_for_function("document.querySelectorAll('.vega-embed .chart-wrapper > canvas').length === 5")
+            sizes = page.eval_on_selector_all(
+                ".vega-embed .chart-wrapper > canvas", "els => els.map(e => [e.clientWidth, e.clientHeight])"
+            )
+            assert all(w > 200 and h > 150 for w, h in sizes), sizes
+            # the geometry chart draws the ℓ* marker: its red (#d62728) is in no series colour, so red pixels are it
+            red, inked = page.eval_on_selector(
+                "[id*=geometry] .chart-wrapper > canvas",
+                "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let r = 0, n = 0;"
+                " for (let i = 0; i < d.length; i += 4) { if (d[i] < 250 || d[i + 1] < 250) n++;"
+                " if (d[i] > 180 && d[i + 1] < 80 && d[i + 2] < 80) r++; } return [r, n]; }",
+            )
+            assert red > 50 and inked > 5000, (red, inked)
+            page.screenshot(path=str(project / "dvc_plots.png"), full_page=True)
+        finally:
+            browser.close()
+    assert requests == [] and errors == []

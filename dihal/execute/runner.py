@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from filelock import FileLock
 
+from dihal.compile import dvc_views
 from dihal.compile.plan import Plan, compile_spec
 from dihal.compile.preflight import check_resources
 from dihal.execute import signals
@@ -85,6 +86,7 @@ def ensure_project(root: Path) -> None:
                     f.write("/dvc_plots/\n")
         if manifest.upgrade_cache_type(root, lambda args: dvc(args, root, check=True)):  # old: hardlink,copy
             dvc(["checkout", "--relink", "--quiet"], root)  # best effort: copies replace the old hard links
+        dvc_views.install(root)  # `dvc plots show`: dihal's plot templates and a page that renders offline
     for d in ("ledger", "reports"):
         (root / d).mkdir(exist_ok=True)
 

@@ -10,7 +10,10 @@
   metrics of one (layer, seed); correlate: ρ, τ and their p-values; reference: the judged perplexity and
   text metrics of each reference row).
 - plots: `plots/<stage-name>/<file>.json`, lists of rows (score: the geometry profile per layer;
-  train: the training curve; correlate: G against bridge loss per layer).
+  train: the training curve; correlate: G against bridge loss per layer). The geometry and C1 plots
+  name dihal's own Vega-Lite templates (`dihal.stages.plot_series` names them and the row fields they
+  read, `dihal.compile.dvc_views` writes them): G with the z-scores it sums and a marker at ℓ*, and
+  the C1 points labelled by layer.
 
 Both live outside `artifacts/`, because DVC refuses an output inside another stage output, and
 carry `cache: false`: they are small summaries of cached outputs (commit them with git if you
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dihal.stages import plot_series
 from dihal.utils.numbers import finite_or_none
 
 METRICS_DIR = Path("metrics")
@@ -34,17 +38,18 @@ PLOTS: dict[str, dict[str, dict]] = {
     "score": {
         "geometry.json": {
             "x": "layer",
-            "y": "G",
-            "title": "Geometry score G per layer (the argmax is ℓ*)",
+            "y": "G",  # the templates fold in the proxies' z-scores (plot_series); DVC checks this field exists
+            "template": plot_series.GEOMETRY_TEMPLATE,
+            "title": "Geometry score G per layer, with the z-scores it sums; ℓ* marked",
             "x_label": "layer ℓ",
-            "y_label": "G = z(κ) − z(σ) + z(r)",
+            "y_label": "z-score across the scored layers",
         }
     },
     "train": {
         "curve.json": {
             "x": "step",
             "y": "loss",
-            "title": "Bridge training loss",
+            "title": "Bridge training loss, {stage}",  # a sweep has one per (layer, seed): the stage name says which
             "x_label": "optimizer step",
             "y_label": "denoising loss",
         }
@@ -53,8 +58,8 @@ PLOTS: dict[str, dict[str, dict]] = {
         "g_vs_loss.json": {
             "x": "G",
             "y": "bridge_val_loss",
-            "template": "scatter",
-            "title": "C1: geometry score against bridge validation loss, one point per layer",
+            "template": plot_series.G_VS_LOSS_TEMPLATE,
+            "title": "C1: geometry score against bridge validation loss, one point per layer (ℓ* marked)",
             "x_label": "G",
             "y_label": "bridge validation loss (mean over seeds)",
         }
@@ -75,6 +80,10 @@ def results(kind: str, name: str) -> dict:
     return out
 
 
+def _named(props: dict, stage: str) -> dict:
+    return {**props, "title": props["title"].replace("{stage}", stage)}
+
+
 def dvc_fields(kind: str, name: str, config_path: Path | str) -> dict:
     """The `params`, `metrics` and `plots` entries of a stage in dvc.yaml."""
     res = results(kind, name)
@@ -82,7 +91,7 @@ def dvc_fields(kind: str, name: str, config_path: Path | str) -> dict:
     if "metrics" in res:
         fields["metrics"] = [{res["metrics"]: {"cache": False}}]
     if "plots" in res:
-        fields["plots"] = [{path: {"cache": False, **PLOTS[kind][f]}} for f, path in res["plots"].items()]
+        fields["plots"] = [{path: {"cache": False, **_named(PLOTS[kind][f], name)}} for f, path in res["plots"].items()]
     return fields
 
 
@@ -105,12 +114,15 @@ def score_results(scores: dict, stability: dict | None) -> tuple[dict, dict]:
             for name, b in sorted(scores["spaces"].items())
         }
     rows = []
+    formula = plot_series.g_formula(scores.get("weights") or {p: 1.0 for p in scores["z"]})
     for i, layer in enumerate(layers):
-        row = {"layer": layer, "G": g[i], **{f"z_{p}": z[i] for p, z in sorted(scores["z"].items())}}
-        row.update({p: v for p, v in scores["values"][str(layer)].items() if isinstance(v, (int, float))})
+        row = {"G": g[i], **{plot_series.z_field(p): z[i] for p, z in sorted(scores["z"].items())}}
+        # a missing number stays as null: DVC drops a list whose rows do not all have the same keys
+        row.update({p: v for p, v in scores["values"][str(layer)].items() if v is None or isinstance(v, (int, float))})
         if share:
             row["argmax_share"] = share.get(layer)
-        rows.append({k: finite_or_none(v) for k, v in row.items()})
+        row = {k: finite_or_none(v) for k, v in row.items()}
+        rows.append({"layer": layer, **row, "ell_star": layer == best, "G_formula": formula})
     return metrics, {"geometry.json": rows}
 
 
@@ -161,8 +173,9 @@ def correlate_results(out: dict, g: dict[int, float], losses: dict[tuple[int, in
             name: {k: c.get(k) for k in ("spearman_rho", "spearman_p", "kendall_tau", "kendall_p")}
             for name, c in sorted(out["spaces"].items())
         }
-    rows = []
+    rows, selected = [], out.get("selected_layer")
     for layer in out["layers"]:
         per_seed = [sum(v) / len(v) for (la, _), v in sorted(losses.items()) if la == layer]
-        rows.append({"layer": layer, "G": g[layer], "bridge_val_loss": sum(per_seed) / len(per_seed)})
+        mean = sum(per_seed) / len(per_seed)
+        rows.append({"layer": layer, "G": g[layer], "bridge_val_loss": mean, "ell_star": layer == selected})
     return metrics, {"g_vs_loss.json": rows}
