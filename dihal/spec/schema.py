@@ -227,7 +227,7 @@ class GeometrySpec(Section):
     )
     proxies: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
-        description="proxy name -> weight of its z-score in G",
+        description="proxy name (built in, or an installed plugin's: docs/extending.md) -> weight of its z-score in G",
     )
     space: str = Field(
         default=DEFAULT_SPACE,
