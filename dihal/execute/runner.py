@@ -124,7 +124,7 @@ def run_spec(
         "spec_name": spec.name,
         "git_revision": provenance.git_revision(root),
         "code_version": provenance.code_version(),
-        "packages": provenance.package_versions(),
+        "packages": {**provenance.package_versions(), **provenance.plugin_versions(plan.stages)},
         "seed": spec.seed,
         "host": provenance.host(),
         "started_at": _now(),

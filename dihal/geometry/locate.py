@@ -17,9 +17,9 @@ import numpy as np
 
 from dihal.geometry.channels import dominant_channel
 from dihal.geometry.outliers import apply_rule
-from dihal.geometry.proxies import ProxyContext, evaluate_proxies
+from dihal.geometry.proxies import ProxyContext, ensure_proxies, evaluate_proxies
 from dihal.geometry.scoring import LayerScores, score_layers
-from dihal.geometry.spaces import DEFAULT_SPACE
+from dihal.geometry.spaces import DEFAULT_SPACE, ensure_space
 from dihal.geometry.stability import Stability, document_counts, layer_replicates, stability
 from dihal.spec.geometry import ANCHORS, BOOTSTRAP, NEIGHBOURS, OUTLIER_RULE, OUTLIER_THRESHOLD, PAIRS, RIDGE
 
@@ -92,6 +92,9 @@ def locate(
     if space not in spaces:
         raise ValueError(f"geometry.space {space!r} must be one of the scored spaces {spaces}")
     names = list(dict.fromkeys([*(names or ()), *weights]))
+    ensure_proxies(names)  # plugins are imported (or refused) before any layer is read
+    for name in spaces:
+        ensure_space(name)
     doc = np.asarray(doc, dtype=np.int64)
     n_docs = int(doc.max()) + 1
     counts = document_counts(n_docs, n_boot, seed) if n_boot else None

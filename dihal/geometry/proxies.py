@@ -1,7 +1,9 @@
 """Evaluate the registered geometry proxies on a layer: the driver the score stage and the tests share.
 
-Importing this module registers the built-in proxies (kappa, sigma, erank, twonn, anisotropy), so a name
-known to the spec is known here.
+Importing this module registers the built-in proxies (kappa, sigma, erank, twonn, anisotropy); a name an
+installed plugin declares (entry point group `dihal.proxies`, `dihal.spec.plugins`) is imported the first time
+it is asked for, in whichever process asks -- a `dihal stage` subprocess included -- so a name known to the
+spec is known here.
 """
 
 from __future__ import annotations
@@ -12,9 +14,38 @@ import dihal.geometry.builtin_proxies  # noqa: F401  (registers the built-in pro
 from dihal.geometry.context import ProxyContext
 from dihal.geometry.registry import PROXIES, Proxy, register_proxy
 from dihal.geometry.spaces import DEFAULT_SPACE
+from dihal.spec import plugins
 from dihal.spec.geometry import ANCHORS, NEIGHBOURS, PAIRS, RIDGE, STANDARD
 
-__all__ = ["PROXIES", "Proxy", "ProxyContext", "compute_layer_proxies", "evaluate_proxies", "register_proxy"]
+__all__ = [
+    "PROXIES",
+    "Proxy",
+    "ProxyContext",
+    "compute_layer_proxies",
+    "ensure_proxies",
+    "evaluate_proxies",
+    "register_proxy",
+]
+
+
+def ensure_proxies(names: Sequence[str]) -> None:
+    """Make every name registered, importing the plugin that declares each one not registered yet.
+
+    Raises ValueError (with a did-you-mean) for a name nothing provides, and `PluginError` naming the
+    distribution and entry point for a plugin that fails to import or does not register its name.
+    """
+    for name in names:
+        if name in PROXIES:
+            continue
+        plugin = plugins.find("proxy", name)
+        if plugin is None:
+            raise ValueError(plugins.unknown("proxy", name, set(PROXIES) | plugins.names("proxy")))
+        plugins.load(plugin)
+        if name not in PROXIES:
+            raise plugins.PluginError(
+                f"{plugin.where} was imported but registered no proxy named {name!r}: decorate its function "
+                f"with dihal.geometry.registry.register_proxy({name!r}, ...)"
+            )
 
 
 def compute_layer_proxies(
@@ -36,17 +67,14 @@ def compute_layer_proxies(
     if isinstance(proxies, str):
         raise TypeError("proxies must be a sequence of names, not a single string")
     names = list(dict.fromkeys(proxies))
-    unknown = [name for name in names if name not in PROXIES]
-    if unknown:
-        raise ValueError(
-            f"unknown proxy name(s): {', '.join(map(repr, unknown))}; registered proxies: {', '.join(sorted(PROXIES))}"
-        )
+    ensure_proxies(names)
     ctx = ProxyContext.from_states(states, anchors=anchors, k=k, pairs=pairs, ridge=ridge, seed=seed, space=space)
     return evaluate_proxies(ctx, names)
 
 
 def evaluate_proxies(ctx: ProxyContext, names: Sequence[str]) -> dict[str, float]:
     """The proxies on a built context (kept by callers that reuse its intermediates, e.g. the bootstrap)."""
+    ensure_proxies(names)
     out: dict[str, float] = {}
     for name in names:
         result = PROXIES[name].fn(ctx)

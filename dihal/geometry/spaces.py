@@ -16,6 +16,9 @@ Registered spaces (each a pure function of one layer's states after the outlier 
 - `scalar`: centre, then rescale by one scalar so that the mean squared norm is d. Removes the norm
   growth with depth and keeps the covariance's shape, rogue channels included.
 
+A space an installed plugin declares (entry point group `dihal.spaces`, `dihal.spec.plugins`) is imported the
+first time it is asked for; importing it must register the entry point's name with `register_space`.
+
 A run scores every space in `geometry.spaces` from one read of the states and takes ℓ* from
 `geometry.space`; the ledger keeps all of them (`space` column), and C1 is reported per space.
 """
@@ -29,9 +32,10 @@ import torch
 
 from dihal.bridge.standardize import channel_statistics
 from dihal.geometry.normalize import as_states, normalize_states
+from dihal.spec import plugins
 from dihal.spec.geometry import DEFAULT_SPACE
 
-__all__ = ["DEFAULT_SPACE", "SPACES", "Space", "register_space", "to_space"]
+__all__ = ["DEFAULT_SPACE", "SPACES", "Space", "ensure_space", "register_space", "to_space"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,20 @@ def one_scalar(x: torch.Tensor) -> torch.Tensor:
 
 def to_space(states, space: str) -> torch.Tensor:
     """One layer's states in `space`, float64 (validated: a finite (N >= 2, d) matrix)."""
-    if space not in SPACES:
-        raise ValueError(f"unknown geometry space {space!r}; registered: {', '.join(sorted(SPACES))}")
+    ensure_space(space)
     return SPACES[space].fn(as_states(states))
+
+
+def ensure_space(name: str) -> None:
+    """Make `name` registered, importing the plugin that declares it if it is not yet (see the module doc)."""
+    if name in SPACES:
+        return
+    plugin = plugins.find("space", name)
+    if plugin is None:
+        raise ValueError(plugins.unknown("space", name, set(SPACES) | plugins.names("space")))
+    plugins.load(plugin)
+    if name not in SPACES:
+        raise plugins.PluginError(
+            f"{plugin.where} was imported but registered no geometry space named {name!r}: decorate its "
+            f"function with dihal.geometry.spaces.register_space({name!r}, ...)"
+        )

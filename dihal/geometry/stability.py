@@ -274,7 +274,10 @@ def layer_replicates(
     """{proxy: (B,) replicate values} for one layer; every name must have a registered replicator."""
     missing = [n for n in names if n not in REPLICATORS]
     if missing:
-        raise ValueError(f"no document-bootstrap rule for proxies {missing}; registered: {sorted(REPLICATORS)}")
+        raise ValueError(
+            f"no document-bootstrap rule for proxies {missing}; registered: {sorted(REPLICATORS)}. Register one "
+            "with dihal.geometry.stability.replicates (docs/extending.md), or set geometry.n_boot: 0"
+        )
     rs = Resample(ctx, np.asarray(doc, dtype=np.int64), counts)
     out: dict[str, np.ndarray] = {}
     for name in names:

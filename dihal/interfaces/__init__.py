@@ -4,9 +4,14 @@ hidden (dihal's bridge), embedding_rounding (Diffusion-LM), embedding_readout (C
 The imports are written out (inside a function, so naming an interface loads no torch code) because stage
 identities hash the modules a stage imports, found statically (`dihal.stages.identity`): an edit to any interface
 must rename the train and evaluate stages.
+
+A name an installed plugin declares (entry point group `dihal.interfaces`, `dihal.spec.plugins`) names its
+`Interface` subclass, imported the first time the name is asked for, in whichever process asks.
 """
 
 from __future__ import annotations
+
+from dihal.spec import plugins
 
 NAMES = ("hidden", "embedding_rounding", "embedding_readout", "latent_ae")
 
@@ -20,9 +25,24 @@ def interface_class(name: str):
         "embedding_readout": embedding_readout.EmbeddingReadout,
         "latent_ae": latent_ae.LatentInterface,
     }
-    if name not in classes:
-        raise ValueError(f"unknown interface {name!r}; known: {', '.join(NAMES)}")
-    return classes[name]
+    if name in classes:
+        return classes[name]
+    return _plugin_class(name)
+
+
+def _plugin_class(name: str):
+    from dihal.interfaces.base import Interface
+
+    plugin = plugins.find("interface", name)
+    if plugin is None:
+        raise ValueError(plugins.unknown("interface", name, {*NAMES, *plugins.names("interface")}))
+    cls = plugins.load(plugin)
+    if not (isinstance(cls, type) and issubclass(cls, Interface)) or cls.name != name:
+        raise plugins.PluginError(
+            f"{plugin.where} must name a subclass of dihal.interfaces.base.Interface whose `name` is {name!r}; "
+            f"got {cls!r}"
+        )
+    return cls
 
 
 def interface_from_state(adapter, saved: dict):

@@ -1,4 +1,4 @@
-"""Where a result came from: code revision, package versions, host."""
+"""Where a result came from: code revision, package versions (plugins a run uses included), host."""
 
 from __future__ import annotations
 
@@ -52,3 +52,13 @@ def package_versions() -> dict[str, str]:
 
 def host() -> str:
     return f"{socket.gethostname()} ({platform.machine()}, {platform.system()})"
+
+
+def plugin_versions(stages) -> dict[str, str]:
+    """{distribution: version} of the plugins the stages use (`identity.plugins`, dihal.stages.identity), recorded
+    beside the package versions so a result names the plugin code it came from."""
+    out: dict[str, str] = {}
+    for st in stages:
+        for entry in (st.identity or {}).get("plugins", ()):
+            out[entry["distribution"]] = entry["version"]
+    return dict(sorted(out.items()))

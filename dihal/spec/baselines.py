@@ -14,19 +14,35 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from dihal.spec.section import NotBool, PosFloat, PosInt, Section
 
 INTERFACES = ("embedding_rounding", "embedding_readout", "latent_ae")
-Interface = Literal["embedding_rounding", "embedding_readout", "latent_ae"]
+
+
+def _known_interface(name: str) -> str:
+    """A built-in baseline or one an installed plugin declares (entry point group dihal.interfaces)."""
+    from dihal.spec import plugins
+
+    known = set(INTERFACES) | plugins.names("interface")
+    if name not in known:
+        raise ValueError(plugins.unknown("interface", name, known))
+    return name
+
+
+Interface = Annotated[str, AfterValidator(_known_interface)]
 
 
 class BaselinesSpec(Section):
     """The interfaces compared with the hidden-state bridge (C3 in METHOD.md), all at the bridge's budget."""
 
     interfaces: tuple[Interface, ...] = Field(
-        default=INTERFACES, min_length=1, description="trained next to the bridge ('hidden')"
+        default=INTERFACES,
+        min_length=1,
+        description="trained next to the bridge ('hidden'): "
+        + ", ".join(INTERFACES)
+        + ", or one an installed plugin declares (entry point group dihal.interfaces)",
     )
     rounding: Literal["cosine", "l2"] = Field(default="cosine", description="embedding_rounding's nearest-row metric")
     recovery_steps: PosInt | None = Field(
@@ -48,6 +64,10 @@ class BaselinesSpec(Section):
     @field_validator("interfaces")
     @classmethod
     def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from dihal.spec import plugins
+
+        if clash := plugins.shadowed("interface", v, [*INTERFACES, "hidden"]):
+            raise ValueError(clash)
         if len(set(v)) != len(v):
             raise ValueError(f"interfaces must be distinct, got {list(v)}")
         return v
@@ -108,6 +128,13 @@ INTERFACE_KEYS = {
         "latent_noise",
     ],
 }
+# A plugin's interface (entry point group dihal.interfaces) may train a recovery part: its stages depend on these.
+PLUGIN_INTERFACE_KEYS = ["recovery_steps", "recovery_lr", "recovery_batch_tokens"]
+
+
+def interface_keys(name: str) -> list[str]:
+    """The baselines fields an interface's train stage hashes (see INTERFACE_KEYS)."""
+    return INTERFACE_KEYS.get(name, PLUGIN_INTERFACE_KEYS)
 
 
 def recovery_steps(spec_baselines: dict, bridge_steps: int) -> int:

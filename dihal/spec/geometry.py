@@ -5,13 +5,16 @@
 fact about the code, not about the tensors, so they are written down here as well; a test holds
 this table equal to the registry (names and `higher_is_better`), so the two cannot drift.
 
-A proxy registered at run time with `register_proxy` (an extension loaded in this process) is
-accepted too: `known_proxies` adds whatever the registry holds once something has imported it.
+A proxy or space an installed plugin declares (entry points, `dihal.spec.plugins`) is accepted by its
+entry point's name, read from package metadata without importing the plugin; one registered at run time
+with `register_proxy` in this process is accepted too, once something has imported the registry.
 """
 
 from __future__ import annotations
 
 import sys
+
+from dihal.spec import plugins
 
 # name -> higher_is_better (the sign it takes in G by default), as registered in dihal.geometry.builtin_proxies
 BUILTIN: dict[str, bool] = {
@@ -47,8 +50,8 @@ DEFAULT_SPACE = "bridge"
 
 
 def known_spaces() -> set[str]:
-    """Every geometry space a spec may name: the built-in ones, plus any registered in this process."""
-    names = set(SPACE_NAMES)
+    """Every geometry space a spec may name: the built-in ones, installed plugins', any registered in this process."""
+    names = set(SPACE_NAMES) | plugins.names("space")
     registry = sys.modules.get("dihal.geometry.spaces")
     if registry is not None:
         names |= set(registry.SPACES)
@@ -56,8 +59,8 @@ def known_spaces() -> set[str]:
 
 
 def known_proxies() -> set[str]:
-    """Every proxy name a spec may use: the built-in ones, plus any registered in this process."""
-    names = set(BUILTIN)
+    """Every proxy name a spec may use: the built-in ones, installed plugins', any registered in this process."""
+    names = set(BUILTIN) | plugins.names("proxy")
     registry = sys.modules.get("dihal.geometry.registry")
     if registry is not None:
         names |= set(registry.PROXIES)

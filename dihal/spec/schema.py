@@ -227,7 +227,7 @@ class GeometrySpec(Section):
     )
     proxies: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
-        description="proxy name -> weight of its z-score in G",
+        description="proxy name (built in, or an installed plugin's: docs/extending.md) -> weight of its z-score in G",
     )
     space: str = Field(
         default=DEFAULT_SPACE,
@@ -253,14 +253,17 @@ class GeometrySpec(Section):
     @field_validator("proxies")
     @classmethod
     def _proxies(cls, v: dict[str, float]) -> dict[str, float]:
-        from dihal.spec.geometry import known_proxies  # not the torch-backed registry: validate stays fast
+        from dihal.spec import plugins
+        from dihal.spec.geometry import BUILTIN, known_proxies  # not the torch-backed registry: validate stays fast
 
-        PROXIES = known_proxies()
+        known = known_proxies()
         if not v:
             raise ValueError("at least one proxy must enter G")
-        unknown = sorted(set(v) - set(PROXIES))
+        unknown = sorted(set(v) - known)
         if unknown:
-            raise ValueError(f"unknown proxy {unknown[0]!r}; registered: {sorted(PROXIES)}")
+            raise ValueError(plugins.unknown("proxy", unknown[0], known))
+        if clash := plugins.shadowed("proxy", v, BUILTIN):
+            raise ValueError(clash)
         if any(w == 0 for w in v.values()):
             raise ValueError("a proxy weight of 0 means it does not enter G: remove it instead")
         return dict(sorted(v.items()))
@@ -268,22 +271,26 @@ class GeometrySpec(Section):
     @field_validator("space")
     @classmethod
     def _space(cls, v: str) -> str:
+        from dihal.spec import plugins
         from dihal.spec.geometry import known_spaces
 
         if v not in known_spaces():
-            raise ValueError(f"unknown geometry space {v!r}; registered: {sorted(known_spaces())}")
+            raise ValueError(plugins.unknown("space", v, known_spaces()))
         return v
 
     @field_validator("spaces")
     @classmethod
     def _spaces(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from dihal.spec.geometry import known_spaces
+        from dihal.spec import plugins
+        from dihal.spec.geometry import SPACE_NAMES, known_spaces
 
         if not v:
             raise ValueError("score at least one space")
         unknown = sorted(set(v) - known_spaces())
         if unknown:
-            raise ValueError(f"unknown geometry space {unknown[0]!r}; registered: {sorted(known_spaces())}")
+            raise ValueError(plugins.unknown("space", unknown[0], known_spaces()))
+        if clash := plugins.shadowed("space", v, SPACE_NAMES):
+            raise ValueError(clash)
         if len(set(v)) != len(v):
             raise ValueError("geometry spaces must be distinct")
         return tuple(sorted(v))

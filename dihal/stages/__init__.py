@@ -49,7 +49,8 @@ def _check_code(config_path: Path | str, kind: str) -> None:
     import json
 
     from dihal.spec.hashing import digest
-    from dihal.stages.identity import code_hash
+    from dihal.spec.plugins import GROUPS
+    from dihal.stages.identity import code_hash, plugin_identity
 
     cfg = json.loads(Path(config_path).read_text())
     identity = cfg.get("identity") or {}
@@ -62,6 +63,17 @@ def _check_code(config_path: Path | str, kind: str) -> None:
             f"{code_hash(kind)}: run `dihal compile` (or `dihal run`) on the spec again, which "
             "gives the stage a new name instead of mixing outputs of two versions of the code"
         )
+    if want_plugins := identity.get("plugins"):
+        uses: dict[str, list[str]] = {}
+        for entry in want_plugins:
+            group, _, name = entry["entry_point"].partition(":")
+            uses.setdefault({g: k for k, g in GROUPS.items()}[group], []).append(name)
+        if (got_plugins := plugin_identity(uses)) != want_plugins:
+            raise RuntimeError(
+                f"{config_path} was compiled for plugin code {_plugins_line(want_plugins)}, but what is installed "
+                f"is {_plugins_line(got_plugins)}: run `dihal compile` (or `dihal run`) on the spec again, which "
+                "gives the stage a new name"
+            )
     upstream = {k: Path(v).name for k, v in (cfg.get("inputs") or {}).items()}  # artifacts/<kind>/<hash>
     got = digest({"kind": kind, "params": cfg.get("params"), "upstream": upstream, "identity": identity})
     if got[: len(str(cfg.get("hash")))] != cfg.get("hash"):
@@ -71,3 +83,7 @@ def _check_code(config_path: Path | str, kind: str) -> None:
             "on it would file results the ledger never sees under the old name). Run a variant with "
             "`dihal run SPEC -S section.field=value`, or `dihal compile SPEC` to restore this config"
         )
+
+
+def _plugins_line(entries: list[dict]) -> str:
+    return ", ".join(f"{e['entry_point']} ({e['distribution']} {e['version']}, source {e['source']})" for e in entries)

@@ -20,20 +20,29 @@ plus `dihal/stages/__init__.py` (the dispatcher, which sets deterministic algori
 top-level `dihal/__init__.py` (the version string only) is left out, so a release bump moves
 nothing. Editing a proxy re-runs score and everything downstream but not extract; editing the CLI,
 the ledger or the report moves no stage at all.
+
+Plugins (`dihal.spec.plugins`): a stage that uses a proxy, space or interface an installed package
+declares has that plugin's distribution, version and source hash in its identity (`plugin_identity`),
+so upgrading or editing the plugin renames the stage, and `dihal stage` refuses a config compiled for
+other plugin code, as it does for dihal's own.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import re
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 import dihal
+from dihal.spec import plugins
+from dihal.spec.geometry import STANDARD
 from dihal.spec.inputs import is_model_file
 from dihal.spec.kinds import STAGE_MODULES
 
@@ -67,6 +76,7 @@ def _source(path: Path, mtime_ns: int, size: int, module: str, is_pkg: bool) -> 
     literals: set[str] = set()  # module names in strings count only where the file calls import_module
     lazy = False
     package = module if is_pkg else module.rpartition(".")[0]
+    top = module.split(".")[0]
     for node in ast.walk(ast.parse(data)):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
             lazy = True
@@ -82,11 +92,12 @@ def _source(path: Path, mtime_ns: int, size: int, module: str, is_pkg: bool) -> 
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.fullmatch(node.value):
             literals.add(node.value)  # a lazy `importlib.import_module("dihal.…")` (PEP 562 re-exports)
     found |= literals if lazy else set()
-    return hashlib.sha256(data).digest(), frozenset(m for m in found if m == "dihal" or m.startswith("dihal."))
+    return hashlib.sha256(data).digest(), frozenset(m for m in found if m == top or m.startswith(f"{top}."))
 
 
 def closure(pkg_dir: Path, seed: str) -> dict[str, Path]:
-    """Module name -> source file of `seed` and every dihal module it imports, transitively (with their packages)."""
+    """Module name -> source file of `seed` and every module of its top-level package (dihal, or a plugin's,
+    found in `pkg_dir`) it imports, transitively (with their packages)."""
     todo, seen = [seed], {}
     while todo:
         mod = todo.pop()
@@ -109,6 +120,58 @@ def code_hash(kind: str, pkg_dir: Path | None = None) -> str:
     pkg_dir = (pkg_dir or PACKAGE_DIR).resolve()
     files = closure(pkg_dir, f"dihal.stages.{STAGE_MODULES[kind]}")
     files["dihal.stages"] = pkg_dir / "stages" / "__init__.py"
+    h = hashlib.sha256()
+    for mod in sorted(files):
+        h.update(f"{mod}\0".encode() + _file_sha(files[mod], mod))
+    return h.hexdigest()[:16]
+
+
+def plugin_identity(uses: dict[str, Iterable[str]]) -> list[dict]:
+    """What names the plugin code a stage runs, for the names in `uses` ({kind: names}) an installed plugin
+    declares (built-in names are covered by the code hash): its entry point, distribution and version, and
+    the sha256 of its entry point's module and every module of its package that module imports (the rule
+    dihal's own code hash follows). Nothing is imported: the files are found with `importlib.util.find_spec`
+    on the top-level package, which does not run it."""
+    out = []
+    for kind in sorted(uses):
+        for name in sorted(set(uses[kind])):
+            plugin = plugins.find(kind, name)
+            if plugin is not None:
+                out.append(
+                    {
+                        "entry_point": f"{plugin.group}:{name}",
+                        "distribution": plugin.distribution,
+                        "version": plugin.version,
+                        "source": plugin_source_hash(plugin),
+                    }
+                )
+    return out
+
+
+def plugin_uses(kind: str, params: dict) -> dict[str, list[str]]:
+    """The plugin-providable names a `kind` stage's params use: proxies and spaces (score), an interface (train)."""
+    if kind == "score":
+        geo = params["geometry"]
+        return {"proxy": [*STANDARD, *geo["proxies"]], "space": list(geo["spaces"])}
+    if kind == "train" and "interface" in params:
+        return {"interface": [params["interface"]["name"]]}
+    return {}
+
+
+def plugin_source_hash(plugin: plugins.Plugin) -> str:
+    top = plugin.module.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+        raise plugins.PluginError(f"{plugin.where}: its package {top!r} is not importable from this Python's path")
+    if spec.submodule_search_locations:  # a package: the module and what it imports from the package
+        files = closure(Path(next(iter(spec.submodule_search_locations))), plugin.module)
+        if plugin.module not in files:
+            raise plugins.PluginError(f"{plugin.where}: module {plugin.module!r} has no source file")
+    else:  # a single-module distribution
+        files = {top: Path(spec.origin)}
     h = hashlib.sha256()
     for mod in sorted(files):
         h.update(f"{mod}\0".encode() + _file_sha(files[mod], mod))

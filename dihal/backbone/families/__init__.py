@@ -2,7 +2,8 @@
 
 `family_for(model)` picks the module named by `dihal.backbone.support.FAMILIES` for the model's
 `model_type`; `BackboneAdapter` then drives the explicit block loop through it. A decoder-only causal LM of
-no known family gets `generic` (hooks on its own forward), with a one-line notice.
+no known family gets `generic` (hooks on its own forward), with a one-line notice. A `model_type` an installed
+plugin declares (entry point group `dihal.families`) gets the plugin's `Family` subclass, imported on first use.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import importlib
 from dihal.backbone.families.base import Family, PositionContext
 from dihal.backbone.support import (
     GENERIC,
+    PLUGIN,
     NotSupported,
     UnsupportedArchitecture,
     check_config,
     generic_notice,
 )
+from dihal.spec import plugins
 
 __all__ = ["Family", "PositionContext", "family_for"]
 
@@ -36,4 +39,16 @@ def family_for(model) -> Family:
 
         _NOTICED.add(config["model_type"])
         log(generic_notice(config))
+    if module == PLUGIN:
+        return _plugin_family(config["model_type"])(model)
     return importlib.import_module(f"dihal.backbone.families.{module}").FAMILY(model)
+
+
+def _plugin_family(model_type: str) -> type[Family]:
+    plugin = plugins.find("family", model_type)
+    cls = plugins.load(plugin)
+    if not (isinstance(cls, type) and issubclass(cls, Family)):
+        raise plugins.PluginError(
+            f"{plugin.where} must name a subclass of dihal.backbone.families.base.Family; got {cls!r}"
+        )
+    return cls
