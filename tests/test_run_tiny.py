@@ -208,6 +208,9 @@ def test_ledger_sql_formats_and_refuses_writes(project, first_run):
         assert res.exit_code == 1 and "read-only" in res.output
     assert ledger_rows(project, "SELECT count(*) FROM runs") == n and not (project / "leak.csv").exists()
     assert invoke(project, "ledger", "runs").exit_code == 0
+    as_json = [invoke(project, *cmd, "--format", "json") for cmd in (("ledger", "runs"), ("runs",))]
+    assert as_json[0].exit_code == as_json[1].exit_code == 0
+    assert json.loads(as_json[1].output) == json.loads(as_json[0].output) and json.loads(as_json[1].output)
 
 
 def test_a_failing_stage_is_recorded_and_earlier_results_survive(project, first_run):

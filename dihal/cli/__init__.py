@@ -20,7 +20,7 @@ from dihal.cli.common import (
     out,
     project_state,
 )
-from dihal.cli.ledger import ledger_app
+from dihal.cli.ledger import ledger_app, ledger_runs
 from dihal.cli.loading import checked, compile_one, load_checked, variants
 from dihal.cli.run import run
 from dihal.spec.errors import SpecError
@@ -33,6 +33,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(ledger_app, name="ledger")
+# The first thing a user types after a run; the same command as `dihal ledger runs`.
+app.command("runs", help="List the latest runs (the same as `dihal ledger runs`).")(ledger_runs)
 
 
 def _version(value: bool) -> None:
