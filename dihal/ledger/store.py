@@ -17,7 +17,8 @@ transaction (`dihal.ledger.queue`) and the next writer replays it. DuckDB refuse
 readers while another process writes, too, so readers (reports, `dihal ledger
 sql`, a concurrent run's summary) wait the same way, then fail with a LedgerError.
 Everything in the file can be re-created from `artifacts/` and the records under
-`ledger/` (`dihal ledger rebuild`).
+`ledger/` (`dihal ledger rebuild`). The tables, their migrations and views are in
+`dihal.ledger.schema` (the names callers imported from here before it moved stay importable).
 """
 
 from __future__ import annotations
