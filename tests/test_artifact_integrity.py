@@ -28,7 +28,7 @@ SPEC = {
     "geometry": {"seq_len": 16, "n_tokens": 512, "anchors": 64, "k": 8, "pairs": 256, "batch_size": 8},
     "bridge": None,
 }
-GEOMETRY = "SELECT layer, kappa, sigma, erank, score, selected, argmax_share FROM layer_geometry ORDER BY layer"
+GEOMETRY = "SELECT layer, kappa, sigma, r, g, selected, argmax_share FROM layer_geometry ORDER BY layer"
 runner = CliRunner()
 
 

@@ -16,7 +16,7 @@ def _rows(spec_hash: str, n: int = 5) -> list[dict]:
             "space": "bridge",
             "layer": i,
             "kappa": float(i),
-            "score": -float(i),
+            "g": -float(i),
             "selected": i == 0,
             "run_id": "r",
             "code_version": "v",
@@ -228,7 +228,7 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
     con.execute("INSERT INTO selection_stability (spec_hash, variant, layer, score) VALUES ('a', 'main', 1, 2.0)")
     con.close()
     _ingest(tmp_path, "b")
-    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(1,), (2,), (3,), (4,), (5,)]
+    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(v,) for v in range(1, 7)]
     # step 5: rows from before geometry spaces were measured in the one-scalar space, and say so
     assert ledger.query(
         tmp_path, "SELECT space, layer, kappa FROM layer_geometry WHERE spec_hash = 'a' ORDER BY layer"
@@ -236,7 +236,7 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
     assert ledger.query(tmp_path, "SELECT space, selection_space, spearman_rho FROM correlations")[1] == [
         ("scalar", True, 0.52)
     ]
-    assert ledger.query(tmp_path, "SELECT space FROM selection_stability")[1] == [("scalar",)]
+    assert ledger.query(tmp_path, "SELECT space, g FROM selection_stability")[1] == [("scalar", 2.0)]  # step 6
     assert ledger.query(tmp_path, "SELECT space FROM selections")[1] == [("scalar",)]
     pk = ledger.query(
         tmp_path,
@@ -254,8 +254,8 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
         )[1]
     }
     assert {table_col for t, table_col, _ in ledger.MIGRATIONS if t == "layer_geometry"} <= cols
-    _ingest(tmp_path, "c")  # a second writer finds version 5 and applies nothing twice
-    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(5,)]
+    _ingest(tmp_path, "c")  # a second writer finds version 6 and applies nothing twice
+    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(6,)]
 
 
 def test_a_ledger_from_a_newer_dihal_is_not_written_and_the_run_is_queued(tmp_path):

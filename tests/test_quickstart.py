@@ -39,9 +39,7 @@ def test_quickstart_end_to_end(project):
     assert "ℓ*" in first.stdout and "stages run this time: 7 of 7" in first.stdout
     con = duckdb.connect(str(project / "ledger" / "dihal.duckdb"), read_only=True)
     spaces = con.execute("SELECT space, count(*) FROM layer_geometry GROUP BY space ORDER BY space").fetchall()
-    geo = con.execute(
-        "SELECT layer, score, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer"
-    ).fetchall()
+    geo = con.execute("SELECT layer, g, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer").fetchall()
     bridge = con.execute("SELECT layer, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results").fetchall()
     refs = dict(con.execute("SELECT reference, gen_ppl FROM reference_results").fetchall())
     con.close()

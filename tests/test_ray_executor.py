@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'diha
 ROWS = {
     "bridge": "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce, samples_digest FROM bridge_results "
     "ORDER BY layer, seed",
-    "geometry": "SELECT layer, score FROM layer_geometry ORDER BY layer",
+    "geometry": "SELECT layer, g FROM layer_geometry ORDER BY layer",
 }
 runner = CliRunner()
 

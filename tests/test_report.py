@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dihal.ledger.schema import RENAMED_COLUMNS
 from dihal.ledger.store import SCHEMA, LedgerError, insert_rows, ledger_path, writer
 from dihal.report import write_reports
 from dihal.report.confidence import outlier_threshold, settings_lines, variant_layer
@@ -89,13 +90,13 @@ def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]
             "space_best": ell == best,
             "kappa": kappa[ell],
             "sigma": sigma[ell],
-            "erank": erank[ell],
+            "r": erank[ell],
             "participation_ratio": erank[ell] / 3,
             "lambda_min_p": 0.01,
             "z_kappa": zk[ell],
             "z_sigma": zs[ell],
-            "z_erank": zr[ell],
-            "score": score[ell],
+            "z_r": zr[ell],
+            "g": score[ell],
             "selected": ell == best,
             "proxies": {
                 "values": {"kappa": kappa[ell]},
@@ -110,7 +111,7 @@ def _geometry(h: str, layers: list[int], run_id: str) -> tuple[list[dict], dict]
         "spec_hash": h,
         "rule": "argmax",
         "layer": best,
-        "score": score[best],
+        "g": score[best],
         "n_candidates": len(layers),
         "space": "bridge",
         **prov,
@@ -128,8 +129,8 @@ def _with_trust(rows: list[dict], sel: dict) -> list[dict]:
             n_over_threshold=3 if ell == 1 else 0,
             top_share_before=0.62 if ell == 1 else 0.01,
             top_share_after=0.04 if ell == 1 else 0.009,
-            g_lo=g["score"] - 0.5,
-            g_hi=g["score"] + 0.4,
+            g_lo=g["g"] - 0.5,
+            g_hi=g["g"] + 0.4,
             argmax_share=SHARES.get(ell, 0.0),
         )
     sel.update(
@@ -153,7 +154,7 @@ def _with_trust(rows: list[dict], sel: dict) -> list[dict]:
             **common,
             "variant": "main",
             "layer": g["layer"],
-            "score": g["score"],
+            "g": g["g"],
             "g_lo": g["g_lo"],
             "g_hi": g["g_hi"],
             "argmax_share": g["argmax_share"],
@@ -173,9 +174,9 @@ def _with_trust(rows: list[dict], sel: dict) -> list[dict]:
                 **common,
                 "variant": variant,
                 "layer": g["layer"],
-                "score": g["score"] + 3.0 * (g["layer"] == best),
-                "g_lo": g["score"] - 1.0,
-                "g_hi": g["score"] + 1.0,
+                "g": g["g"] + 3.0 * (g["layer"] == best),
+                "g_lo": g["g"] - 1.0,
+                "g_hi": g["g"] + 1.0,
                 "argmax_share": 0.55 if g["layer"] == best else 0.1,
                 "selected": g["layer"] == best,
                 "top_share_after": 0.62 if variant == "keep-outliers" else 0.02,
@@ -466,15 +467,17 @@ def test_trust_in_selected_layer_panels(project):
 
 
 def test_unmigrated_ledger_renders(tmp_path):
-    """A ledger written before the stability columns and table shipped, and never written since, still renders."""
+    """A ledger written before the stability columns and table shipped, and never written since, still renders,
+    its columns read under the names step 6 gave them (score -> g, erank -> r, z_erank -> z_r)."""
     path = ledger_path(tmp_path)
     path.parent.mkdir(parents=True)
     spec = _spec("old", {"seed": 3}, "name: old\n", T0)
     h = spec["spec_hash"]
     rows, sel = _geometry(h, [1, 2, 3], "o1")
     new = {"space", "space_best", "confidence"}  # columns added by later schema steps
-    rows = [{k: v for k, v in g.items() if k not in new} for g in rows]
-    sel = {k: v for k, v in sel.items() if k not in new}
+    old_name = {now: before for before, now in RENAMED_COLUMNS.items()}
+    rows = [{old_name.get(k, k): v for k, v in g.items() if k not in new} for g in rows]
+    sel = {old_name.get(k, k): v for k, v in sel.items() if k not in new}
     con = duckdb.connect(str(path))
     try:
         for stmt in SCHEMA:
@@ -489,6 +492,7 @@ def test_unmigrated_ledger_renders(tmp_path):
         con.close()
     html = write_reports(tmp_path, h).read_text(encoding="utf-8")
     assert 'id="geometry-plot"' in html and 'id="c1"' in html and "-0.500" in html
+    assert f"{sel['score']:+.3f}" in html and f"<td>{rows[0]['z_erank']:+.2f}</td>" in html  # G at ℓ*, z(r): old names
     assert "in the scalar space: centred and rescaled by one scalar" in html  # rows from before spaces existed
     for absent in NEW_PANELS:
         assert absent not in html, absent
@@ -504,8 +508,8 @@ def test_trust_helpers():
     assert settings_lines(None) == [] and settings_lines({}) == [] and settings_lines("raw") == ["raw"]
     assert outlier_threshold("drop>20x median norm") == 20.0 and outlier_threshold("drop > 7.5× median") == 7.5
     assert outlier_threshold("keep") is None and outlier_threshold(None) is None
-    assert variant_layer([{"layer": 1, "score": 2.0}, {"layer": 2, "score": 1.0, "selected": True}]) == 2
-    assert variant_layer([{"layer": 1, "score": 1.0}, {"layer": 2, "score": 3.0}]) == 2 and variant_layer([]) is None
+    assert variant_layer([{"layer": 1, "g": 2.0}, {"layer": 2, "g": 1.0, "selected": True}]) == 2
+    assert variant_layer([{"layer": 1, "g": 1.0}, {"layer": 2, "g": 3.0}]) == 2 and variant_layer([]) is None
 
 
 def test_index_lists_specs_with_working_links(project):
@@ -644,7 +648,7 @@ def test_quickstart_and_degenerate_values_render(tmp_path):
     spec = _spec("quick start", {"seed": 7}, "name: quick start\ndescription: |\n  two\n  lines\n", T0)
     h = spec["spec_hash"]
     rows, sel = _geometry(h, [1, 2, 3], "q1")
-    rows[0]["erank"] = None
+    rows[0]["r"] = None
     with writer(tmp_path) as con:
         insert_rows(con, "specs", [spec])
         insert_rows(

@@ -54,7 +54,7 @@ def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
     assert "ℓ*" in result.output and "ledger" in result.output
     geo = ledger_rows(
         project,
-        "SELECT layer, kappa, sigma, erank, score, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer",
+        "SELECT layer, kappa, sigma, r, g, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer",
     )
     assert [r[0] for r in geo] == [1, 2, 3] and sum(r[5] for r in geo) == 1
     best = max(geo, key=lambda r: r[4])
@@ -87,7 +87,7 @@ def test_run_records_how_sure_the_selection_is(project, first_run):
     for name in ("bridge", "scalar"):
         shares = ledger_rows(
             project,
-            "SELECT argmax_share, g_lo, score, g_hi, top_share_after, n_states FROM "
+            "SELECT argmax_share, g_lo, g, g_hi, top_share_after, n_states FROM "
             f"layer_geometry WHERE space = '{name}' ORDER BY layer",
         )
         assert sum(r[0] for r in shares) == pytest.approx(1.0)
@@ -195,11 +195,11 @@ def test_ledger_sql_formats_and_refuses_writes(project, first_run):
         project,
         "ledger",
         "sql",
-        f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' AND space = 'bridge' ORDER BY layer",
+        f"SELECT layer, g FROM layer_geometry WHERE spec_hash = '{h}' AND space = 'bridge' ORDER BY layer",
         "--format",
         "csv",
     )
-    assert res.exit_code == 0 and res.output.splitlines()[0] == "layer,score" and len(res.output.splitlines()) == 4
+    assert res.exit_code == 0 and res.output.splitlines()[0] == "layer,g" and len(res.output.splitlines()) == 4
     res = invoke(project, "ledger", "sql", "SELECT count(*) AS n FROM runs", "--format", "json")
     assert json.loads(res.output)[0]["n"] >= 1
     n = ledger_rows(project, "SELECT count(*) FROM runs")
@@ -257,9 +257,7 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     )
     for space, rho in [(r[8], r[0]) for r in rows]:
         g = dict(
-            ledger_rows(
-                project, f"SELECT layer, score FROM layer_geometry WHERE spec_hash = '{h}' AND space = '{space}'"
-            )
+            ledger_rows(project, f"SELECT layer, g FROM layer_geometry WHERE spec_hash = '{h}' AND space = '{space}'")
         )
         assert rho == pytest.approx(spearmanr([g[x] for x in (1, 2, 3)], [loss[x] for x in (1, 2, 3)])[0])
     html = (project / "reports" / "tiny-sweep.html").read_text()
@@ -408,7 +406,7 @@ def test_the_python_api_reads_results_without_blocking_a_run(project, first_run)
 
     geo = dihal.results("layer_geometry", project=project)
     assert len(geo) == ledger_rows(project, "SELECT count(*) FROM layer_geometry")[0][0]
-    assert {"layer", "score", "spec_hash"} <= set(geo.columns)
+    assert {"layer", "g", "spec_hash"} <= set(geo.columns)
     everything = dihal.results(project=project)
     assert "bridge_results" in everything and "schema_version" not in everything
     with writer(project, wait=0):  # the frames came from a snapshot: nothing of the ledger is held by the notebook

@@ -92,11 +92,11 @@ def project(tmp_path_factory):
         con.execute("INSERT INTO specs (spec_hash, name) VALUES (?, ?)", [h, name])
         for layer in (1, 2):
             con.execute(
-                "INSERT INTO layer_geometry (spec_hash, space, layer, score, selected) VALUES (?, 'bridge', ?, ?, ?)",
+                "INSERT INTO layer_geometry (spec_hash, space, layer, g, selected) VALUES (?, 'bridge', ?, ?, ?)",
                 [h, layer, float(layer), layer == 2],
             )
         con.execute(
-            "INSERT INTO selections (spec_hash, space, rule, layer, score, block_start, outlier_rule, warning, "
+            "INSERT INTO selections (spec_hash, space, rule, layer, g, block_start, outlier_rule, warning, "
             "confidence) VALUES (?, 'bridge', 'argmax', 2, 2.0, ?, ?, ?, ?)",
             [h, HOSTILE[0], HOSTILE[1], HOSTILE[2], HOSTILE[4]],
         )

@@ -10,6 +10,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.measure import Measurement
 from rich.table import Table
 
 from dihal.cli.common import RootOpt, err, error, fail_spec, out
@@ -27,9 +28,44 @@ class Format(str, Enum):
     json = "json"
 
 
-def _emit(cols: list[str], rows: list[tuple], fmt: Format) -> None:
+def _cell(v) -> str:
+    return "" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _table(cols: list[str], rows: list[tuple]) -> Table:
+    t = Table()
+    for c in cols:
+        t.add_column(text(c))
+    for r in rows:
+        t.add_row(*(text(_cell(v)) for v in r))
+    return t
+
+
+def too_wide(table: Table) -> bool:
+    """The table at its natural width would not fit the terminal (piped output: 160 columns), so rich would
+    wrap or cut its cells."""
+    unbounded = out.options.update(width=1_000_000)  # measured against the screen, rich would clamp to it
+    return Measurement.get(out, unbounded, table).maximum > out.width
+
+
+def vertical_lines(cols: list[str], rows: list[tuple]) -> list[str]:
+    """Rows laid out like psql's `\\x`: a `-[ row N ]` separator, then one `column | value` line per field, names
+    padded to one width. Names and values pass through `clean` (newlines and control characters as escapes)."""
+    names = [clean(c) for c in cols]
+    pad = max((len(n) for n in names), default=0)
+    body = [[f"{n.ljust(pad)} | {clean(_cell(v))}" for n, v in zip(names, r)] for r in rows]
+    width = min(max((len(line) for lines in body for line in lines), default=0), out.width)
+    out_lines = []
+    for i, lines in enumerate(body, 1):
+        head = f"-[ row {i} ]"
+        out_lines += [head + "-" * max(0, width - len(head)), *lines]
+    return out_lines
+
+
+def _emit(cols: list[str], rows: list[tuple], fmt: Format, vertical: bool | None = False) -> None:
     """Query results in the chosen format, every value printed as data (`dihal.utils.terminal`): JSON is
-    strict JSON (non-finite numbers are null), CSV and table cells carry no control characters or markup."""
+    strict JSON (non-finite numbers are null), CSV and table cells carry no control characters or markup.
+    `vertical`: the table format one field per line; None: so when the table would not fit the terminal."""
     if fmt is Format.csv:
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -40,12 +76,18 @@ def _emit(cols: list[str], rows: list[tuple], fmt: Format) -> None:
         records = [dict(zip(cols, json_safe(list(r)))) for r in rows]
         sys.stdout.write(json.dumps(records, default=str, indent=2, allow_nan=False) + "\n")
     else:
-        t = Table()
-        for c in cols:
-            t.add_column(text(c))
-        for r in rows:
-            t.add_row(*(text("" if v is None else f"{v:.6g}" if isinstance(v, float) else v) for v in r))
-        out.print(t)
+        t = _table(cols, rows)
+        if vertical is None and rows and too_wide(t):
+            vertical = True
+            err.print(
+                "(wider than the terminal: one line per field; -X keeps the table, -f csv for scripts)",
+                style="yellow",
+                highlight=False,
+            )
+        if vertical:
+            sys.stdout.write("".join(line + "\n" for line in vertical_lines(cols, rows)))
+        else:
+            out.print(t)
 
 
 @ledger_app.command("sql")
@@ -55,20 +97,34 @@ def ledger_sql(
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Stop the query after this many seconds."),
     memory: str = typer.Option("1GB", "--memory", help="DuckDB's memory limit for the query (e.g. 512MB, 4GB)."),
     max_rows: int = typer.Option(10_000, "--max-rows", min=1, help="Print at most this many rows."),
+    vertical: bool | None = typer.Option(
+        None,
+        "--vertical/--no-vertical",
+        "-x/-X",
+        help="One 'column | value' line per field, a separator per row (like psql's \\x); by default so when "
+        "the table would be wider than the terminal. Table format only.",
+        show_default=False,
+    ),
     project: Path = RootOpt,
 ) -> None:
     """Run one read-only SQL query against a snapshot of the ledger, within a time, memory and row limit.
 
-    Statements that write are refused. The query reads a copy, so it never holds up a concurrent run."""
+    Statements that write are refused. The query reads a copy, so it never holds up a concurrent run.
+    Each result table has a view with its spec's name: SELECT * FROM layer_geometry_named WHERE
+    spec_name = 'quickstart' AND spec_is_latest (docs/ledger.md)."""
     from dihal.ledger.console import run_query
     from dihal.ledger.store import LedgerError
 
+    if vertical is not None and fmt is not Format.table:
+        raise typer.BadParameter(
+            f"lays out the table format; --format {fmt.value} has no columns to fit", param_hint="--vertical / -x"
+        )
     try:
         answer = run_query(project, query, timeout=timeout, memory=memory, max_rows=max_rows)
     except LedgerError as e:
         error(e)
         raise typer.Exit(1) from None
-    _emit(answer.columns, answer.rows, fmt)
+    _emit(answer.columns, answer.rows, fmt, vertical)
     if not answer.rows:
         err.print("(0 rows)", style="yellow", highlight=False)
     if answer.truncated:

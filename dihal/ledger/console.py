@@ -26,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from dihal.ledger.schema import SCHEMA_VERSION, ensure_schema, schema_version
 from dihal.ledger.store import READ_CONFIG, LedgerError, check_read_only, ledger_path, query_error, reader
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -43,7 +44,8 @@ class Answer:
 
 @contextmanager
 def snapshot(root: Path):
-    """A private copy of the ledger (and its WAL, if a writer left one), taken under DuckDB's read lock."""
+    """A private copy of the ledger (and its WAL, if a writer left one), taken under DuckDB's read lock, and
+    brought to the current schema (`current_schema`)."""
     path = ledger_path(root)
     folder = Path(tempfile.mkdtemp(prefix="dihal-sql-"))
     try:
@@ -54,9 +56,24 @@ def snapshot(root: Path):
                         shutil.copyfile(src, folder / src.name)
                     except OSError as err:
                         raise LedgerError(f"could not copy the ledger {path} to query it: {err}") from None
+        current_schema(folder / path.name)
         yield folder / path.name
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def current_schema(copy: Path) -> None:
+    """Migrate a private copy written by an older dihal (and not written since), so a query, an export or a
+    DataFrame sees the names docs/ledger.md documents; the ledger itself migrates at its next write. A copy
+    from a newer dihal, or one a step cannot migrate, is left as it is and queried so."""
+    con = duckdb.connect(str(copy))
+    try:
+        if schema_version(con) < SCHEMA_VERSION:
+            ensure_schema(con)
+    except LedgerError:
+        pass
+    finally:
+        con.close()
 
 
 def run_query(

@@ -19,10 +19,13 @@ FORMATS = ("parquet", "csv")
 
 
 def _tables(con, wanted: list[str] | None) -> list[str]:
-    found = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
-    found += [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+    """The tables named, or every table but schema_version; a `<table>_named` view only when named (by default
+    each result would be written twice)."""
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
+    views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
     if not wanted:
-        return [t for t in found if t != "schema_version"]
+        return [t for t in tables if t != "schema_version"]
+    found = tables + sorted(views)
     unknown = [t for t in wanted if t not in found]
     if unknown:
         raise LedgerError(f"no table {', '.join(map(repr, unknown))} in the ledger (it has: {', '.join(found)})")
@@ -30,7 +33,7 @@ def _tables(con, wanted: list[str] | None) -> list[str]:
 
 
 def export(root: Path | str, out_dir: Path | str, fmt: str = "parquet", tables: list[str] | None = None) -> list[Path]:
-    """Write each table (all but schema_version when `tables` is empty) to out_dir/<table>.<fmt>."""
+    """Write each table (all but schema_version when `tables` is empty; views when named) to out_dir/<table>.<fmt>."""
     if fmt not in FORMATS:
         raise LedgerError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
@@ -57,7 +60,8 @@ def export(root: Path | str, out_dir: Path | str, fmt: str = "parquet", tables: 
 
 
 def frames(root: Path | str, tables: list[str] | None = None) -> dict:
-    """{table: pandas.DataFrame} of the ledger's tables (all but schema_version when `tables` is empty)."""
+    """{table: pandas.DataFrame} of the ledger's tables (all but schema_version when `tables` is empty; views when
+    named, e.g. `bridge_results_named`)."""
     with snapshot(Path(root)) as copy:
         con = duckdb.connect(str(copy), read_only=True, config=READ_CONFIG)
         try:

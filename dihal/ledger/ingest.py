@@ -6,16 +6,18 @@ import json
 from pathlib import Path
 
 from dihal.compile.plan import Plan
+from dihal.ledger.schema import PROXY_COLUMNS
 from dihal.spec.geometry import STANDARD
 from dihal.stages.common import RESULT_METRICS, check_finite, read_json
 from dihal.stages.manifest import verify_stages
 
-# Ledger columns that are results (see RESULT_METRICS): a NaN or inf in any of them fails the ingest, so a run
-# whose stage files were written by older code (or edited) is never recorded `succeeded` with a broken number.
+# Ledger columns that are results (see RESULT_METRICS, which names them as the stage files do): a NaN or inf in
+# any of them fails the ingest, so a run whose stage files were written by older code (or edited) is never
+# recorded `succeeded` with a broken number. G is `score` in the stage files and `g` in the ledger.
 ROW_METRICS: dict[str, tuple[str, ...]] = {
-    "layer_geometry": RESULT_METRICS["score"],
-    "selections": RESULT_METRICS["select"],
-    "selection_stability": RESULT_METRICS["score"],
+    "layer_geometry": ("g",),
+    "selections": ("g",),
+    "selection_stability": ("g",),
     "bridge_results": RESULT_METRICS["evaluate"],
     "training_curves": RESULT_METRICS["train"],
     "correlations": RESULT_METRICS["correlate"],
@@ -98,11 +100,11 @@ def geometry_rows(
                     "spec_hash": spec_hash,
                     "space": space,
                     "layer": layer,
-                    **{p: vals.get(p) for p in STANDARD},
+                    **{PROXY_COLUMNS[p]: vals.get(p) for p in STANDARD},
                     "participation_ratio": vals.get("participation_ratio"),
                     "lambda_min_p": vals.get("lambda_min_p"),
-                    **{f"z_{p}": z.get(p) for p in STANDARD},
-                    "score": block["score"][i],
+                    **{f"z_{PROXY_COLUMNS[p]}": z.get(p) for p in STANDARD},
+                    "g": block["score"][i],
                     "selected": layer == sel["layer"],
                     "space_best": layer == block["best"],
                     "proxies": {"values": vals, "z": z, "weights": scores["weights"]},
@@ -129,7 +131,7 @@ def geometry_rows(
             "spec_hash": spec_hash,
             "rule": sel["rule"],
             "layer": sel["layer"],
-            "score": sel["score"],
+            "g": sel["score"],
             "n_candidates": len(scores["layers"]),
             "argmax_share": sel.get("argmax_share"),
             "n_boot": stab["n_boot"] if stab else None,
@@ -174,7 +176,7 @@ def _stability_rows(
                     "variant": variant,
                     "space": space,
                     "layer": layer,
-                    "score": g,
+                    "g": g,
                     "g_lo": lo,
                     "g_hi": hi,
                     "argmax_share": share,

@@ -27,6 +27,7 @@ import duckdb
 from dihal.ledger import ingest, provenance, records
 from dihal.ledger import store as ledger
 from dihal.ledger.queue import replay_pending
+from dihal.ledger.schema import current_names
 
 
 @dataclass
@@ -177,14 +178,15 @@ def _result_tables(root: Path, s: dict, prov: dict) -> dict[str, list[dict]]:
 
 
 def _carry(con, old, spec_hash: str, tables=ledger.RESULT_TABLES) -> bool:
-    """Copy a spec's result rows from the old ledger (by column name: older schemas lack some columns)."""
+    """Copy a spec's result rows from the old ledger (by column name: older schemas lack some columns, and name
+    some as they were before step 6)."""
     copied = False
     for table in tables:
         try:
             rows = _rows(old, f"SELECT * FROM {table} WHERE spec_hash = ?", [spec_hash])
         except duckdb.CatalogException:
             continue  # the old ledger predates this table
-        ledger.insert_rows(con, table, rows)
+        ledger.insert_rows(con, table, [current_names(row) for row in rows])  # an old ledger has old names
         copied = copied or bool(rows)
     return copied
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dihal.ledger import store as ledger
-from dihal.ledger.store import LedgerError
+import duckdb
+
+from dihal.ledger.console import snapshot
+from dihal.ledger.store import READ_CONFIG, LedgerError
 from dihal.report.rows import has_table
 
 ROWS = [  # (label, SQL giving one value for spec_hash ?); the first table after FROM must exist for the row to have values
@@ -18,7 +20,7 @@ ROWS = [  # (label, SQL giving one value for spec_hash ?); the first table after
     ("ℓ*", "SELECT layer FROM selections WHERE spec_hash = ?"),
     ("space", "SELECT space FROM selections WHERE spec_hash = ?"),
     ("argmax share", "SELECT argmax_share FROM selections WHERE spec_hash = ?"),
-    ("G at ℓ*", "SELECT score FROM selections WHERE spec_hash = ?"),
+    ("G at ℓ*", "SELECT g FROM selections WHERE spec_hash = ?"),
     (
         "bridge val loss at ℓ*",
         "SELECT avg(b.bridge_val_loss) FROM bridge_results b JOIN selections s USING (spec_hash) "
@@ -58,16 +60,21 @@ def resolve(con, wanted: str) -> tuple[str, str]:
 
 def compare(root: Path, wanted: list[str]) -> tuple[list[str], list[tuple[str, list[object]]]]:
     """(spec names, [(row label, one value per spec)]); a value is None where a spec has no such result.
-    One read-only connection, closed before anything is printed."""
-    with ledger.reader(root) as con:
-        specs = [resolve(con, w) for w in wanted]
-        rows = []
-        for label, sql in ROWS:
-            table = re.search(r"\bFROM (\w+)", sql).group(1)  # older ledgers may lack reference_results
-            present = has_table(con, table)
-            values = []
-            for h, _ in specs:
-                got = con.execute(sql, [h]).fetchall() if present else []
-                values.append(got[0][0] if got else None)
-            rows.append((label, values))
+    One read-only connection to a snapshot (brought to the current schema, so a ledger an older dihal wrote
+    answers under today's names), closed before anything is printed."""
+    with snapshot(Path(root)) as copy:
+        con = duckdb.connect(str(copy), read_only=True, config=READ_CONFIG)
+        try:
+            specs = [resolve(con, w) for w in wanted]
+            rows = []
+            for label, sql in ROWS:
+                table = re.search(r"\bFROM (\w+)", sql).group(1)  # older ledgers may lack reference_results
+                present = has_table(con, table)
+                values = []
+                for h, _ in specs:
+                    got = con.execute(sql, [h]).fetchall() if present else []
+                    values.append(got[0][0] if got else None)
+                rows.append((label, values))
+        finally:
+            con.close()
     return [name for _, name in specs], rows

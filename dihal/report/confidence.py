@@ -38,8 +38,8 @@ def variant_layer(rows: list[dict]) -> int | None:
     flagged = [row["layer"] for row in rows if row.get("selected")]
     if flagged:
         return flagged[0]
-    scored = [row for row in rows if _finite(row.get("score")) is not None]
-    return max(scored, key=lambda row: (row["score"], -row["layer"]))["layer"] if scored else None
+    scored = [row for row in rows if _finite(row.get("g")) is not None]
+    return max(scored, key=lambda row: (row["g"], -row["layer"]))["layer"] if scored else None
 
 
 def profile(r: SpecReport) -> list[dict]:
@@ -50,7 +50,7 @@ def profile(r: SpecReport) -> list[dict]:
     return [
         {
             "layer": row["layer"],
-            "score": _finite(row.get("score")),
+            "g": _finite(row.get("g")),
             "g_lo": _finite(row.get("g_lo")),
             "g_hi": _finite(row.get("g_hi")),
             "argmax_share": _finite(row.get("argmax_share")),
@@ -150,7 +150,7 @@ def sensitivity_rows(r: SpecReport) -> list[dict]:
                 "settings": settings_lines(first.get("settings")),
                 "layer": layer,
                 "share": _finite(at.get("argmax_share")),
-                "score": _finite(at.get("score")),
+                "g": _finite(at.get("g")),
                 "top_share_after": _finite(at.get("top_share_after")),
                 "n_boot": first.get("n_boot"),
                 "n_documents": first.get("n_documents"),

@@ -48,7 +48,7 @@ class LayerStats:
     layer: int
     n_seeds: int
     stats: dict[str, tuple[float | None, float | None]]
-    score: float | None  # G at this layer, when the layer was a geometry candidate
+    g: float | None  # G at this layer, when the layer was a geometry candidate
 
 
 @dataclass
@@ -121,7 +121,7 @@ class SpecSummary:
     date: datetime | None
     selected_layer: int | None
     selected_share: float | None  # share of document resamples in which ℓ* is the argmax
-    score_at_selected: float | None
+    g_at_selected: float | None
     loss_at_selected: float | None
     ppl_at_selected: float | None
     rho: float | None
@@ -274,7 +274,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         weights = weights or dict(g["proxies"].get("weights") or {})
         by_space.setdefault(space_of(g), []).append(g)
     geometry = by_space.get(space) or next(iter(by_space.values()), [])
-    scores = {g["layer"]: finite(g.get("score")) for g in geometry}
+    scores = {g["layer"]: finite(g.get("g")) for g in geometry}
 
     bridge = fetch(con, "SELECT * FROM bridge_results WHERE spec_hash = ? ORDER BY layer, seed", [spec_hash])
     by_layer: dict[int, list[dict]] = {}
@@ -399,7 +399,7 @@ def summarize(con) -> list[SpecSummary]:
                 date=run.get("started_at") or s.get("last_seen"),
                 selected_layer=sel.get("layer"),
                 selected_share=finite(sel.get("argmax_share")),
-                score_at_selected=finite(sel.get("score")),
+                g_at_selected=finite(sel.get("g")),
                 loss_at_selected=finite(b.get("loss")),
                 ppl_at_selected=finite(b.get("ppl")),
                 rho=finite(c.get("spearman_rho")),

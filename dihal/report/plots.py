@@ -27,8 +27,8 @@ DPI = 110
 PROXY_PANELS = (  # (column, axis label, which way is better)
     ("kappa", r"local compactness $\kappa$", "higher is better"),
     ("sigma", r"global stiffness $\sigma$", "higher is better"),
-    ("erank", r"effective rank $r$", "lower is better"),
-    ("score", r"score $G$", "higher is better"),
+    ("r", r"effective rank $r$", "lower is better"),
+    ("g", r"score $G$", "higher is better"),
 )
 
 
@@ -59,7 +59,7 @@ def geometry_figure(geometry: list[dict], selected: int | None) -> str | None:
     for ax, (col, label, better) in zip(axes, panels):
         pts = [(g["layer"], g[col]) for g in geometry if finite_number(g.get(col))]
         xs, ys = zip(*pts)
-        color = ACCENT if col == "score" else LINE
+        color = ACCENT if col == "g" else LINE
         ax.plot(xs, ys, "-o", color=color, markersize=3.5, linewidth=1.4)
         if selected is not None:
             ax.axvline(selected, color=ACCENT, linestyle="--", linewidth=1.1, label=r"$\ell^*$" f" = {selected}")
@@ -131,9 +131,9 @@ def _fmt(v: float | None) -> str:
 def scatter_figure(layers: list[LayerStats], selected: int | None, corr: dict, space: str | None = None) -> str | None:
     """Claim C1 at a glance: G (in `space`) against bridge_val_loss, one point per layer, error bars over seeds."""
     pts = [
-        (ls.layer, ls.score, *ls.stats["bridge_val_loss"])
+        (ls.layer, ls.g, *ls.stats["bridge_val_loss"])
         for ls in layers
-        if finite_number(ls.score) and finite_number(ls.stats["bridge_val_loss"][0])
+        if finite_number(ls.g) and finite_number(ls.stats["bridge_val_loss"][0])
     ]
     if not pts:
         return None

@@ -33,7 +33,7 @@ def _int_layers(ax) -> None:
 
 def stability_figure(profile: list[dict], selected: int | None) -> str | None:
     """G per layer with its 95% document-bootstrap interval (top) and the argmax share per layer (bottom)."""
-    scored = [p for p in profile if finite_number(p["score"])]
+    scored = [p for p in profile if finite_number(p["g"])]
     shares = [p for p in profile if finite_number(p["argmax_share"])]
     if not scored and not shares:
         return None
@@ -45,7 +45,7 @@ def stability_figure(profile: list[dict], selected: int | None) -> str | None:
     for ax, kind in zip(axes, panels):
         if kind == "g":
             xs = [p["layer"] for p in scored]
-            ax.plot(xs, [p["score"] for p in scored], "-", color=LINE, linewidth=1.0, alpha=0.6)
+            ax.plot(xs, [p["g"] for p in scored], "-", color=LINE, linewidth=1.0, alpha=0.6)
             ci = [p for p in scored if finite_number(p["g_lo"]) and finite_number(p["g_hi"])]
             if ci:
                 ax.vlines(
@@ -57,10 +57,10 @@ def stability_figure(profile: list[dict], selected: int | None) -> str | None:
                     alpha=0.45,
                     label="95% interval (document bootstrap)",
                 )
-            ax.plot(xs, [p["score"] for p in scored], "o", color=LINE, markersize=4, label="G on the full sample")
+            ax.plot(xs, [p["g"] for p in scored], "o", color=LINE, markersize=4, label="G on the full sample")
             at = [p for p in scored if p["layer"] == selected]
             if at:
-                ax.plot([selected], [at[0]["score"]], "*", color=ACCENT, markersize=13, zorder=4)
+                ax.plot([selected], [at[0]["g"]], "*", color=ACCENT, markersize=13, zorder=4)
             ax.set_ylabel("score G", fontsize=9)
         else:
             ax.bar(
@@ -133,7 +133,7 @@ def _label(name: str) -> str:
 
 def sensitivity_figure(variants: dict[str, list[dict]], layers: dict[str, int | None]) -> str | None:
     """G per layer for every variant: a line with its 95% interval as a band, each variant's ℓ* as a star."""
-    series = {name: [r for r in rows if finite_number(r.get("score"))] for name, rows in variants.items()}
+    series = {name: [r for r in rows if finite_number(r.get("g"))] for name, rows in variants.items()}
     series = {name: rows for name, rows in series.items() if rows}
     if not series:
         return None
@@ -145,7 +145,7 @@ def sensitivity_figure(variants: dict[str, list[dict]], layers: dict[str, int | 
         xs = [r["layer"] for r in rows]
         label = _label(name) + (" (the spec)" if name == "main" else "")
         width = 1.8 if name == "main" else 1.2
-        ax.plot(xs, [r["score"] for r in rows], "-o", color=color, markersize=3, linewidth=width, label=label)
+        ax.plot(xs, [r["g"] for r in rows], "-o", color=color, markersize=3, linewidth=width, label=label)
         band = [r for r in rows if finite_number(r.get("g_lo")) and finite_number(r.get("g_hi"))]
         if band:
             ax.fill_between(
@@ -158,9 +158,7 @@ def sensitivity_figure(variants: dict[str, list[dict]], layers: dict[str, int | 
             )
         at = [r for r in rows if r["layer"] == layers.get(name)]
         if at:
-            ax.plot(
-                [at[0]["layer"]], [at[0]["score"]], "*", color=color, markersize=13, markeredgecolor="white", zorder=4
-            )
+            ax.plot([at[0]["layer"]], [at[0]["g"]], "*", color=color, markersize=13, markeredgecolor="white", zorder=4)
     ax.plot([], [], "*", color="#555555", markersize=10, label="each variant's ℓ*")
     ax.set_xlabel("layer", fontsize=9)
     ax.set_ylabel("score G (bands: 95% interval)", fontsize=9)

@@ -308,8 +308,8 @@ def _figure(cache: Path | None, key: str, module: str, fn: str, *args) -> str | 
 
 def _space_layers(r: SpecReport, space: str) -> list:
     """The bridge's per-layer stats with G taken from `space` (C1's panel for that space)."""
-    g = {row["layer"]: row.get("score") for row in r.geometry_by_space.get(space, [])}
-    return [dataclasses.replace(ls, score=g.get(ls.layer)) for ls in r.layers]
+    g = {row["layer"]: row.get("g") for row in r.geometry_by_space.get(space, [])}
+    return [dataclasses.replace(ls, g=g.get(ls.layer)) for ls in r.layers]
 
 
 def c1_spaces(r: SpecReport) -> list[dict]:
@@ -445,7 +445,7 @@ def render_index(rows: list[SpecSummary], linked: set[str]) -> str:
             "date": _dt(s.date),
             "layer": s.selected_layer,
             "share": s.selected_share,
-            "G": s.score_at_selected,
+            "G": s.g_at_selected,
             "loss": s.loss_at_selected,
             "ppl": s.ppl_at_selected,
             "rho": s.rho,

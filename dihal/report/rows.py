@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dihal.ledger.schema import current_names
 from dihal.utils.numbers import finite_or_none
 
 REFERENCES = {  # reference_results.reference -> what it is; the report lists them in this order, unknown ones last
@@ -19,9 +20,10 @@ finite = finite_or_none  # NaN and None both mean 'no number' in a report; one s
 
 
 def fetch(con, sql: str, params: list) -> list[dict]:
-    """The rows of one query as dicts keyed by column name."""
+    """The rows of one query as dicts keyed by column name, under the current names even where the ledger has
+    not been migrated since an older dihal wrote it (a report only reads: `dihal.ledger.schema.current_names`)."""
     cur = con.execute(sql, params)
-    cols = [d[0] for d in cur.description]
+    cols = list(current_names({d[0]: None for d in cur.description}))
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 

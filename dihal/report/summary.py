@@ -83,7 +83,7 @@ def _tables(con: Console, root: Path, result) -> None:
     space = chosen[0][0] if chosen and chosen[0][0] else result.spec.geometry.space
     cols, rows = ledger.query(
         root,
-        "SELECT layer, kappa, sigma, erank, z_kappa, z_sigma, z_erank, score, g_lo, g_hi, "
+        "SELECT layer, kappa, sigma, r, z_kappa, z_sigma, z_r, g, g_lo, g_hi, "
         "argmax_share, top_share_after, selected FROM layer_geometry WHERE spec_hash = ? "
         "AND space = ? ORDER BY layer",
         [h, space],
@@ -143,7 +143,7 @@ def _correlations(con: Console, root: Path, h: str) -> None:
 def _selection(con: Console, root: Path, h: str) -> None:
     _, sel = ledger.query(
         root,
-        "SELECT rule, layer, score, argmax_share, n_boot, n_documents, block_start, "
+        "SELECT rule, layer, g, argmax_share, n_boot, n_documents, block_start, "
         "outlier_rule, warning, space, confidence FROM selections WHERE spec_hash = ?",
         [h],
     )
@@ -216,7 +216,7 @@ def _channel_lines(con: Console, root: Path, h: str, space: str, layer: int) -> 
 def _variants(con: Console, root: Path, h: str, space: str) -> None:
     _, rows = ledger.query(
         root,
-        "SELECT variant, layer, argmax_share, score, top_share_after, settings "
+        "SELECT variant, layer, argmax_share, g, top_share_after, settings "
         "FROM selection_stability WHERE spec_hash = ? AND space = ? AND selected "
         "ORDER BY variant != 'main', variant",
         [h, space],
