@@ -19,7 +19,7 @@ from dihal.bridge.diffusion import (
     training_loss,
     x0_mse,
 )
-from dihal.bridge.schedule import ALPHA_MIN, alpha_sigma, time_grid
+from dihal.bridge.schedule import ALPHA_MIN, COSINE, NoiseSchedule, alpha_sigma, phi, time_grid
 from dihal.bridge.standardize import Standardizer
 
 B, T, D = 3, 6, 8
@@ -84,6 +84,66 @@ def test_schedule_rejects_integer_time_and_bad_steps():
         alpha_sigma(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="steps"):
         time_grid(0)
+
+
+shifts = st.floats(min_value=1.001, max_value=64.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(shifts, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_shifted_cosine_is_monotone_with_exact_endpoints(shift, t1, t2):
+    sched = NoiseSchedule("shifted_cosine", shift)
+    lo, hi = sorted((t1, t2))
+    (a_lo, a_hi), (s_lo, s_hi) = sched.alpha_sigma(torch.tensor([lo, hi], dtype=torch.float64))
+    assert a_lo >= a_hi and s_lo <= s_hi
+    alpha, sigma = sched.alpha_sigma(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert alpha[0].item() == 1.0 and sigma[0].item() == 0.0  # t = 0 is the clean data, exactly
+    expected_end = math.cos(math.atan(shift * math.tan(math.acos(ALPHA_MIN))))
+    assert alpha[1].item() == pytest.approx(expected_end, rel=1e-9) and 0 < alpha[1].item() < ALPHA_MIN
+    assert abs(float(alpha[1] ** 2 + sigma[1] ** 2) - 1) < 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(shifts, st.floats(0.01, 0.99))
+def test_shifted_cosine_divides_the_snr_by_shift_squared_and_matches_noise_levels(shift, t):
+    tt = torch.tensor([t], dtype=torch.float64)
+    a, s = NoiseSchedule("shifted_cosine", shift).alpha_sigma(tt)
+    a0, s0 = alpha_sigma(tt)
+    assert float((a / s) ** 2) == pytest.approx(float((a0 / s0) ** 2) / shift**2, rel=1e-9)
+    sched = NoiseSchedule("shifted_cosine", shift)
+    matched = sched.matching_time(tt)
+    assert 0 < matched.item() < t  # more noise at every t, so the cosine's level comes earlier
+    assert sched.alpha_sigma(matched)[0].item() == pytest.approx(a0.item(), rel=1e-9)
+
+
+def test_the_cosine_schedule_is_the_original_function_bit_for_bit():
+    t = torch.rand(1000, generator=gen(3))
+    assert all(torch.equal(x, y) for x, y in zip(COSINE.alpha_sigma(t), alpha_sigma(t)))
+    assert torch.equal(COSINE.matching_time(t), t) and torch.equal(COSINE.angle(t), phi(t))
+
+
+@pytest.mark.parametrize(
+    ("name", "shift", "match"),
+    [
+        ("cosine", 2.0, "only used by the shifted_cosine"),
+        ("shifted_cosine", 0.0, "positive finite"),
+        ("shifted_cosine", -1.0, "positive finite"),
+        ("shifted_cosine", float("inf"), "positive finite"),
+        ("shifted_cosine", True, "positive finite"),
+        ("shifted_cosine", 101.0, "at most 100"),
+        ("linear", 1.0, "schedule must be one of"),
+    ],
+)
+def test_schedule_parameters_are_checked_not_fixed(name, shift, match):
+    with pytest.raises(ValueError, match=match):
+        NoiseSchedule(name, shift)
+
+
+def test_a_shift_below_one_cannot_reach_the_cosines_highest_noise():
+    sched = NoiseSchedule("shifted_cosine", 0.5)
+    assert 0 < sched.matching_time(torch.tensor([0.5])).item() < 1
+    with pytest.raises(ValueError, match="does not reach"):
+        sched.matching_time(torch.tensor([0.2, 0.999]))
 
 
 # ------------------------------------------------------------------------- standardizer
@@ -196,16 +256,18 @@ def test_denoiser_seeded_init_shapes_and_global_rng_untouched(time_cond, pos):
 class Oracle(nn.Module):
     """Returns the exact answer for `objective` given the true x0 it was built with."""
 
-    def __init__(self, x0: torch.Tensor, objective: str) -> None:
+    def __init__(self, x0: torch.Tensor, objective: str, schedule: NoiseSchedule = COSINE) -> None:
         super().__init__()
-        self.x0, self.objective = x0, objective
+        self.x0, self.objective, self.schedule = x0, objective, schedule
         self.seen: list[torch.Tensor] = []
+        self.self_inputs: list[torch.Tensor | None] = []
 
-    def forward(self, x_t, t, clamp_mask):
+    def forward(self, x_t, t, clamp_mask, x0_self=None):
         self.seen.append(x_t.clone())
+        self.self_inputs.append(x0_self)
         if self.objective == "x0":
             return self.x0.clone()
-        alpha, sigma = alpha_sigma(t)
+        alpha, sigma = self.schedule.alpha_sigma(t)
         alpha, sigma = alpha[:, None, None], sigma[:, None, None]
         eps = (x_t - alpha * self.x0) / sigma
         return eps if self.objective == "eps" else alpha * eps - sigma * self.x0
@@ -223,6 +285,39 @@ def test_ddim_with_oracle_recovers_x0(objective, steps):
         assert torch.equal(out, x0)
     else:
         assert torch.allclose(out, x0, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_ddim_under_a_shifted_schedule_recovers_x0_and_self_conditions_on_the_last_estimate(objective):
+    x0 = torch.randn(B, T, D, generator=gen(7))
+    mask = prefix()
+    sched = NoiseSchedule("shifted_cosine", 4.0)
+    oracle = Oracle(x0, objective, sched)
+    kw = dict(clamp_values=x0, clamp_mask=mask, steps=7, objective=objective, schedule=sched, generator=gen(8))
+    out = ddim_sample(oracle, self_condition=True, **kw)
+    assert torch.allclose(out, x0, rtol=1e-5, atol=1e-4)
+    assert oracle.self_inputs[0] is None and len(oracle.self_inputs) == 7
+    for fed in oracle.self_inputs[1:]:  # each later step sees the previous estimate, clean where clamped
+        assert torch.allclose(fed, x0, rtol=1e-5, atol=1e-4) and torch.equal(fed[mask], x0[mask])
+    plain = Oracle(x0, objective, sched)
+    ddim_sample(plain, **kw)
+    assert plain.self_inputs == [None] * 7  # off: the network is never handed an estimate
+
+
+def test_self_conditioning_input_starts_inert_and_is_refused_where_not_built():
+    x = torch.randn(B, T, D, generator=gen(4))
+    t, mask = torch.full((B,), 0.5), prefix()
+    model = randomised(small_denoiser(self_condition=True))
+    with torch.no_grad():
+        model.self_cond.weight.zero_()  # as built: zero-initialised, so the estimate changes nothing at first
+    assert torch.equal(model(x, t, mask, torch.randn(B, T, D, generator=gen(5))), model(x, t, mask))
+    assert not torch.equal(randomised(model, 3)(x, t, mask, x), model(x, t, mask))
+    with pytest.raises(ValueError, match="without self_condition"):
+        small_denoiser()(x, t, mask, x)
+    with pytest.raises(ValueError, match="x0_self must have"):
+        model(x, t, mask, x[:, :2])
+    with pytest.raises(ValueError, match="self_condition must be"):
+        small_denoiser(self_condition=1)
 
 
 def test_ddim_oracle_recovers_x0_without_any_clamping():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import signal
 import subprocess
@@ -34,8 +36,8 @@ def low_rank_data(n: int = 256, rank: int = 2, seed: int = 0) -> torch.Tensor:
     return ((x - x.mean((0, 1))) / x.std((0, 1))).float()
 
 
-def model(seed: int = 0) -> Denoiser:
-    return Denoiser(D, d_model=32, depth=2, heads=4, max_len=T, seed=seed)
+def model(seed: int = 0, self_condition: bool = False) -> Denoiser:
+    return Denoiser(D, d_model=32, depth=2, heads=4, max_len=T, seed=seed, self_condition=self_condition)
 
 
 def cfg(**kw) -> TrainConfig:
@@ -70,6 +72,13 @@ def test_lr_schedule_warmup_then_cosine_to_zero():
         (dict(prefix=-1), "prefix"),
         (dict(batch_size=0), "batch_size"),
         (dict(grad_clip=-1.0), "grad_clip"),
+        (dict(self_condition="yes"), "self_condition"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(schedule="shifted_cosine", schedule_shift=0.0), "shift"),
+        (dict(schedule_shift=2.0), "shift is only used by the shifted_cosine"),
+        (dict(time_sampling="beta"), "time_sampling"),
+        (dict(time_loc=1.0), "only used by logit_normal"),
+        (dict(time_sampling="logit_normal", time_scale=0.0), "scale must be > 0"),
     ],
 )
 def test_train_config_errors_name_the_field(kwargs, field):
@@ -175,11 +184,20 @@ class Crash(Exception):
     pass
 
 
-def test_crash_after_checkpoint_then_resume_is_bit_identical(tmp_path, monkeypatch):
+# A recipe with every option away from its default: its extra draws (the self-conditioning coin, the
+# logit-normal times) are part of the generator state a checkpoint must carry.
+RECIPE = dict(
+    self_condition=True, schedule="shifted_cosine", schedule_shift=3.0, time_sampling="logit_normal", time_loc=0.5
+)
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["default", "recipe"])
+def test_crash_after_checkpoint_then_resume_is_bit_identical(tmp_path, monkeypatch, recipe):
     data = low_rank_data(64)
-    c = cfg(steps=20, checkpoint_every=5)
+    c = cfg(steps=20, checkpoint_every=5, **recipe)
+    sc = bool(recipe)
     # log_every=3 does not divide checkpoint_every: the partial logging window must survive.
-    ref = model()
+    ref = model(self_condition=sc)
     ref_result = train_denoiser(ref, data, c, progress=False, log_every=3)
 
     ckpt = tmp_path / "bridge.pt"
@@ -192,15 +210,15 @@ def test_crash_after_checkpoint_then_resume_is_bit_identical(tmp_path, monkeypat
 
     monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
-        train_denoiser(model(), data, c, checkpoint_path=ckpt, progress=False, log_every=3)
+        train_denoiser(model(self_condition=sc), data, c, checkpoint_path=ckpt, progress=False, log_every=3)
     monkeypatch.setattr(train_mod, "_save_checkpoint", real_save)
 
-    resumed = model(seed=123)  # different init: the checkpoint must replace it entirely
+    resumed = model(seed=123, self_condition=sc)  # different init: the checkpoint must replace it entirely
     result = train_denoiser(resumed, data, c, checkpoint_path=ckpt, progress=False, log_every=3)
     assert result.resumed_from == 10
     assert_same_run(ref, ref_result, resumed, result)
     # Re-running a finished run is a no-op that reports the same outcome.
-    again = model(seed=7)
+    again = model(seed=7, self_condition=sc)
     result2 = train_denoiser(again, data, c, checkpoint_path=ckpt, progress=False, log_every=3)
     assert result2.resumed_from == 20
     assert_same_run(ref, ref_result, again, result2)
@@ -281,3 +299,60 @@ def test_progress_bar_runs_and_reports_loss(capsys):
     err = capsys.readouterr().err
     assert "loss=" in err and "4/4" in err
     assert [row["step"] for row in result.curve] == [2, 4]
+
+
+# ------------------------------------------------------------------------------ recipe
+
+
+def test_default_recipe_reproduces_the_numbers_of_the_code_before_recipes():
+    """Curve, weights, validation x0-MSE and samples equal, bit for bit, what main at 6c01a4a computed
+    (tests/bridge_reference.py, one thread, CPU float32)."""
+    from tests.bridge_reference import reference_run
+
+    golden = json.loads((Path(__file__).parent / "golden" / "bridge_default_recipe.json").read_text())
+    for objective, expected in golden.items():
+        assert reference_run(objective) == expected, objective
+
+
+def test_self_conditioning_adds_one_projection_then_trains_and_samples():
+    plain, sc = model(), model(self_condition=True)
+    assert set(sc.state_dict()) - set(plain.state_dict()) == {"self_cond.weight"}
+    assert sum(p.numel() for p in sc.parameters()) - sum(p.numel() for p in plain.parameters()) == D * 32
+    for name, value in plain.state_dict().items():  # registered last: every other initial value is the same
+        assert torch.equal(value, sc.state_dict()[name]), name
+    data = low_rank_data()
+    c = cfg(steps=60, batch_size=32, lr=1e-2, warmup=5, **RECIPE)
+    result = train_denoiser(sc, data, c, progress=False, log_every=5)
+    losses = [row["loss"] for row in result.curve]
+    assert all(math.isfinite(v) for v in losses) and sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2
+    assert sc.self_cond.weight.abs().sum() > 0, "the self-conditioning projection learned something"
+    mask = prefix_mask(64, T, 1)
+    g = torch.Generator().manual_seed(99)
+    x0, t, noise = data[:64], torch.rand(64, generator=g), torch.randn(64, T, D, generator=g)
+    schedule = c.noise_schedule
+    two_pass = x0_mse(sc, x0, mask, t, noise, "x0", schedule=schedule, self_condition=True).item()
+    assert math.isfinite(two_pass) and two_pass < 0.8
+    kw = dict(clamp_values=x0[:4], clamp_mask=mask[:4], steps=10, schedule=schedule, generator=torch.Generator())
+    out = ddim_sample(sc, self_condition=True, **kw)
+    assert torch.isfinite(out).all() and not torch.equal(out, ddim_sample(sc, self_condition=False, **kw))
+
+
+def test_a_denoiser_built_for_another_recipe_is_refused():
+    with pytest.raises(ValueError, match="self_condition"):
+        train_denoiser(model(), low_rank_data(8), cfg(self_condition=True), progress=False)
+    with pytest.raises(ValueError, match="self_condition"):
+        train_denoiser(model(self_condition=True), low_rank_data(8), cfg(), progress=False)
+
+
+def test_time_sampling_draws():
+    from dihal.bridge.timesteps import TimeSampling
+
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(TimeSampling().draw(512, g1), torch.rand(512, generator=g2)), "uniform is torch.rand"
+    centred = TimeSampling("logit_normal").draw(20000, torch.Generator().manual_seed(2))
+    high = TimeSampling("logit_normal", loc=1.0, scale=0.5).draw(20000, torch.Generator().manual_seed(2))
+    for t in (centred, high):
+        assert bool(((t >= 0) & (t <= 1)).all())
+    assert abs(float(centred.median()) - 0.5) < 0.02  # sigmoid(0)
+    assert abs(float(high.median()) - 1 / (1 + math.exp(-1.0))) < 0.02  # sigmoid(loc): toward high noise
+    assert float(high.std()) < float(centred.std())

@@ -96,3 +96,46 @@ def test_a_baselines_field_reruns_only_the_interfaces_that_read_it():
     assert changed == {f"embedding_rounding-s{s}/{kind}" for s in (0, 1, 2) for kind in ("train", "evaluate")}
     after = baseline_stages(with_changes("baselines", latent_noise=0.2))
     assert {k.split("-s")[0] for k in before if before[k] != after[k]} == {"latent_ae"}
+
+
+RECIPE = {
+    "self_condition": True,
+    "schedule": "shifted_cosine",
+    "schedule_shift": 3.0,
+    "time_sampling": "logit_normal",
+    "time_loc": 0.5,
+    "time_scale": 0.8,
+}
+
+
+def test_every_interface_trains_under_the_bridges_recipe_at_one_parameter_count():
+    from dihal.cost.stages import denoiser_params
+    from dihal.spec.schema import RECIPE_KEYS
+
+    p = plan(parse_spec(with_changes("bridge", **RECIPE)), 30)
+    bridge_train = p.evaluations[0].upstream["train"].params
+    assert {k: bridge_train[k] for k in RECIPE_KEYS} == RECIPE
+    counts = set()
+    for ev in p.baselines + p.evaluations:
+        train = ev.upstream["train"].params
+        assert {k: train[k] for k in RECIPE_KEYS} == RECIPE, ev.label
+        d_in = (train.get("interface") or {}).get("latent_width") or 576  # SmolLM2-135M's d; latent default
+        counts.add(denoiser_params(d_in, train["d_model"], train["depth"], self_condition=train["self_condition"]))
+    assert len(counts) == 1, "self-conditioning adds the same projection to every interface's denoiser"
+    default = plan(parse_spec(C3), 30)
+    assert {ev.upstream["train"].hash for ev in default.baselines}.isdisjoint(
+        {ev.upstream["train"].hash for ev in p.baselines}
+    ), "a recipe change re-trains every baseline, not only the bridge"
+
+
+@pytest.mark.parametrize("key", list(RECIPE))
+def test_a_baseline_recipe_of_its_own_is_refused(key):
+    found = problems(with_changes("baselines", **{key: RECIPE[key]}))
+    assert any(p == "baselines" and f"baselines.{key}" in msg and f"set bridge.{key}" in msg for p, _, msg in found)
+
+
+def test_the_fields_refused_under_baselines_are_bridge_fields():
+    from dihal.spec.baselines import SHARED_WITH_BRIDGE
+    from dihal.spec.schema import RECIPE_KEYS, BridgeSpec
+
+    assert set(RECIPE_KEYS) <= set(SHARED_WITH_BRIDGE) <= set(BridgeSpec.model_fields)

@@ -124,6 +124,8 @@ def test_paper_specs_plan_offline_at_8b_scale(spec, layers, monkeypatch, tmp_pat
     [
         dict(d_in=576, d_model=128, depth=3, heads=4, max_len=64),
         dict(d_in=96, d_model=64, depth=2, heads=2, max_len=32, time_cond="add", pos="learned"),
+        dict(d_in=576, d_model=128, depth=3, heads=4, max_len=64, self_condition=True),
+        dict(d_in=96, d_model=64, depth=2, heads=2, max_len=32, time_cond="add", self_condition=True),
     ],
 )
 def test_denoiser_formula_matches_the_module(cfg):

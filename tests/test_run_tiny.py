@@ -444,3 +444,24 @@ def test_compare_puts_specs_side_by_side_by_name_or_hash_prefix(project, first_r
     assert "gen PPL at ℓ*" in res.output and "real-text gen PPL" in res.output
     res = invoke(project, "compare", "tiny", "no-such-spec")
     assert res.exit_code == 1 and "no spec named 'no-such-spec'" in res.output
+
+
+def test_a_bridge_recipe_override_trains_and_samples_through_the_stages(project, first_run):
+    import torch
+
+    spec, _ = first_run
+    recipe = ["bridge.self_condition=true", "bridge.schedule=shifted_cosine", "bridge.schedule_shift=2"]
+    res = invoke(project, "run", str(spec), *[arg for kv in recipe for arg in ("-S", kv)])
+    assert res.exit_code == 0, res.output
+    assert sorted(s.split("-")[0] for s in stages_ran(res.output)) == ["evaluate", "train"]
+    ((val, ppl, div),) = ledger_rows(
+        project,
+        "SELECT bridge_val_loss, gen_ppl, diversity FROM bridge_results JOIN specs USING (spec_hash) "
+        "WHERE name LIKE 'tiny+bridge.self_condition%'",
+    )
+    assert 0 < val < 2 and ppl > 1 and div >= 0
+    blobs = {p: torch.load(p / "bridge.pt", weights_only=True) for p in (project / "artifacts" / "train").iterdir()}
+    ((train, blob),) = [(p, b) for p, b in blobs.items() if b.get("schedule", {}).get("name") == "shifted_cosine"]
+    assert blob["schedule"] == {"name": "shifted_cosine", "shift": 2.0} and blob["denoiser_config"]["self_condition"]
+    curve = [row["loss"] for row in json.loads((train / "curve.json").read_text())]
+    assert curve[-1] < curve[0]

@@ -14,6 +14,12 @@ Design choices, and why:
   On standardised targets 0 is the best constant prediction for every objective (x0, eps
   and v all have zero mean), so training starts at loss ~1 instead of from a random
   function's error, which makes short fixed-budget layer sweeps less seed-sensitive.
+- Self-conditioning (Chen et al. 2022, "Analog Bits"; used by LD4LG and CDCD), when built with
+  self_condition=True: forward takes an estimate of x0 as a second input, added to the input
+  projection through its own bias-free linear map -- the same function as concatenating it to x_t
+  before `inp`. That map is zero-initialised, so the model starts as the one without it; an absent
+  estimate (None) means zeros, which the map sends to exactly 0. Built without it, the module has
+  no such parameter at all and computes what it always did.
 - No dropout, so forward is a deterministic function of (weights, inputs).
 - Parameters are built on the meta device and initialised from a torch.Generator seeded by
   `seed`: construction never touches (or advances) torch's global RNG.
@@ -92,6 +98,7 @@ class Denoiser(nn.Module):
         time_cond: str = "adaln",
         pos: str = "sinusoidal",
         mlp_ratio: float = 4,
+        self_condition: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -119,6 +126,8 @@ class Denoiser(nn.Module):
             raise ValueError(f"mlp_ratio * d_model must be >= 1, got {mlp_ratio} * {d_model}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
+        if not isinstance(self_condition, bool):
+            raise ValueError(f"self_condition must be true or false, got {self_condition!r}")
 
         self.config = dict(
             d_in=d_in,
@@ -129,9 +138,11 @@ class Denoiser(nn.Module):
             time_cond=time_cond,
             pos=pos,
             mlp_ratio=mlp_ratio,
+            self_condition=self_condition,
             seed=seed,
         )
         self.d_in, self.d_model, self.max_len = d_in, d_model, max_len
+        self.self_condition = self_condition
         adaln = time_cond == "adaln"
         with torch.device("meta"):
             self.inp = nn.Linear(d_in, d_model)
@@ -142,6 +153,8 @@ class Denoiser(nn.Module):
             self.final_norm = nn.LayerNorm(d_model, elementwise_affine=not adaln)
             self.final_modulation = nn.Linear(d_model, 2 * d_model) if adaln else None
             self.out = nn.Linear(d_model, d_in)
+            # Registered last, so the other parameters draw the same initial values with or without it.
+            self.self_cond = nn.Linear(d_in, d_model, bias=False) if self_condition else None
         self.to_empty(device="cpu")
         self.register_buffer(
             "pos_table",
@@ -160,7 +173,8 @@ class Denoiser(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight, generator=gen)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
                 mark(module.weight, module.bias)
             elif isinstance(module, nn.LayerNorm):
                 if module.weight is not None:
@@ -174,16 +188,19 @@ class Denoiser(nn.Module):
             nn.init.normal_(self.pos_embed, std=0.02, generator=gen)
             mark(self.pos_embed)
         # adaLN-Zero and a zero output layer: see the module docstring.
-        zero = [self.out] + [b.modulation for b in self.blocks] + [self.final_modulation]
+        zero = [self.out] + [b.modulation for b in self.blocks] + [self.final_modulation, self.self_cond]
         for layer in zero:
             if layer is not None:
                 nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
         missed = [name for name, p in self.named_parameters() if id(p) not in done]
         if missed:  # memory from to_empty() is garbage: never let a parameter keep it
             raise RuntimeError(f"parameters left uninitialised: {missed}")
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, clamp_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, clamp_mask: torch.Tensor, x0_self: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if x_t.ndim != 3 or x_t.shape[-1] != self.d_in:
             raise ValueError(f"x_t must be (B, T, {self.d_in}), got {tuple(x_t.shape)}")
         b, n, _ = x_t.shape
@@ -197,6 +214,12 @@ class Denoiser(nn.Module):
             )
         pos = self.pos_embed if self.pos_embed is not None else self.pos_table
         h = self.inp(x_t) + pos[:n] + self.mask_embed(clamp_mask.long())
+        if x0_self is not None:
+            if self.self_cond is None:
+                raise ValueError("x0_self given to a denoiser built without self_condition")
+            if x0_self.shape != x_t.shape:
+                raise ValueError(f"x0_self must have x_t's shape {tuple(x_t.shape)}, got {tuple(x0_self.shape)}")
+            h = h + self.self_cond(x0_self)
         # t * 1000 spreads [0, 1] over the sinusoid frequencies as for integer DDPM steps.
         c = self.time_mlp(sinusoidal_embedding(t * 1000.0, self.d_model).to(h.dtype))
         if self.final_modulation is None:

@@ -19,6 +19,7 @@ import torch
 from dihal.backbone.adapter import BackboneAdapter
 from dihal.bridge.denoiser import Denoiser
 from dihal.bridge.diffusion import ddim_sample, prefix_mask
+from dihal.bridge.schedule import COSINE, NoiseSchedule
 from dihal.bridge.standardize import Standardizer
 from dihal.interfaces import interface_from_state
 from dihal.interfaces.base import Interface
@@ -42,6 +43,7 @@ class DiffusionLM(torch.nn.Module):
         *,
         objective: str = "x0",
         seq_len: int = 64,
+        schedule: NoiseSchedule = COSINE,
     ):
         super().__init__()
         self.interface = interface
@@ -49,6 +51,12 @@ class DiffusionLM(torch.nn.Module):
         self.standardizer = standardizer
         self.objective = objective
         self.seq_len = seq_len
+        self.schedule = schedule
+
+    @property
+    def self_condition(self) -> bool:
+        """Whether the denoiser takes its own x0 estimate as input (a property of how it was built)."""
+        return bool(getattr(self.denoiser, "self_condition", False))
 
     @property
     def adapter(self) -> BackboneAdapter:
@@ -60,7 +68,8 @@ class DiffusionLM(torch.nn.Module):
 
     @classmethod
     def load(cls, path: Path | str, adapter: BackboneAdapter) -> DiffusionLM:
-        """A saved bridge or baseline; files from before interfaces existed are hidden-state bridges."""
+        """A saved bridge or baseline; files from before interfaces (or schedules) existed are hidden-state
+        bridges (trained under the cosine schedule)."""
         blob = torch.load(path, map_location="cpu", weights_only=True)
         den = Denoiser(**blob["denoiser_config"])
         den.load_state_dict(blob["denoiser"])
@@ -73,6 +82,7 @@ class DiffusionLM(torch.nn.Module):
             std,
             objective=blob["objective"],
             seq_len=blob["seq_len"],
+            schedule=NoiseSchedule(**blob.get("schedule", COSINE.to_dict())),
         )
 
     def decode(self, states: torch.Tensor) -> torch.Tensor:
@@ -112,6 +122,8 @@ class DiffusionLM(torch.nn.Module):
             clamp_mask=mask.to(dev),
             steps=steps,
             objective=self.objective,
+            schedule=self.schedule,
+            self_condition=self.self_condition,
             generator=noise_gen,
         )
         states = self.standardizer.inverse(x.cpu())
@@ -141,8 +153,16 @@ class HybridLM(DiffusionLM):
         *,
         objective: str = "x0",
         seq_len: int = 64,
+        schedule: NoiseSchedule = COSINE,
     ):
-        super().__init__(HiddenInterface(adapter, layer), denoiser, standardizer, objective=objective, seq_len=seq_len)
+        super().__init__(
+            HiddenInterface(adapter, layer),
+            denoiser,
+            standardizer,
+            objective=objective,
+            seq_len=seq_len,
+            schedule=schedule,
+        )
 
     @torch.no_grad()
     def prefix_states(self, prompt_ids: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,17 @@
-"""Variance-preserving cosine noise schedule, as pure functions of t.
+"""Variance-preserving noise schedules, as pure functions of t.
 
-The forward process is x_t = alpha(t) * x0 + sigma(t) * eps with alpha^2 + sigma^2 = 1.
+The forward process is x_t = alpha(t) * x0 + sigma(t) * eps with alpha^2 + sigma^2 = 1, and a schedule
+is the angle phi(t) with alpha = cos(phi), sigma = sin(phi). Two are provided (`NoiseSchedule` names
+one for a spec; `NoiseSchedule("cosine")` is the default and evaluates exactly `alpha_sigma` below):
+
+- "cosine": the truncated-angle cosine described next;
+- "shifted_cosine" with shift s > 0: the same curve with its signal-to-noise ratio divided by s^2 at
+  every t, SNR(t) = SNR_cosine(t) / s^2, i.e. tan(phi_s(t)) = s * tan(phi(t)) (the shifted cosine of
+  Hoogeboom et al. 2023, "simple diffusion"). s > 1 spends more of [0, 1] at high noise, which TEncDM
+  (Shabalin et al. 2024) found necessary for redundant encodings such as a pretrained model's hidden
+  states: at moderate noise the clean sequence is still easy to read off them, so the network learns
+  little there. The endpoints stay exact: phi_s(0) = 0, and alpha(1) = cos(atan(s tan(phi(1)))) > 0
+  (about ALPHA_MIN / s for s > 1).
 
 Endpoint convention (the "truncated angle" cosine):
 
@@ -23,6 +34,7 @@ every t the sampler evaluates the network at (t > 0); the sampler never asks for
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -64,3 +76,79 @@ def time_grid(steps: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     return torch.linspace(1.0, 0.0, steps + 1, dtype=dtype)
+
+
+def shifted_cosine_angle(t: torch.Tensor | float, shift: float) -> torch.Tensor:
+    """phi_s(t) = atan(shift * tan(phi(t))): the cosine's SNR divided by shift^2 (module docstring).
+
+    Strictly increasing in t for every shift > 0, 0 at t = 0 exactly, below pi/2 at t = 1."""
+    _check_shift(shift)
+    return torch.atan(shift * torch.tan(phi(t)))
+
+
+MAX_SHIFT = 100.0
+"""The largest shift: alpha(1) is then about ALPHA_MIN / 100 = 1e-4. Far beyond it, float32's atan rounds the
+angle at t = 1 up to pi/2 and cos() of that is negative -- no signal, and a sign flip where eps is converted."""
+
+
+def _check_shift(shift: float) -> None:
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be a positive finite number, got {shift!r}")
+    if shift > MAX_SHIFT:
+        raise ValueError(f"shift must be at most {MAX_SHIFT:g} (alpha(1) ~ {ALPHA_MIN:g} / shift), got {shift!r}")
+
+
+SCHEDULES = ("cosine", "shifted_cosine")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A schedule by name and parameter, as a spec chooses it; bad parameters are errors, never adjusted.
+
+    `shift` belongs to "shifted_cosine" only: the cosine takes none, so a cosine with a shift other than 1
+    is refused rather than ignored."""
+
+    name: str = "cosine"
+    shift: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.name!r}")
+        _check_shift(self.shift)
+        if self.name == "cosine" and self.shift != 1.0:
+            raise ValueError(f"shift is only used by the shifted_cosine schedule; cosine got shift={self.shift!r}")
+
+    def angle(self, t: torch.Tensor | float) -> torch.Tensor:
+        return phi(t) if self.name == "cosine" else shifted_cosine_angle(t, self.shift)
+
+    def alpha_sigma(self, t: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha(t), sigma(t)); for the cosine exactly `alpha_sigma(t)`, bit for bit."""
+        if self.name == "cosine":
+            return alpha_sigma(t)
+        angle = self.angle(t)
+        return torch.cos(angle), torch.sin(angle)
+
+    def matching_time(self, t: torch.Tensor | float) -> torch.Tensor:
+        """The time at which this schedule has the noise level the cosine has at `t`.
+
+        Evaluation measures every bridge at the cosine's noise levels (eval.t_grid, eval.recovery_t), so
+        that losses of bridges trained under different schedules compare like with like. Identity for the
+        cosine. A shift below 1 never reaches the cosine's highest noise levels; asking for one is an error."""
+        t = _as_time(t)
+        if self.name == "cosine":
+            return t
+        matched = torch.atan(torch.tan(phi(t)) / self.shift) / math.acos(ALPHA_MIN)
+        beyond = matched > 1 + 1e-9  # rounding at t = 1 may overshoot 1 by an ulp; that is clamped below
+        if bool(beyond.any()):
+            raise ValueError(
+                f"shifted_cosine with shift {self.shift} does not reach the cosine's noise level at t = "
+                f"{float(t.flatten()[beyond.flatten()][0]):g}; use a shift >= 1"
+            )
+        return matched.clamp(max=1.0)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shift": self.shift}
+
+
+COSINE = NoiseSchedule()
+"""The default schedule, and the one every bridge saved before schedules were a choice was trained with."""

@@ -2,8 +2,9 @@
 
 A layer sweep compares bridges trained under one fixed protocol, so the loop's whole
 trajectory must be a function of (initial weights, data, config) only:
-- every random draw (batch indices, t ~ U(0, 1), noise) comes from one torch.Generator
-  owned by the loop and seeded with cfg.seed, never from the global RNG;
+- every random draw (batch indices, t from cfg's time sampling, noise, and with
+  self-conditioning the per-step coin) comes from one torch.Generator owned by the loop and
+  seeded with cfg.seed, never from the global RNG;
 - checkpoints hold the model, the optimizer, that generator's state, the step, the curve
   and the partial logging window, so a run killed at any point (kill -9 included) and
   restarted from its last checkpoint ends with the same weights and curve, bit for bit,
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from dihal.bridge.diffusion import OBJECTIVES, prefix_mask, training_loss
+from dihal.bridge.schedule import NoiseSchedule
+from dihal.bridge.timesteps import TimeSampling
 from dihal.utils.atomic import atomic_open
 from dihal.utils.progress import bar as progress_bar
 
@@ -61,6 +64,13 @@ class TrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     prefix: int = 1
+    # The recipe (docs/method.md, "Replace: the bridge"); the defaults are the protocol's original one.
+    self_condition: bool = False
+    schedule: str = "cosine"
+    schedule_shift: float = 1.0
+    time_sampling: str = "uniform"
+    time_loc: float = 0.0
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -81,6 +91,18 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not isinstance(self.self_condition, bool):
+            raise ValueError(f"self_condition must be true or false, got {self.self_condition!r}")
+        self.noise_schedule  # noqa: B018 -- built once here so a bad schedule or time sampling fails by name
+        self.time_sampler  # noqa: B018
+
+    @property
+    def noise_schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(self.schedule, self.schedule_shift)
+
+    @property
+    def time_sampler(self) -> TimeSampling:
+        return TimeSampling(self.time_sampling, self.time_loc, self.time_scale)
 
 
 @dataclass
@@ -156,8 +178,14 @@ def train_denoiser(
     n, length, _ = train_x0.shape
     if n < 1:
         raise ValueError("train_x0 is empty")
+    if cfg.self_condition != getattr(denoiser, "self_condition", False):
+        raise ValueError(
+            f"cfg.self_condition is {cfg.self_condition} but the denoiser was built with "
+            f"self_condition={getattr(denoiser, 'self_condition', False)}: build it with the recipe it trains under"
+        )
     device = next(denoiser.parameters()).device
     mask = prefix_mask(cfg.batch_size, length, cfg.prefix, device)
+    schedule, times = cfg.noise_schedule, cfg.time_sampler
 
     params = [p for p in denoiser.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr_at(0, cfg), weight_decay=cfg.weight_decay)
@@ -186,11 +214,14 @@ def train_denoiser(
     bar = progress_bar(total=cfg.steps, initial=step, enabled=progress, desc="bridge", unit="step")
     try:
         while step < cfg.steps:
-            # Draw order is part of the protocol: indices, t, noise, all from `gen`, on CPU
-            # so the stream is the same whatever device the model is on.
+            # Draw order is part of the protocol: indices, t, noise (then, with self-conditioning only, the
+            # coin), all from `gen`, on CPU so the stream is the same whatever device the model is on.
             idx = torch.randint(n, (cfg.batch_size,), generator=gen)
-            t = torch.rand(cfg.batch_size, generator=gen)
+            t = times.draw(cfg.batch_size, gen)
             noise = torch.randn((cfg.batch_size, *train_x0.shape[1:]), generator=gen)
+            # Analog Bits: half the steps train on the network's own first estimate, half on none.
+            self_cond = cfg.self_condition and bool(torch.rand((), generator=gen) < 0.5)
+            loss_kw = {"schedule": schedule, "self_condition": self_cond}
             x0 = train_x0[idx].to(device)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
@@ -198,10 +229,10 @@ def train_denoiser(
 
             if device.type == "cuda":  # bf16 autocast over fp32 master weights; bf16 needs no loss scaling
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective)
+                    loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective, **loss_kw)
                 loss = loss.float()
             else:  # CPU: full fp32, bit-identical to the protocol's reference runs
-                loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective)
+                loss = training_loss(denoiser, x0, mask, t.to(device), noise.to(device), cfg.objective, **loss_kw)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(step + 1, loss_value)

@@ -219,7 +219,8 @@ def stage_graph(spec: Spec, n_layers: int | None) -> Plan:
 
     b = s["bridge"]
     target_params = {**base, "bridge": _pick(b, TARGET_KEYS)}
-    train_params = {**_pick(b, TRAIN_KEYS), "device": s["backbone"]["device"]}
+    # The recipe from the validated model: the semantic dict leaves default recipe fields out (spec hash).
+    train_params = {**_pick(b, TRAIN_KEYS), **spec.bridge.recipe(), "device": s["backbone"]["device"]}
     per_layer_eval = {k: v for k, v in s["eval"].items() if k not in ("n_boot", "top_k")}  # those are correlate's
     eval_params = {"eval": per_layer_eval, "backbone": s["backbone"], "prefix": b["prefix"]}
     if spec.bridge.layers == "selected":

@@ -63,9 +63,10 @@ def denoiser_params(
     time_cond: str = "adaln",
     pos: str = "sinusoidal",
     mlp_ratio: float = 4,
+    self_condition: bool = False,
 ) -> int:
     """`sum(p.numel() for p in Denoiser(...).parameters())`, by formula (tested against the real module)."""
-    return sum(denoiser_parts(d_in, d_model, depth, max_len, time_cond, pos, mlp_ratio).values())
+    return sum(denoiser_parts(d_in, d_model, depth, max_len, time_cond, pos, mlp_ratio, self_condition).values())
 
 
 def denoiser_parts(
@@ -76,15 +77,17 @@ def denoiser_parts(
     time_cond: str = "adaln",
     pos: str = "sinusoidal",
     mlp_ratio: float = 4,
+    self_condition: bool = False,
 ) -> dict[str, int]:
     """Parameter counts by role: `per_token` act on every position, `per_sample` once per sequence, `lookup`
-    are tables read (no FLOPs)."""
+    are tables read (no FLOPs). Self-conditioning adds one bias-free d_in→dm projection."""
     hidden = int(round(mlp_ratio * dm))
     adaln = time_cond == "adaln"
     block = (dm * 3 * dm + 3 * dm) + (dm * dm + dm) + (dm * hidden + hidden) + (hidden * dm + dm)
     if not adaln:
         block += 4 * dm  # the two LayerNorms' own affine
     per_token = (d_in * dm + dm) + depth * block + (dm * d_in + d_in) + (0 if adaln else 2 * dm)
+    per_token += d_in * dm if self_condition else 0
     per_sample = 2 * (dm * dm + dm) + ((depth * (6 * dm * dm + 6 * dm) + 2 * dm * dm + 2 * dm) if adaln else 0)
     lookup = 2 * dm + (max_len * dm if pos == "learned" else 0)
     return {"per_token": per_token, "per_sample": per_sample, "lookup": lookup}
@@ -213,11 +216,13 @@ class Coster:
     def train(self, p, st) -> StageCost:
         s, seq = self.s, p["seq_len"]
         d_in = self._d_in(p)
-        parts = denoiser_parts(d_in, p["d_model"], p["depth"], seq, p["time_cond"], p["pos"])
+        sc = p.get("self_condition", False)
+        parts = denoiser_parts(d_in, p["d_model"], p["depth"], seq, p["time_cond"], p["pos"], self_condition=sc)
         n_params = sum(parts.values())
         seqs = p["steps"] * p["batch_size"]
         tokens = seqs * seq
-        flops = 3 * _denoiser_flops(parts, tokens, seqs, seq, p["d_model"], p["depth"])
+        # forward + backward (3 forwards), and with self-conditioning a no-gradient first pass on half the steps
+        flops = (3.5 if sc else 3) * _denoiser_flops(parts, tokens, seqs, seq, p["d_model"], p["depth"])
         act = p["batch_size"] * seq * p["d_model"] * p["depth"] * 16 * 4  # fp32 activations kept for backward
         blocks = p["blocks"] if "blocks" in p else st.upstream["targets"].params["bridge"]
         states = (blocks["n_train"] + blocks["n_val"]) * seq * d_in * 4
@@ -245,7 +250,8 @@ class Coster:
         s, ev = self.s, p["eval"]
         tp = st.upstream["train"].params
         seq, d_in = tp["seq_len"], self._d_in(tp)
-        parts = denoiser_parts(d_in, tp["d_model"], tp["depth"], seq, tp["time_cond"], tp["pos"])
+        sc = tp.get("self_condition", False)
+        parts = denoiser_parts(d_in, tp["d_model"], tp["depth"], seq, tp["time_cond"], tp["pos"], self_condition=sc)
         if "targets" in st.upstream:
             layer, _ = self._layer(st.upstream["targets"])
             n_val = st.upstream["targets"].params["bridge"]["n_val"]
@@ -253,6 +259,7 @@ class Coster:
             layer, n_val = 0, tp["blocks"]["n_val"]
         n = ev["n_samples"]
         val_seqs = min(ev["val_batches"], n_val) * len(ev["t_grid"]) * tp["batch_size"] + n_val
+        val_seqs *= 2 if sc else 1  # a self-conditioned estimate is two passes
         den_seqs = ev["sampling_steps"] * n + val_seqs
         den = _denoiser_flops(parts, den_seqs * seq, den_seqs, seq, tp["d_model"], tp["depth"])
         upper = s.forward_flops((n + n_val) * seq, layer + 1, s.layers, seq, head=True)

@@ -2,8 +2,9 @@
 
 The comparison is only worth reading at a matched budget, so the baselines have no denoiser or training
 fields of their own: every interface is trained with `bridge`'s denoiser (same width, depth, heads, time
-conditioning, objective) and protocol (steps, batch, learning rate, warm-up, seeds, training and validation
-blocks). What an interface adds is its recovery part -- the readout, the autoencoder -- and that budget is
+conditioning, objective), recipe (self-conditioning, noise schedule, time sampling) and protocol (steps,
+batch, learning rate, warm-up, seeds, training and validation blocks); a spec that tries to set one of those
+under `baselines` is refused, naming the `bridge` field to set instead. What an interface adds is its recovery part -- the readout, the autoencoder -- and that budget is
 reported next to the diffusion budget (both recorded per ledger row) and may not exceed it. The one setting
 that changes the denoiser's parameter count is the latent's width (the denoiser's input and output
 projections scale with it), so setting it, or a recovery budget above the diffusion budget, is refused
@@ -34,6 +35,33 @@ def _known_interface(name: str) -> str:
 Interface = Annotated[str, AfterValidator(_known_interface)]
 
 
+# `bridge` fields every interface trains with: set under `baselines`, they would give one interface a recipe of
+# its own, so they are refused there (by name) rather than reported as unknown keys.
+SHARED_WITH_BRIDGE = (
+    "d_model",
+    "depth",
+    "heads",
+    "time_cond",
+    "pos",
+    "objective",
+    "self_condition",
+    "schedule",
+    "schedule_shift",
+    "time_sampling",
+    "time_loc",
+    "time_scale",
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "grad_clip",
+    "seeds",
+    "n_train",
+    "n_val",
+)
+
+
 class BaselinesSpec(Section):
     """The interfaces compared with the hidden-state bridge (C3 in METHOD.md), all at the bridge's budget."""
 
@@ -60,6 +88,18 @@ class BaselinesSpec(Section):
         default=0.1, ge=0, description="noise on the unit-RMS latent while the AE trains"
     )
     unmatched: bool = Field(default=False, description="permit a budget that breaks the match (rows say so)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_recipe_of_their_own(cls, data: object) -> object:
+        if isinstance(data, dict):
+            own = [key for key in SHARED_WITH_BRIDGE if key in data]
+            if own:
+                raise ValueError(
+                    f"baselines.{own[0]} = {data[own[0]]!r}: every interface trains with the bridge's denoiser, "
+                    f"recipe and protocol (the matched budget); set bridge.{own[0]}, which applies to all of them"
+                )
+        return data
 
     @field_validator("interfaces")
     @classmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dihal.spec.inputs import input_digests, local_paths
-from dihal.spec.schema import LABEL_FIELDS, Spec
+from dihal.spec.schema import LABEL_FIELDS, RECIPE_KEYS, BridgeSpec, Spec
 
 
 def canonical_json(obj: Any) -> str:
@@ -36,6 +36,9 @@ HASHED_WHEN_SET = {
     ("backbone", "max_memory"),
     (None, "baselines"),
 }
+# Fields added after specs were first hashed whose default is the behaviour from before they existed: hashed
+# only when they differ from it, with the same effect. (section, field) -> that default.
+HASHED_UNLESS_DEFAULT = {("bridge", key): BridgeSpec.model_fields[key].default for key in RECIPE_KEYS}
 
 
 def semantic_dict(spec: Spec) -> dict:
@@ -45,6 +48,10 @@ def semantic_dict(spec: Spec) -> dict:
         holder = out if section is None else out.get(section)
         if isinstance(holder, dict) and holder.get(name) is None:
             holder.pop(name, None)
+    for (section, name), default in HASHED_UNLESS_DEFAULT.items():
+        holder = out.get(section)
+        if isinstance(holder, dict) and name in holder and holder[name] == default:
+            del holder[name]
     return out
 
 

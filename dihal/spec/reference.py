@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from dihal.spec.hashing import HASHED_WHEN_SET
+from dihal.spec.hashing import HASHED_UNLESS_DEFAULT, HASHED_WHEN_SET
 from dihal.spec.schema import LABEL_FIELDS, Spec
 from dihal.spec.section import INT32_MAX
 
@@ -211,6 +211,12 @@ def _rules(paths: list[str]) -> list[str]:
     out.append(
         "Hashed only when set (added after specs were first hashed, so earlier hashes stand): "
         + ", ".join(f"`{p}`" for p in paths if p in when_set)
+        + "."
+    )
+    unless_default = {f"{s}.{n}" for s, n in HASHED_UNLESS_DEFAULT}
+    out.append(
+        "Hashed only when they differ from their default, which is what was computed before they existed: "
+        + ", ".join(f"`{p}`" for p in paths if p in unless_default)
         + "."
     )
     out.append(

@@ -354,6 +354,28 @@ class BridgeSpec(Section):
     objective: Literal["x0", "eps", "v"] = Field(
         default="x0", description="what the denoiser predicts: the clean states (x0), the noise (eps) or v"
     )
+    self_condition: bool = Field(
+        default=False,
+        description="self-conditioning (Analog Bits): on half the training steps the denoiser is fed its own "
+        "no-gradient x0 estimate; every DDIM step is fed the previous step's",
+    )
+    schedule: Literal["cosine", "shifted_cosine"] = Field(
+        default="cosine",
+        description="noise schedule: the cosine, or the cosine with its SNR divided by schedule_shift² "
+        "(more training signal at high noise, as TEncDM found redundant encodings need)",
+    )
+    schedule_shift: Annotated[float, NotBool, Field(le=100)] = Field(  # dihal.bridge.schedule.MAX_SHIFT
+        default=1.0,
+        description="s of shifted_cosine, SNR(t) = SNR_cosine(t)/s²; in (1, 100], and set only with shifted_cosine",
+    )
+    time_sampling: Literal["uniform", "logit_normal"] = Field(
+        default="uniform",
+        description="training times: t ~ U(0, 1), or t = sigmoid(time_loc + time_scale·z), z ~ N(0, 1)",
+    )
+    time_loc: Annotated[float, NotBool] = Field(
+        default=0.0, description="logit_normal's location (> 0 draws more high-noise times); 0 with uniform"
+    )
+    time_scale: PosFloat = Field(default=1.0, description="logit_normal's scale; 1 with uniform")
     steps: PosInt = Field(default=600, description="optimizer steps per bridge")
     batch_size: PosInt = Field(default=32, description="blocks per optimizer step")
     lr: PosFloat = Field(default=1e-3, description="peak learning rate (linear warm-up, then cosine decay to 0)")
@@ -396,6 +418,35 @@ class BridgeSpec(Section):
         if self.warmup >= self.steps:
             raise ValueError(f"warmup ({self.warmup}) must be smaller than steps ({self.steps})")
         return self
+
+    @model_validator(mode="after")
+    def _recipe(self) -> BridgeSpec:
+        """The same rules as dihal.bridge.schedule and dihal.bridge.timesteps: a parameter the chosen
+        schedule or time sampling would not use must keep its default, so it is never silently ignored."""
+        if self.schedule == "cosine" and self.schedule_shift != 1.0:
+            raise ValueError(
+                f"schedule_shift ({self.schedule_shift}) is only used with schedule: shifted_cosine; "
+                "the cosine takes none (leave it at 1)"
+            )
+        if self.schedule == "shifted_cosine" and not self.schedule_shift > 1.0:
+            raise ValueError(
+                f"schedule_shift must be > 1 with schedule: shifted_cosine, got {self.schedule_shift} (1 is the "
+                "cosine itself; below 1 the schedule cannot reach the noise levels evaluate measures at)"
+            )
+        if self.time_sampling == "uniform" and (self.time_loc, self.time_scale) != (0.0, 1.0):
+            raise ValueError(
+                f"time_loc ({self.time_loc}) and time_scale ({self.time_scale}) are only used with "
+                "time_sampling: logit_normal (leave them at 0 and 1 with uniform)"
+            )
+        return self
+
+    def recipe(self) -> dict:
+        """The training recipe's fields, by name (what train stages and C3's baselines all carry)."""
+        return {key: getattr(self, key) for key in RECIPE_KEYS}
+
+
+# How the bridge is trained beyond the denoiser's shape and the optimizer: every C3 interface trains with them.
+RECIPE_KEYS = ("self_condition", "schedule", "schedule_shift", "time_sampling", "time_loc", "time_scale")
 
 
 class EvalSpec(Section):

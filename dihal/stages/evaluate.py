@@ -3,6 +3,11 @@
 Every random draw comes from generators seeded by the bridge seed, so the same
 spec gives the same numbers. The judge of generated text is the full, unmodified
 backbone; its perplexity counts only the generated positions, not the prompt.
+
+Noise levels are the cosine schedule's: `eval.t_grid` and `eval.recovery_t` name the noise of the
+cosine at those times, and a bridge trained under another schedule is asked at its own time for the
+same noise (`NoiseSchedule.matching_time`), so losses under different recipes compare like with like.
+A self-conditioned bridge's single-step estimates are its two-pass ones (dihal.bridge.diffusion).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def _gen(seed: int, salt: int) -> torch.Generator:
 
 
 def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_batches: int, seed: int) -> list[float]:
-    """x0-MSE per validation batch, averaged over the fixed t grid (fixed noise)."""
+    """x0-MSE per validation batch, averaged over the fixed grid of (cosine) noise levels, with fixed noise."""
     from dihal.bridge.diffusion import prefix_mask, x0_mse
 
     dev = hybrid.adapter.device
@@ -43,10 +48,10 @@ def val_losses(hybrid, x0: torch.Tensor, prefix: int, t_grid: list[float], n_bat
         losses = []
         for t in t_grid:
             noise = torch.randn(chunk.shape, generator=g)
-            tt = torch.full((chunk.shape[0],), float(t))
-            losses.append(
-                float(x0_mse(hybrid.denoiser, chunk.to(dev), m.to(dev), tt.to(dev), noise.to(dev), hybrid.objective))
-            )
+            tt = hybrid.schedule.matching_time(torch.full((chunk.shape[0],), float(t)))
+            args = (chunk.to(dev), m.to(dev), tt.to(dev), noise.to(dev), hybrid.objective)
+            recipe = {"schedule": hybrid.schedule, "self_condition": hybrid.self_condition}
+            losses.append(float(x0_mse(hybrid.denoiser, *args, **recipe)))
         out.append(float(np.mean(losses)))
     return out
 
@@ -68,11 +73,12 @@ def recovery(
     for i in range(0, len(x0), batch):
         xb, hb, ib = x0[i : i + batch], true_h[i : i + batch], ids[i : i + batch]
         mask = prefix_mask(*xb.shape[:2], prefix)
-        tt = torch.full((xb.shape[0],), float(t))
-        xt = noised_input(xb, mask, tt, torch.randn(xb.shape, generator=g))
+        tt = lm.schedule.matching_time(torch.full((xb.shape[0],), float(t)))
+        xt = noised_input(xb, mask, tt, torch.randn(xb.shape, generator=g), lm.schedule)
         dev = lm.adapter.device
+        recipe = {"schedule": lm.schedule, "self_condition": lm.self_condition}
         with torch.no_grad():
-            x0_hat = model_x0(lm.denoiser, xt.to(dev), tt.to(dev), mask.to(dev), lm.objective).cpu()
+            x0_hat = model_x0(lm.denoiser, xt.to(dev), tt.to(dev), mask.to(dev), lm.objective, **recipe).cpu()
         states = lm.standardizer.inverse(x0_hat)
         states[:, :prefix] = hb[:, :prefix]
         logits, scored = iface.generated_logits(states, prefix)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import dihal.stages.dvc_files as dvc_files
+from dihal.spec.schema import RECIPE_KEYS
 from dihal.stages.common import (
     RESULT_METRICS,
     StageConfig,
@@ -46,6 +47,7 @@ def denoiser_config(p: dict, d: int) -> dict:
         "max_len": p["seq_len"],
         "time_cond": p["time_cond"],
         "pos": p["pos"],
+        "self_condition": p["self_condition"],
         "seed": p["seed"],
     }
 
@@ -127,6 +129,7 @@ def run(cfg: StageConfig) -> None:
         seed=p["seed"],
         prefix=prefix,
         checkpoint_every=cfg.runtime.get("checkpoint_every", 100),
+        **{key: p[key] for key in RECIPE_KEYS},
     )
     ckpt = CHECKPOINTS / cfg.hash / "ckpt.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,7 @@ def run(cfg: StageConfig) -> None:
             "standardizer": std.state_dict(),
             "layer": layer,
             "objective": p["objective"],
+            "schedule": tcfg.noise_schedule.to_dict(),
             "prefix": prefix,
             "seq_len": p["seq_len"],
             "interface": saved,
