@@ -232,7 +232,7 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     result = invoke(project, "run", str(spec))
     assert result.exit_code == 0, result.output
     kinds = [s.split("-")[0] for s in stages_ran(result.output)]
-    assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-1] == "correlate"
+    assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-2:] == ["correlate", "summary"]
     rows = ledger_rows(
         project,
         "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers, spearman_p, interval_method, "
