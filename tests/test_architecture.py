@@ -7,6 +7,7 @@ Imports are read statically (every `import` and `from … import` anywhere in a 
 from __future__ import annotations
 
 import ast
+from importlib import import_module
 from pathlib import Path
 
 import dihal
@@ -128,8 +129,20 @@ def test_the_checker_sees_a_circle_and_an_upward_arrow():
 
 def test_stage_kinds_have_one_table():
     from dihal.spec.kinds import KINDS, STAGE_MODULES
-    from dihal.stages import identity
+    from dihal.stages import RUNNERS, identity
 
-    assert KINDS == ("extract", "score", "select", "targets", "train", "evaluate", "correlate", "reference")
+    assert KINDS == (
+        "extract",
+        "score",
+        "select",
+        "targets",
+        "train",
+        "evaluate",
+        "correlate",
+        "reference",
+        "summary",
+    )
     assert all((PKG / "stages" / f"{STAGE_MODULES[k]}.py").is_file() for k in KINDS)
     assert all(len(identity.code_hash(k)) == 16 for k in KINDS)
+    assert tuple(RUNNERS) == KINDS, "dihal stage runs every kind, and only those"
+    assert all(callable(getattr(import_module(f"dihal.stages.{STAGE_MODULES[k]}"), RUNNERS[k])) for k in KINDS)

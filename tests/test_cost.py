@@ -49,10 +49,11 @@ def test_quickstart_lists_every_stage_of_the_plan():
         "train",
         "evaluate",
         "reference",
+        "summary",
     }
     for s in got["stages"]:
         assert s["flops"] > 0 and s["seconds"] >= 0, s
-        if s["kind"] not in ("select", "correlate"):  # these two process no tokens
+        if s["kind"] not in ("select", "correlate", "summary"):  # these process no tokens
             assert s["tokens"] > 0, s
     assert "embedded" in got["backbone"]["config_source"]
     assert got["backbone"]["layers"] == 30 and got["backbone"]["hidden_size"] == 576

@@ -5,8 +5,11 @@ A tiny spec is run in a git-backed project (DVC's experiments need git), then on
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +20,11 @@ from typer.testing import CliRunner
 
 from dihal.cli import app
 from dihal.compile.plan import plan
+from dihal.report.compare import compare
 from dihal.spec.schema import load_spec
-from dihal.stages.dvc_files import METRICS_DIR, PLOTS_DIR, dvc_fields
+from dihal.stages.dvc_files import METRICS_DIR, PLOTS_DIR, dvc_fields, summary_metrics, summary_path
 from tests.test_run_tiny import BASE
-from tests.tiny import save_tiny
+from tests.tiny import ledger_rows, save_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,10 +63,13 @@ def test_metrics_and_plots_live_outside_every_output_and_are_uncached():
     outs = [str(s.out) for s in p.stages]
     for st in p.stages:
         entry = st.dvc_entry()
-        assert entry["params"] == [{str(st.config_path): ["params"]}] and str(st.config_path) in entry["deps"]
+        assert str(st.config_path) in entry["deps"]
+        assert entry.get("params") == (None if st.kind == "summary" else [{str(st.config_path): ["params"]}])
         files = [next(iter(m)) for m in entry.get("metrics", []) + entry.get("plots", [])]
         if st.kind in ("score", "select", "train", "evaluate", "correlate"):
             assert files and files[0] == str(METRICS_DIR / f"{st.name}.json")
+        if st.kind == "summary":
+            assert files == [str(METRICS_DIR / "summary-sweep.json")]
         assert all(not f.startswith(o + "/") for f in files for o in outs), "DVC refuses overlapping outputs"
         assert all(Path(f).parts[0] in (str(METRICS_DIR), str(PLOTS_DIR)) for f in files)
         assert all(v["cache"] is False for m in entry.get("metrics", []) + entry.get("plots", []) for v in m.values())
@@ -177,3 +184,89 @@ def test_dvc_plots_page_renders_offline_in_headless_chromium(project):
         finally:
             browser.close()
     assert requests == [] and errors == []
+
+
+def test_summary_file_is_named_after_the_spec_whatever_its_characters():
+    assert summary_path("quickstart") == Path("metrics/summary-quickstart.json")
+    odd = summary_path("quickstart+bridge.steps=100,geometry.layers=[3,7]")  # a -S variant's name
+    assert odd.parent == METRICS_DIR
+    assert re.fullmatch(r"summary-quickstart_bridge\.steps_100_geometry\.layers__3_7_-[0-9a-f]{8}\.json", odd.name)
+    assert summary_path("a b") != summary_path("a_b") != summary_path("a/b")  # the digest keeps them apart
+    for name in ("../../etc/passwd", "x\ny", "é" * 120, "-rf"):
+        path = summary_path(name)
+        assert path.parent == METRICS_DIR and path.name.startswith("summary-") and len(path.name.encode()) < 160
+
+
+def test_summary_means_over_seeds_and_leaves_out_what_was_not_measured():
+    sel = {"layer": 2, "score": 0.5, "argmax_share": None}
+    ev = [
+        {"layer": 2, "seed": 1, "bridge_val_loss": 3.0, "gen_ppl": 30.0},
+        {"layer": 2, "seed": 0, "bridge_val_loss": 1.0, "gen_ppl": 10.0},
+        {"layer": 3, "seed": 0, "bridge_val_loss": 9.0, "gen_ppl": 90.0},  # not ℓ*
+    ]
+    refs = [{"reference": "real_text", "seed": s, "gen_ppl": p} for s, p in ((0, 40.0), (1, 60.0))]
+    got = summary_metrics(sel, ev, refs, {"spearman_rho": 0.5, "spearman_p": 0.25, "selected_rank": None})
+    assert got == {
+        "summary": {
+            "ell_star": 2,
+            "G": 0.5,
+            "val_loss": 2.0,
+            "gen_ppl": 20.0,
+            "s0": {"val_loss": 1.0, "gen_ppl": 10.0},
+            "s1": {"val_loss": 3.0, "gen_ppl": 30.0},
+            "real_text_ppl": 50.0,
+            "c1_rho": 0.5,
+            "c1_p": 0.25,
+        }
+    }
+    assert summary_metrics({"layer": 7, "score": None}, ev, [], None) == {"summary": {"ell_star": 7}}
+
+
+def test_summary_equals_the_ledger_and_dvc_alone_refreshes_it(project):
+    """The summary DVC wrote holds the ledger's numbers for the same run; a bare `dvc repro` recreates it, running
+    that one stage (which imports no torch) and nothing else."""
+    path = project / "metrics" / "summary-tiny.json"
+    got = json.loads(path.read_text())["summary"]
+    _, rows = compare(project, ["tiny"])
+    ledger = {label: values[0] for label, values in rows}
+    assert got["ell_star"] == ledger["ℓ*"] and got["argmax_share"] == ledger["argmax share"]
+    assert got["G"] == ledger["G at ℓ*"]
+    assert got["val_loss"] == ledger["bridge val loss at ℓ*"] and got["gen_ppl"] == ledger["gen PPL at ℓ*"]
+    assert got["real_text_ppl"] == ledger["real-text gen PPL"] and got["c1_rho"] == ledger["C1 Spearman ρ"]
+    refs = ledger_rows(project, "SELECT reference, avg(gen_ppl) FROM reference_results GROUP BY reference")
+    assert {f"{r}_ppl": v for r, v in refs} == {k: v for k, v in got.items() if k.endswith("_ppl") and k != "gen_ppl"}
+    (c1,) = ledger_rows(project, "SELECT spearman_p, selected_rank FROM correlations WHERE selection_space")
+    assert (got["c1_p"], got["c1_rank"]) == c1
+    assert not [k for k in got if re.fullmatch(r"s\d+", k)], "one seed: no per-seed breakdown"
+
+    (config,) = (project / ".dihal" / "stages").glob("summary-*.json")
+    out = project / json.loads(config.read_text())["out"]
+    before = path.read_text()
+    path.unlink()
+    shutil.rmtree(out)
+    code = f"import sys; from dihal.stages import run_stage; run_stage({str(config)!r}); print(sorted(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch" not in proc.stdout and "'numpy'" in proc.stdout, "the summary stage imports no torch"
+    assert path.read_text() == before
+
+    path.unlink()
+    shutil.rmtree(out)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # DVC runs it, or restores it from its run-cache (same deps, same command): either way only this stage
+    touched = re.findall(r"(?:Running stage|Stage) '([^']+)'(?::| is cached)", proc.stdout + proc.stderr)
+    assert [s.split("-")[0] for s in touched] == ["summary"], proc.stdout + proc.stderr
+    assert path.read_text() == before
+
+
+def test_dvc_exp_show_keeps_just_the_summary(project):
+    """The docs' command: every summary column, nothing else (the dvc exp show of this run has hundreds)."""
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "summary")
+    out = dvc(project, "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|.*summary\\.")
+    header = next(csv.reader(io.StringIO(out)))
+    summary = json.loads((project / "metrics" / "summary-tiny.json").read_text())["summary"]
+    assert header == ["Experiment", *(f"summary.{k}" for k in summary)]
+    everything = next(csv.reader(io.StringIO(dvc(project, "exp", "show", "--csv"))))
+    assert len(everything) > 10 * len(header)

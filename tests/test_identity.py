@@ -142,7 +142,8 @@ def test_editing_a_text_file_reruns_extract_and_everything_after(tmp_path, monke
     again = invoke(root, "run", str(spec), "--no-report")
     assert again.exit_code == 0, again.output
     kinds = [s.split("-")[0] for s in stages_ran(again.output)]
-    assert [k for k in kinds if k != "reference"] == ["extract", "score", "select", "targets", "train", "evaluate"]
+    want = ["extract", "score", "select", "targets", "train", "evaluate", "summary"]
+    assert [k for k in kinds if k != "reference"] == want
     assert kinds.count("reference") == 1, again.output  # it samples the validation blocks itself
 
 

@@ -43,7 +43,7 @@ def test_dag_order_and_shared_extraction(tmp_path):
     text = compiled("quickstart.yaml", tmp_path)
     stages = list(yaml.safe_load(text)["stages"])
     kinds = [s.split("-")[0] for s in stages]
-    assert kinds == ["extract", "score", "select", "targets", "train", "evaluate", "reference"]
+    assert kinds == ["extract", "score", "select", "targets", "train", "evaluate", "reference", "summary"]
     text2 = compiled("sweep.yaml", tmp_path)  # merged into the same dvc.yaml
     merged = yaml.safe_load(text2)["stages"]
     assert set(stages) <= set(merged)
@@ -95,4 +95,30 @@ def test_sensitivity_variants_share_what_they_do_not_change():
     assert p.variant_settings["unguarded"] == {
         "data": {"block_start": "bos", "block_align": "any"},
         "geometry": {"outliers": {"rule": "keep"}},
+    }
+
+
+def test_summary_stage_entry_matches_golden(tmp_path):
+    """One summary stage per spec, compiled last: it depends on select, every bridge evaluate, reference and
+    correlate (nothing it does not read), declares no params, and writes metrics/summary-<spec name>.json."""
+    stages = yaml.safe_load(compiled("sweep.yaml", tmp_path))["stages"]
+    ((name, entry),) = [(k, v) for k, v in stages.items() if k.startswith("summary-")]
+    assert list(stages)[-1] == name
+    p = plan(load_spec(ROOT / "specs" / "sweep.yaml")[0], 30)
+    read = [p.select, *p.evaluations, p.reference, p.correlate]
+    assert entry["deps"][0] == str(p.summary.config_path) and set(entry["deps"][1:]) == {str(s.out) for s in read}
+    assert entry["metrics"] == [{"metrics/summary-sweep.json": {"cache": False}}] and "params" not in entry
+    assert p.targets[-1] == name, "dihal run asks DVC for it"
+    text = yaml.safe_dump({name: entry}, sort_keys=False, width=120)
+    golden = GOLDEN / "sweep.summary.yaml"
+    if UPDATE:
+        golden.write_text(text)
+    assert text == golden.read_text(), f"regenerate with DIHAL_UPDATE_GOLDEN=1 if the change is intended: {golden}"
+
+
+def test_locate_only_specs_get_a_summary_of_the_selection_alone():
+    spec, _ = load_spec(ROOT / "specs" / "sensitivity.yaml")
+    p = plan(spec, 30)
+    assert set(p.summary.upstream) == {"select"} and p.summary.config()["results"] == {
+        "metrics": "metrics/summary-sensitivity.json"
     }

@@ -36,7 +36,7 @@ def project(tmp_path_factory):
 def test_quickstart_end_to_end(project):
     first = sh([*DIHAL, "run", "specs/quickstart.yaml"], project)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "ℓ*" in first.stdout and "stages run this time: 7 of 7" in first.stdout
+    assert "ℓ*" in first.stdout and "stages run this time: 8 of 8" in first.stdout
     con = duckdb.connect(str(project / "ledger" / "dihal.duckdb"), read_only=True)
     spaces = con.execute("SELECT space, count(*) FROM layer_geometry GROUP BY space ORDER BY space").fetchall()
     geo = con.execute("SELECT layer, g, selected FROM layer_geometry WHERE space = 'bridge' ORDER BY layer").fetchall()

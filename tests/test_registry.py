@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,7 @@ def test_gc_keeps_only_the_kept_spec_and_its_artifacts(tmp_path, monkeypatch):
     assert b_only and all((root / o).is_dir() for o in a_outs | b_only)
 
     a_metrics = {p.name for p in (root / "metrics").glob("*.json")} & {f"{n}.json" for n in a_stages}
+    assert (root / "metrics" / "summary-a.json").is_file() and (root / "metrics" / "summary-b.json").is_file()
     res = invoke(root, "gc", "--keep", str(spec_a))
     assert res.exit_code == 0, res.output
     assert "removed spec b" in res.output and all(f"removed artifact {o}" in res.output for o in b_only)
@@ -76,6 +78,9 @@ def test_gc_keeps_only_the_kept_spec_and_its_artifacts(tmp_path, monkeypatch):
     assert not any((root / o).exists() for o in b_only), "B's own artifacts are gone"
     assert not any((root / "metrics" / f"{n}.json").exists() for n in b_stages - a_stages)  # DVC metrics too
     assert all((root / "metrics" / m).exists() for m in a_metrics)
+    assert not (root / "metrics" / "summary-b.json").exists(), "a dropped spec's summary goes with it"
+    assert "removed artifact metrics/summary-b.json" in res.output
+    assert json.loads((root / "metrics" / "summary-a.json").read_text())["summary"]["ell_star"] in (1, 2, 3)
     assert [r["name"] for r in registered(root)] == ["a"]
     assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) <= a_stages
     configs = {p.relative_to(root).as_posix() for p in (root / ".dihal" / "stages").glob("*.json")}

@@ -70,7 +70,7 @@ def test_run_computes_every_stage_and_fills_the_ledger(project, first_run):
     bridge = ledger_rows(project, "SELECT layer, seed, bridge_val_loss, gen_ppl, recovery_ce FROM bridge_results")
     assert len(bridge) == 1 and bridge[0][0] == best[0] and all(v > 0 for v in bridge[0][2:])
     runs = ledger_rows(project, "SELECT status, stages_run, code_version, packages, seed FROM runs")
-    assert runs == [("succeeded", 7, runs[0][2], runs[0][3], 0)]  # 6 + the reference stage
+    assert runs == [("succeeded", 8, runs[0][2], runs[0][3], 0)]  # 6 + the reference and summary stages
     assert "torch" in json.loads(runs[0][3])
     assert (project / "reports" / "tiny.html").exists() and (project / "reports" / "index.html").exists()
 
@@ -235,7 +235,7 @@ def test_small_sweep_correlates_and_reports(project, first_run):
     result = invoke(project, "run", str(spec))
     assert result.exit_code == 0, result.output
     kinds = [s.split("-")[0] for s in stages_ran(result.output)]
-    assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-1] == "correlate"
+    assert "extract" not in kinds and kinds.count("train") == 3 and kinds[-2:] == ["correlate", "summary"]
     rows = ledger_rows(
         project,
         "SELECT spearman_rho, spearman_lo, spearman_hi, best_layer, n_layers, spearman_p, interval_method, "

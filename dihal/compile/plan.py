@@ -106,6 +106,11 @@ class Stage:
         return f"{self.kind}{'-' + self.label if self.label else ''}-{self.hash[:8]}"
 
     @property
+    def spec_name(self) -> str | None:
+        """The spec a summary stage summarises (its metrics file is named after it); None for other kinds."""
+        return self.params["spec"] if self.kind == "summary" else None
+
+    @property
     def out(self) -> Path:
         return ARTIFACTS / self.kind / self.hash
 
@@ -124,7 +129,7 @@ class Stage:
             "runtime": self.runtime,
             "identity": self.identity,
             "file_deps": self.file_deps,
-            "results": dvc_files.results(self.kind, self.name),
+            "results": dvc_files.results(self.kind, self.name, self.spec_name),
         }
 
     def dvc_entry(self) -> dict:
@@ -135,7 +140,7 @@ class Stage:
             "cmd": f"dihal stage {self.config_path}",
             "deps": deps,
             "outs": [str(self.out)],
-            **dvc_files.dvc_fields(self.kind, self.name, self.config_path),
+            **dvc_files.dvc_fields(self.kind, self.name, self.config_path, self.spec_name),
         }  # params, metrics, plots
 
 
@@ -153,6 +158,7 @@ class Plan:
     baselines: list[Stage] = field(default_factory=list)  # C3: evaluate stages of the other interfaces
     variants: dict[str, Stage] = field(default_factory=dict)  # sensitivity variant -> its score stage
     variant_settings: dict[str, dict] = field(default_factory=dict)  # sensitivity variant -> what it changes
+    summary: Stage | None = None  # the spec's headline numbers in metrics/summary-<name>.json (dihal.stages.summary)
 
     @property
     def targets(self) -> list[str]:
@@ -162,6 +168,8 @@ class Plan:
             ends.append(self.correlate)
         if self.reference:
             ends.append(self.reference)
+        if self.summary:
+            ends.append(self.summary)
         return [s.name for s in ends]
 
     def by_kind(self, kind: str) -> list[Stage]:
@@ -215,7 +223,7 @@ def stage_graph(spec: Spec, n_layers: int | None) -> Plan:
         result.variants[v.name] = v_score
         result.variant_settings[v.name] = {k: d for k, d in (("data", v.data), ("geometry", v.geometry)) if d}
     if spec.bridge is None:
-        return result
+        return _with_summary(result, spec)
 
     b = s["bridge"]
     target_params = {**base, "bridge": _pick(b, TARGET_KEYS)}
@@ -265,6 +273,18 @@ def stage_graph(spec: Spec, n_layers: int | None) -> Plan:
             "correlate", {"n_boot": s["eval"]["n_boot"], "top_k": s["eval"]["top_k"], "seed": s["seed"]}, ups
         )
         stages.append(result.correlate)
+    return _with_summary(result, spec)
+
+
+def _with_summary(result: Plan, spec: Spec) -> Plan:
+    """The last stage: the spec's headline numbers, read from the stages they come from. Its params are the
+    spec's name only (its file is named after it); what it summarises enters its hash as its upstream. The C3
+    baselines and sensitivity variants are not summarised (their per-stage metrics files hold them)."""
+    ups: dict[str, Stage] = {"select": result.select}
+    ups.update({f"evaluate{i:03d}": e for i, e in enumerate(result.evaluations)})
+    ups.update({k: v for k, v in (("reference", result.reference), ("correlate", result.correlate)) if v is not None})
+    result.summary = Stage("summary", {"spec": spec.name}, ups)
+    result.stages.append(result.summary)
     return result
 
 

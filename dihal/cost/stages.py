@@ -11,6 +11,7 @@ backbone's shape (dihal.cost.backbone). Formulas, per stage kind:
   LM head on the decoded states, and the judge (the full backbone) on n_samples × seq tokens.
 - reference: n_samples × (seq-prefix) × (seeds+1) tokens generated with a KV cache (memory-bound: every step
   reads the weights once per batch of 32) plus the judge on 3 × seeds × n_samples × seq tokens.
+- summary: reads a few JSON files (one per stage it summarises) and writes one: negligible.
 """
 
 from __future__ import annotations
@@ -181,6 +182,10 @@ class Coster:
             50.0 * p["n_boot"] * max(1, n) + 1,
             note=f"{p['n_boot']} bootstrap replicates over {n} evaluations: negligible",
         )
+
+    def summary(self, p, st) -> StageCost:
+        n = len(st.upstream)
+        return StageCost(st.name, "summary", 0, 100.0 * n, note=f"reads the outputs of {n} stages: negligible")
 
     def _layer(self, st) -> tuple[int, bool]:
         layer = st.params.get("layer")

@@ -16,5 +16,8 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "evaluate",
     "correlate": "correlate",
     "reference": "reference",
+    "summary": "summary",
 }
 KINDS: tuple[str, ...] = tuple(STAGE_MODULES)
+# kinds that only read the JSON files of other stages: `dihal stage` runs them without importing torch
+LIGHT_KINDS: frozenset[str] = frozenset({"summary"})

@@ -4,36 +4,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# kind -> the function of its module (dihal.spec.kinds.STAGE_MODULES) that runs it; a test holds the keys equal to KINDS
+RUNNERS: dict[str, str] = {
+    "extract": "run",
+    "score": "run_score",
+    "select": "run_select",
+    "targets": "run",
+    "train": "run",
+    "evaluate": "run",
+    "correlate": "run",
+    "reference": "run",
+    "summary": "run",
+}
+
 
 def run_stage(config_path: Path | str) -> None:
-    import torch
+    from importlib import import_module
 
-    from dihal.stages import correlate, evaluate, extract, reference, score, targets, train
+    from dihal.spec.kinds import LIGHT_KINDS, STAGE_MODULES
     from dihal.stages.common import StageConfig
-    from dihal.utils.threads import apply as apply_threads
 
     cfg = StageConfig.read(config_path)
-    _check_code(config_path, cfg.kind)
-    runtime = apply_threads()  # DIHAL_THREADS, the executor's num_cpus, or torch's default
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    runners = {  # one entry per dihal.spec.kinds.KINDS (a test holds the two equal)
-        "extract": extract.run,
-        "score": score.run_score,
-        "select": score.run_select,
-        "targets": targets.run,
-        "train": train.run,
-        "evaluate": evaluate.run,
-        "correlate": correlate.run,
-        "reference": reference.run,
-    }
-    if cfg.kind not in runners:
+    if cfg.kind not in RUNNERS:
         raise ValueError(f"unknown stage kind {cfg.kind!r} in {config_path}")
+    _check_code(config_path, cfg.kind)
+    runtime = None
+    if cfg.kind not in LIGHT_KINDS:  # a light stage only reads JSON: importing torch would be most of its time
+        import torch
+
+        from dihal.utils.threads import apply as apply_threads
+
+        runtime = apply_threads()  # DIHAL_THREADS, the executor's num_cpus, or torch's default
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    runner = getattr(import_module(f"dihal.stages.{STAGE_MODULES[cfg.kind]}"), RUNNERS[cfg.kind])
     # Upstream outputs are checked against their manifests before anything reads them, and this
     # stage's own output gets one once it is complete (dihal.stages.manifest; not part of any code hash).
     from dihal.stages import manifest
 
     manifest.verify_inputs(cfg)
-    runners[cfg.kind](cfg)
+    runner(cfg)
     manifest.write(cfg.out, cfg.kind, cfg.hash, runtime)
 
 

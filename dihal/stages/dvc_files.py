@@ -8,7 +8,11 @@
 - metrics: `metrics/<stage-name>.json`, a few scalars per stage (score: ℓ*, its G and argmax
   share -- G per layer is a plot; select: the layer trained; train: the final logged loss; evaluate: the bridge
   metrics of one (layer, seed); correlate: ρ, τ and their p-values; reference: the judged perplexity and
-  text metrics of each reference row).
+  text metrics of each reference row). Each spec also gets one `metrics/summary-<spec name>.json` from its
+  summary stage: its headline numbers under the key `summary`, so `dvc exp show --keep` can pick out every
+  summary column with one pattern, and named after the spec rather than a stage hash, so the file keeps its
+  name when the spec changes and `dvc metrics diff` pairs it across commits. The per-stage files stay: they
+  hold what the summary leaves out (every layer and seed, τ, intervals, diversity).
 - plots: `plots/<stage-name>/<file>.json`, lists of rows (score: the geometry profile per layer;
   train: the training curve; correlate: G against bridge loss per layer). The geometry and C1 plots
   name dihal's own Vega-Lite templates (`dihal.stages.plot_series` names them and the row fields they
@@ -25,6 +29,8 @@ fields and the plot axes are defined. It imports nothing heavy (the pipeline com
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 from dihal.stages import plot_series
@@ -65,15 +71,33 @@ PLOTS: dict[str, dict[str, dict]] = {
         }
     },
 }
-HAS_METRICS = ("score", "select", "train", "evaluate", "correlate", "reference")
+HAS_METRICS = ("score", "select", "train", "evaluate", "correlate", "reference", "summary")
+SUMMARY_KEY = "summary"  # the summary's one top-level key: its columns in `dvc exp show` all start `summary.`
 # evaluate's metrics.json fields that are not metrics (lists, digests, timings)
 _NOT_METRICS = {"val_batch_losses", "samples_digest", "seconds", "interface"}
 
 
-def results(kind: str, name: str) -> dict:
-    """Where a stage writes its DVC metrics and plots (recorded in its config under `results`)."""
+def summary_path(spec_name: str) -> Path:
+    """`metrics/summary-<spec name>.json`. A name may hold any character (`-S` overrides add `+`, `=`, `[`):
+    each one outside [A-Za-z0-9_.-] becomes `_`, and such a name gets 8 hex digits of its sha256, so two names
+    that differ only there keep two files."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec_name)
+    if safe != spec_name:
+        safe += "-" + hashlib.sha256(spec_name.encode()).hexdigest()[:8]
+    return METRICS_DIR / f"summary-{safe}.json"
+
+
+def results(kind: str, name: str, spec_name: str | None = None) -> dict:
+    """Where a stage writes its DVC metrics and plots (recorded in its config under `results`); a summary
+    stage's file is named after its spec (`spec_name`), every other after the stage."""
     out: dict = {}
-    if kind in HAS_METRICS:
+    if kind == "summary":
+        if spec_name is None:
+            raise ValueError(
+                f"summary stage {name}: its metrics file is named after the spec, and no spec name was given"
+            )
+        out["metrics"] = str(summary_path(spec_name))
+    elif kind in HAS_METRICS:
         out["metrics"] = str(METRICS_DIR / f"{name}.json")
     if kind in PLOTS:
         out["plots"] = {f: str(PLOTS_DIR / name / f) for f in PLOTS[kind]}
@@ -84,10 +108,11 @@ def _named(props: dict, stage: str) -> dict:
     return {**props, "title": props["title"].replace("{stage}", stage)}
 
 
-def dvc_fields(kind: str, name: str, config_path: Path | str) -> dict:
-    """The `params`, `metrics` and `plots` entries of a stage in dvc.yaml."""
-    res = results(kind, name)
-    fields: dict = {"params": [{str(config_path): ["params"]}]}
+def dvc_fields(kind: str, name: str, config_path: Path | str, spec_name: str | None = None) -> dict:
+    """The `params`, `metrics` and `plots` entries of a stage in dvc.yaml. A summary stage declares no params:
+    it has no settings of its own, and its config would only add columns to `dvc exp show`."""
+    res = results(kind, name, spec_name)
+    fields: dict = {} if kind == "summary" else {"params": [{str(config_path): ["params"]}]}
     if "metrics" in res:
         fields["metrics"] = [{res["metrics"]: {"cache": False}}]
     if "plots" in res:
@@ -179,3 +204,46 @@ def correlate_results(out: dict, g: dict[int, float], losses: dict[tuple[int, in
         mean = sum(per_seed) / len(per_seed)
         rows.append({"layer": layer, "G": g[layer], "bridge_val_loss": mean, "ell_star": layer == selected})
     return metrics, {"g_vs_loss.json": rows}
+
+
+def _mean(values) -> float | None:
+    """The mean of the values that were measured (None is "not measured", as NULL is to the ledger's avg)."""
+    got = [v for v in values if v is not None]
+    return sum(got) / len(got) if got else None
+
+
+def summary_metrics(selection: dict, evaluations: list[dict], references: list[dict], correlation: dict | None) -> dict:
+    """A spec's headline numbers, from its select, evaluate, reference and correlate outputs, computed as
+    `dihal compare` computes them from the ledger. Short names, because each is a column header in
+    `dvc exp show` behind `summary.`:
+
+    - `ell_star`, `argmax_share`, `G`: ℓ*, the share of document resamples whose argmax of G it is, G at ℓ*;
+    - `val_loss`, `gen_ppl`: the bridge at ℓ*, mean over seeds; `s<seed>.val_loss`, `s<seed>.gen_ppl` per seed
+      when there are several;
+    - `<reference>_ppl`: each reference row's gen PPL, mean over seeds (`backbone_greedy`, `backbone_t1`,
+      `real_text`);
+    - sweeps: `c1_rho`, `c1_p`, `c1_rank`: C1 in the space ℓ* was selected in (Spearman ρ of G against bridge
+      loss, its permutation p-value, ℓ*'s rank by bridge loss among the swept layers).
+
+    Numbers that do not exist (no bridge, ℓ* not swept, no bootstrap) are left out, not written as null."""
+    layer = selection["layer"]
+    out: dict = {"ell_star": layer, "argmax_share": selection.get("argmax_share"), "G": selection.get("score")}
+    at = sorted((m for m in evaluations if m["layer"] == layer), key=lambda m: m["seed"])
+    out["val_loss"] = _mean(m["bridge_val_loss"] for m in at)
+    out["gen_ppl"] = _mean(m.get("gen_ppl") for m in at)
+    if len(at) > 1:
+        for m in at:
+            out[f"s{m['seed']}"] = {"val_loss": m["bridge_val_loss"], "gen_ppl": m.get("gen_ppl")}
+    for ref in sorted({r["reference"] for r in references}):
+        out[f"{ref}_ppl"] = _mean(r["gen_ppl"] for r in references if r["reference"] == ref)
+    if correlation is not None:
+        out.update(
+            c1_rho=correlation.get("spearman_rho"),
+            c1_p=correlation.get("spearman_p"),
+            c1_rank=correlation.get("selected_rank"),
+        )
+    return {SUMMARY_KEY: _drop_none(out)}
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
