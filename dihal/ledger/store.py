@@ -145,6 +145,13 @@ SPACE_COLUMNS = [
     ("correlations", "space", "VARCHAR"),
     ("correlations", "selection_space", "BOOLEAN"),  # this row's space is the one ℓ* was chosen in
 ]
+# MAUVE against held-out real text and its 95% bootstrap interval (dihal.analysis.mauve_metric), for every row the
+# judge scores; NULL in rows measured before it (and for real_text when the pool left no block for its ceiling).
+MAUVE_COLUMNS = [
+    (table, column, "DOUBLE")
+    for table in ("bridge_results", "reference_results", "interface_results")
+    for column in ("mauve", "mauve_lo", "mauve_hi")
+]
 SPACE_KEYS = {
     "layer_geometry": ("spec_hash", "space", "layer"),
     "selection_stability": ("spec_hash", "variant", "space", "layer"),
@@ -206,6 +213,11 @@ SCHEMA_STEPS: list[tuple[int, str, list]] = [
     (3, "reference_results: the backbone's own samples and held-out text, judged like the bridge", REFERENCE_SCHEMA),
     (4, "interface_results: C3's interfaces (the bridge and its baselines) at a matched budget", INTERFACE_SCHEMA),
     (5, "geometry per space: `space` in the keys of layer_geometry, selection_stability and correlations", SPACE_STEP),
+    (
+        6,
+        "MAUVE and its interval for bridge, reference and interface rows",
+        [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MAUVE_COLUMNS],
+    ),
 ]
 SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
 _VERSION_TABLE = (

@@ -3,6 +3,9 @@
 Every random draw comes from generators seeded by the bridge seed, so the same
 spec gives the same numbers. The judge of generated text is the full, unmodified
 backbone; its perplexity counts only the generated positions, not the prompt.
+MAUVE compares the samples with the real continuations of the same prompts (the
+validation blocks the prompts are cut from), both featurised by the judge's pass
+(`dihal.analysis.mauve_metric`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 
 import dihal.stages.dvc_files as dvc_files
-from dihal.analysis.judge import judge_nll  # the judge, shared with the reference stage
+from dihal.analysis.judge import judge  # the judge, shared with the reference stage
 from dihal.stages.common import (
     RESULT_METRICS,
     StageConfig,
@@ -105,6 +108,7 @@ def clean_states(lm, cfg: StageConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(cfg: StageConfig) -> None:
+    from dihal.analysis.mauve_metric import mauve_interval
     from dihal.analysis.text_metrics import perplexity_from_nll, text_metrics
     from dihal.bridge.hybrid import DiffusionLM
 
@@ -116,7 +120,7 @@ def run(cfg: StageConfig) -> None:
     x0 = hybrid.standardizer.transform(true_h)
     name = hybrid.interface.name
     steps = progress.bar(
-        total=4, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}", unit="step"
+        total=5, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}", unit="step"
     )
     with Timer() as timer:
         losses = val_losses(hybrid, x0, prefix, list(ev["t_grid"]), min(ev["val_batches"], len(x0)), seed)
@@ -124,10 +128,13 @@ def run(cfg: StageConfig) -> None:
         rec = recovery(hybrid, x0, true_h, ids, prefix, ev["recovery_t"], seed)
         steps.update()
         n = ev["n_samples"]
-        prompts = ids[torch.arange(n) % len(ids), :prefix]
+        real = ids[torch.arange(n) % len(ids)].long()  # the blocks the prompts are cut from: MAUVE's real text
+        prompts = real[:, :prefix]
         gen = hybrid.sample(prompts, steps=ev["sampling_steps"], temperature=ev["temperature"], generator=_gen(seed, 3))
         steps.update()
-        total, count = judge_nll(ad, gen.tokens, prefix)
+        verdict = judge(ad, gen.tokens, prefix)
+        steps.update()
+        quality = mauve_interval(judge(ad, real, prefix).features, verdict.features, seed)
         steps.update()
     steps.close()
     generated = [row[prefix:].tolist() for row in gen.tokens]
@@ -145,10 +152,11 @@ def run(cfg: StageConfig) -> None:
         "bridge_val_loss": float(np.mean(losses)),
         "val_batch_losses": losses,
         **rec,
-        "gen_ppl": perplexity_from_nll(total, count),
-        "gen_nll": total / count,
-        "gen_tokens": count,
+        "gen_ppl": perplexity_from_nll(verdict.total_nll, verdict.n_tokens),
+        "gen_nll": verdict.total_nll / verdict.n_tokens,
+        "gen_tokens": verdict.n_tokens,
         **text_metrics(generated),
+        **quality,
         "samples_digest": digest,
         "seconds": timer.seconds,
     }
