@@ -30,7 +30,9 @@ histograms and the package's own number otherwise (tests/test_mauve.py checks bo
 and recomputes MAUVE; the interval is the symmetric bootstrap interval around the estimate
 (`dihal.analysis.intervals.symmetric_interval`, clipped to [0, 1]), which contains the estimate by construction
 and widens rather than shifts where resampling biases MAUVE (duplicated samples make the histograms lumpier).
-`N_BOOT` replicates: one MAUVE costs ~10-40 ms on 32 points, so the interval adds about 2-8 s per row.
+`N_BOOT` replicates: one MAUVE on 16 + 16 texts took ~50 ms on a loaded 2-core machine (PCA and k-means), so
+an interval costs ~10 s per row there; at 16 samples MAUVE has 2 buckets and its interval is wide (docs/method.md
+gives the widths measured at 16 and 64 samples).
 """
 
 from __future__ import annotations
