@@ -228,7 +228,8 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
     con.execute("INSERT INTO selection_stability (spec_hash, variant, layer, score) VALUES ('a', 'main', 1, 2.0)")
     con.close()
     _ingest(tmp_path, "b")
-    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == [(v,) for v in range(1, 7)]
+    versions = [(v,) for v in range(1, ledger.SCHEMA_VERSION + 1)]
+    assert ledger.query(tmp_path, "SELECT version FROM schema_version ORDER BY 1")[1] == versions
     # step 5: rows from before geometry spaces were measured in the one-scalar space, and say so
     assert ledger.query(
         tmp_path, "SELECT space, layer, kappa FROM layer_geometry WHERE spec_hash = 'a' ORDER BY layer"
@@ -254,8 +255,42 @@ def test_an_unversioned_ledger_is_migrated_and_its_version_recorded(tmp_path):
         )[1]
     }
     assert {table_col for t, table_col, _ in ledger.MIGRATIONS if t == "layer_geometry"} <= cols
-    _ingest(tmp_path, "c")  # a second writer finds version 6 and applies nothing twice
-    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(6,)]
+    _ingest(tmp_path, "c")  # a second writer finds the latest version and applies nothing twice
+    assert ledger.query(tmp_path, "SELECT count(*) FROM schema_version")[1] == [(len(versions),)]
+
+
+def test_a_ledger_from_before_mauve_gains_its_columns_and_keeps_its_rows(tmp_path):
+    path = ledger.ledger_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    con = duckdb.connect(str(path))  # a ledger brought to version 6, the last schema without MAUVE
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP, note VARCHAR)")
+    for version, _, statements in ledger.SCHEMA_STEPS:
+        if version <= 6:
+            for stmt in statements:
+                stmt(con) if callable(stmt) else con.execute(stmt)
+            con.execute("INSERT INTO schema_version VALUES (?, NULL, 'old')", [version])
+    con.execute("INSERT INTO bridge_results (spec_hash, layer, seed, gen_ppl) VALUES ('a', 3, 0, 263.4)")
+    con.execute(
+        "INSERT INTO reference_results (spec_hash, reference, seed, gen_ppl) VALUES ('a', 'real_text', 0, 47.8)"
+    )
+    con.execute(
+        "INSERT INTO interface_results (spec_hash, interface, layer, seed, gen_ppl) VALUES ('a', 'hidden', 3, 0, 263.4)"
+    )
+    for table in ("bridge_results", "reference_results", "interface_results"):
+        assert "mauve" not in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    con.close()
+    _ingest(tmp_path, "b")
+    for table in ("bridge_results", "reference_results", "interface_results"):
+        assert ledger.query(tmp_path, f"SELECT gen_ppl, mauve, mauve_lo, mauve_hi FROM {table}")[1] in (
+            [(263.4, None, None, None)],
+            [(47.8, None, None, None)],
+        ), table
+    with ledger.writer(tmp_path) as con:  # and a new row fills them
+        row = {"spec_hash": "c", "reference": "backbone_t1", "seed": 0, "mauve": 0.4, "mauve_lo": 0.1, "mauve_hi": 0.7}
+        ledger.replace_results(con, "c", {"reference_results": [row]})
+    assert ledger.query(tmp_path, "SELECT mauve, mauve_lo, mauve_hi FROM reference_results WHERE spec_hash = 'c'")[
+        1
+    ] == [(0.4, 0.1, 0.7)]
 
 
 def test_a_ledger_from_a_newer_dihal_is_not_written_and_the_run_is_queued(tmp_path):

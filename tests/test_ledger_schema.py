@@ -81,7 +81,7 @@ def test_a_version_5_ledger_migrates_in_place_with_its_values_and_keys(tmp_path)
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION == 6
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION == 7
         for table, olds in schema.RENAMED_IN.items():
             cols = _columns(con, table)
             assert not set(olds) & set(cols), (table, cols)

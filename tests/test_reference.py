@@ -103,6 +103,32 @@ def test_a_run_records_three_references_per_bridge_seed(project, first_run):
     assert {r[12] for r in rows} == {runs[-1][0]}
 
 
+def test_a_run_fills_mauve_for_every_row_the_judge_scores(project, first_run):
+    where = "JOIN specs s USING (spec_hash) WHERE s.name = 'ref'"
+    rows = {
+        "reference_results": ledger_rows(
+            project, f"SELECT reference, mauve, mauve_lo, mauve_hi FROM reference_results r {where}"
+        ),
+        "bridge_results": ledger_rows(
+            project, f"SELECT layer, mauve, mauve_lo, mauve_hi FROM bridge_results b {where}"
+        ),
+        "interface_results": ledger_rows(
+            project, f"SELECT interface, mauve, mauve_lo, mauve_hi FROM interface_results i {where}"
+        ),
+    }
+    assert len(rows["reference_results"]) == 6 and len(rows["bridge_results"]) == 2 == len(rows["interface_results"])
+    for table, found in rows.items():
+        for who, mauve, lo, hi in found:
+            assert 0.0 <= lo <= mauve <= hi <= 1.0, (table, who, mauve, lo, hi)
+    p = _plan(project, first_run[0])
+    refs = json.loads((project / p.reference.out / "references.json").read_text())
+    for r in refs:  # real_text's ceiling reads blocks the prompts are not cut from (4 of the pool of 16)
+        if r["reference"] == "real_text":
+            assert len(r["ceiling_blocks"]) == 4 and all(4 <= b < 16 for b in r["ceiling_blocks"])
+    metrics = json.loads((project / p.evaluations[0].out / "metrics.json").read_text())
+    assert {"mauve", "mauve_lo", "mauve_hi"} <= set(metrics)
+
+
 def test_greedy_rows_are_the_same_for_every_seed(project, first_run):
     rows = ledger_rows(
         project,
@@ -120,7 +146,7 @@ def test_greedy_rows_are_the_same_for_every_seed(project, first_run):
 
 
 def test_real_text_is_judged_on_the_targets_validation_blocks(project, first_run):
-    from dihal.analysis.judge import judge_nll
+    from dihal.analysis.judge import judge
 
     p = _plan(project, first_run[0])
     (targets,) = p.by_kind("targets")
@@ -137,7 +163,7 @@ def test_real_text_is_judged_on_the_targets_validation_blocks(project, first_run
         picked.add(tuple(blocks))
         real = [s for s in samples if s["reference"] == "real_text" and s["seed"] == seed]
         assert [s["prompt"] + s["tokens"] for s in real] == val_ids[blocks].tolist()
-        total, count = judge_nll(ad, torch.as_tensor(val_ids[blocks]).long(), 2)
+        total, count, _ = judge(ad, torch.as_tensor(val_ids[blocks]).long(), 2)
         assert count == 4 * 14 and total / count == pytest.approx(rows["real_text", seed]["gen_nll"], rel=1e-5)
         # prompts are evaluate's: ids[arange(n) % len(ids), :prefix]
         t1 = [s["prompt"] for s in samples if s["reference"] == "backbone_t1" and s["seed"] == seed]

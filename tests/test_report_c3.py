@@ -54,6 +54,9 @@ def interface_rows(spec_hash: str, values: dict = VALUES, layer: int = 1, unmatc
                     "distinct_3": 0.9,
                     "diversity": div,
                     "unigram_entropy": 5.5,
+                    "mauve": 0.5 + 0.01 * seed,
+                    "mauve_lo": 0.2,
+                    "mauve_hi": 0.8,
                     "samples_digest": f"{name}-{seed}",
                     "diffusion_steps": 2000,
                     "denoiser_params": 1_200_000,
@@ -114,15 +117,16 @@ def test_section_lists_each_interface_then_the_references(project):
     for row, name in zip(interfaces, VALUES):
         cells = _cells(row)
         assert cells[1:4] == ["1", "3", MEANS[name]], name  # layer, seeds, mean gen PPL as the report formats it
-        assert cells[10:13] == ["2000", "1200000", "0" if name == "hidden" else "500"]
-        assert cells[14] == "yes"
+        assert cells[4] == "0.51"  # mean MAUVE over seeds, next to gen PPL
+        assert cells[11:14] == ["2000", "1200000", "0" if name == "hidden" else "500"]
+        assert cells[15] == "yes"
     mean, lo, hi = t_interval([60.5, 62.5, 64.5])
     assert f"[{lo:.3g}, {hi:.3g}]" in interfaces[0] and lo < mean < hi  # the 95% t-interval over seeds
     assert "t-interval" in section and "Matched budget" in section and "learning rate" in section
     assert 'id="c3-budget-differs"' not in section and "not matched" not in section.split("<tbody")[1]
     assert [_cells(r)[0] for r in references] == ["backbone_t1", "backbone_greedy", "real_text"]
     assert _cells(references[2])[2:4] == ["2", "28.3"]  # real text: 2 seeds, mean gen PPL, no budget cells
-    assert all(c == "" for c in _cells(references[2])[7:])
+    assert all(c == "" for c in _cells(references[2])[8:])
 
 
 def test_missing_recovery_ce_of_rounding_shows_as_missing(project):
@@ -130,9 +134,9 @@ def test_missing_recovery_ce_of_rounding_shows_as_missing(project):
     interfaces, _ = _rows(_section(paths["sweep"].read_text(encoding="utf-8")))
     rounding = _cells(interfaces[1])
     assert rounding[0] == "embedding_rounding"
-    assert rounding[8] == "—" and rounding[9] == "—"  # recovery CE and coverage: no distribution
+    assert rounding[9] == "—" and rounding[10] == "—"  # recovery CE and coverage: no distribution
     assert "None" not in interfaces[1] and "nan" not in interfaces[1].lower()
-    assert _cells(interfaces[2])[8] == "2.6"  # readout's recovery CE: mean of 2.5, 2.6, 2.7
+    assert _cells(interfaces[2])[9] == "2.6"  # readout's recovery CE: mean of 2.5, 2.6, 2.7
 
 
 def test_headline_ranks_the_interfaces_by_gen_ppl_with_their_diversity(project):
@@ -186,7 +190,7 @@ def test_unmatched_budget_is_flagged_and_a_hostile_name_is_escaped(tmp_path):
     latent = next(r for r in interfaces if _cells(r)[0] == "latent_ae")
     assert '<span class="bad">not matched</span>' in latent and "fdecea" in latent
     assert sum('class="bad">not matched' in r for r in interfaces) == 1
-    assert _cells(interfaces[0])[10] == "1000/2000" and 'id="c3-budget-differs"' in section
+    assert _cells(interfaces[0])[11] == "1000/2000" and 'id="c3-budget-differs"' in section
     sentence = section.split('id="c3-sentence">')[1].split("</p>")[0]
     assert sentence.startswith(
         "On this spec's 3 seeds, mean gen PPL, lowest first: <b>&lt;script&gt;alert(9)&lt;/script&gt;</b> 11 (diversity"

@@ -31,6 +31,16 @@ REFERENCE_VALUES = {
 }
 
 
+# reference -> per bridge seed (0, 1): MAUVE; each seed's interval is MAUVE - 0.2 .. MAUVE + 0.1
+REFERENCE_MAUVE = {"backbone_t1": (0.7, 0.8), "backbone_greedy": (0.22, 0.24), "real_text": (0.85, 0.87)}
+
+
+def _mauve(m: float | None) -> dict:
+    if m is None:  # not measured
+        return dict.fromkeys(("mauve", "mauve_lo", "mauve_hi"))
+    return {"mauve": m, "mauve_lo": m - 0.2, "mauve_hi": m + 0.1}
+
+
 def reference_rows(spec_hash: str, values: dict = REFERENCE_VALUES) -> list[dict]:
     import math
 
@@ -49,6 +59,7 @@ def reference_rows(spec_hash: str, values: dict = REFERENCE_VALUES) -> list[dict
                     "distinct_3": d2 + 0.04,
                     "diversity": div,
                     "unigram_entropy": h,
+                    **_mauve(REFERENCE_MAUVE[ref][seed] if ref in REFERENCE_MAUVE else None),
                     "n_samples": 16,
                     "seq_len": 64,
                     "samples_digest": f"{ref}-{seed}",
@@ -99,10 +110,12 @@ def test_section_shows_each_reference_and_the_bridge_at_selected_layer(project):
     assert len(rows) == 1 + 3  # the bridge at ℓ* = 1, then one row per reference in a fixed order
     assert 'class="bridge selected"' in rows[0]
     # bridge at ℓ* = 1: gen_ppl 100 and 101 over seeds 0 and 1 (test_report.build_ledger)
-    assert _cells(rows[0]) == ["bridge, layer 1 (ℓ*)", "2", "100.5", "100–101", "0.6", "0.7", "5.1", "—"]
-    assert _cells(rows[1]) == ["backbone_t1", "2", "39.95", "38.2–41.7", "0.7", "0.87", "5.99", "16 × 64"]
-    assert _cells(rows[2]) == ["backbone_greedy", "2", "4.6", "4.3–4.9", "0.13", "0.32", "4.14", "16 × 64"]
-    assert _cells(rows[3]) == ["real_text", "2", "28.3", "27.5–29.1", "0.82", "0.92", "6.38", "16 × 64"]
+    assert _cells(rows[0]) == ["bridge, layer 1 (ℓ*)", "2", "100.5", "100–101", "—", "0.6", "0.7", "5.1", "—"]
+    assert _cells(rows[1]) == ["backbone_t1", "2", "39.95", "38.2–41.7", "0.75", "0.7", "0.87", "5.99", "16 × 64"]
+    assert _cells(rows[2]) == ["backbone_greedy", "2", "4.6", "4.3–4.9", "0.23", "0.13", "0.32", "4.14", "16 × 64"]
+    assert _cells(rows[3]) == ["real_text", "2", "28.3", "27.5–29.1", "0.86", "0.82", "0.92", "6.38", "16 × 64"]
+    # MAUVE's bracket spans the per-seed 95% intervals: lowest lower end to highest upper end
+    assert "[0.5, 0.9]" in rows[1] and "[0.02, 0.34]" in rows[2] and "[" not in _cells(rows[0])[4]
     assert 'title="range 0.69–0.71"' in rows[1]  # the other metrics' ranges are in the cell's tooltip
 
     sentence = section.split('id="standing-sentence">')[1].split("</p>")[0]

@@ -137,3 +137,14 @@ class BackboneAdapter:
     @torch.no_grad()
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.logits_from(self.embed(ids), 0)
+
+    @torch.no_grad()
+    def logits_and_final_states(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, h_L after the final norm) of one forward pass: the judge's verdict and the features MAUVE
+        reads (HF's last hidden state). The logits are computed exactly as `logits` computes them; a family that
+        `composes` runs its hooked forward once more for the states."""
+        if self.composes:
+            h = self.family.hidden_states(ids, {self.n_layers})[self.n_layers]
+            return self.logits(ids), self.final_norm(h)
+        h = self.run_blocks(self.embed(ids), 0, self.n_layers)
+        return self.head(h), self.final_norm(h)

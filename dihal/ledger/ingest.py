@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dihal.analysis.mauve_metric import MAUVE_KEYS
 from dihal.compile.plan import Plan
 from dihal.ledger.schema import PROXY_COLUMNS
 from dihal.spec.geometry import STANDARD
@@ -221,6 +222,7 @@ def bridge_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, 
                         "samples_digest",
                     )
                 },
+                **{k: m.get(k) for k in MAUVE_KEYS},  # absent from metrics written before MAUVE
                 "train_seconds": tmeta["seconds"],
                 "train_tokens_per_s": tmeta["tokens_per_s"],
                 "val_batch_losses": m["val_batch_losses"],
@@ -273,6 +275,7 @@ def reference_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[st
             "reference": r["reference"],
             "seed": r["seed"],
             **{k: r[k] for k in REFERENCE_COLUMNS},
+            **{k: r.get(k) for k in MAUVE_KEYS},
             **_prov(run),
         }
         for r in read_json(root / plan.reference.out / "references.json")
@@ -341,6 +344,7 @@ INTERFACE_METRICS = (
     "diversity",
     "unigram_entropy",
     "samples_digest",
+    *MAUVE_KEYS,
 )
 
 

@@ -212,6 +212,20 @@ NAME_STEP = [
 ]
 
 
+# Step 7: MAUVE against held-out real text and its 95% bootstrap interval (dihal.analysis.mauve_metric), for every
+# row the judge scores; NULL in rows measured before it (and for real_text when the pool left no block for its
+# ceiling). The views are made again so they list the new columns on every DuckDB, whenever `t.*` is bound.
+MAUVE_COLUMNS = [
+    (table, column, "DOUBLE")
+    for table in ("bridge_results", "reference_results", "interface_results")
+    for column in ("mauve", "mauve_lo", "mauve_hi")
+]
+MAUVE_STEP = [
+    *[f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MAUVE_COLUMNS],
+    *[_view(t) for t in RESULT_TABLES],
+]
+
+
 def current_names(row: dict) -> dict:
     """A row written under an older schema, keyed by the current column names (see RENAMED_COLUMNS)."""
     return {RENAMED_COLUMNS.get(k, k): v for k, v in row.items()}
@@ -237,6 +251,7 @@ SCHEMA_STEPS: list[tuple[int, str, list]] = [
         "the method's names (score -> g, erank -> r, z_erank -> z_r) and a <table>_named view per result table",
         NAME_STEP,
     ),
+    (7, "MAUVE and its interval for bridge, reference and interface rows", MAUVE_STEP),
 ]
 SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
 _VERSION_TABLE = (

@@ -41,6 +41,7 @@ from dihal.ledger.schema import MIGRATIONS as MIGRATIONS
 from dihal.ledger.schema import REFERENCE_SCHEMA as REFERENCE_SCHEMA
 from dihal.ledger.schema import RESULT_TABLES, current_names, ensure_schema
 from dihal.ledger.schema import SCHEMA as SCHEMA
+from dihal.ledger.schema import SCHEMA_STEPS as SCHEMA_STEPS
 from dihal.ledger.schema import SCHEMA_VERSION as SCHEMA_VERSION
 from dihal.ledger.schema import schema_version as schema_version
 from dihal.utils.terminal import clean

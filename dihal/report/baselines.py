@@ -24,6 +24,7 @@ INTERFACES = {  # interface_results.interface -> what it is; listed in this orde
 }
 METRICS = (
     "gen_ppl",
+    "mauve",
     "diversity",
     "distinct_2",
     "unigram_entropy",
@@ -31,7 +32,7 @@ METRICS = (
     "recovery_ce",
     "recovery_coverage",
 )
-REFERENCE_METRICS = ("gen_ppl", "diversity", "distinct_2", "unigram_entropy")
+REFERENCE_METRICS = ("gen_ppl", "mauve", "diversity", "distinct_2", "unigram_entropy")
 BUDGET = ("diffusion_steps", "denoiser_params", "recovery_steps", "recovery_params")
 SECONDS = ("train_seconds", "recovery_seconds", "eval_seconds")
 INTERVAL_NOTE = "95% t-interval over seeds (mean ± t·sd/√n, n − 1 degrees of freedom); none with one seed"

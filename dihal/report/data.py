@@ -28,6 +28,7 @@ BRIDGE_METRICS = (
     "recovery_ce",
     "recovery_token_acc",
     "gen_ppl",
+    "mauve",
     "distinct_1",
     "distinct_2",
     "distinct_3",
@@ -36,8 +37,20 @@ BRIDGE_METRICS = (
 )
 SAMPLES_PER_LAYER = 3
 # Generation metrics shared by the bridge's rows and the reference rows (reference_results), all judged by the
-# unmodified backbone; gen_nll exists only in reference_results and reads as missing on a bridge row.
-GEN_METRICS = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy")
+# unmodified backbone; gen_nll exists only in reference_results and reads as missing on a bridge row, as MAUVE does
+# on rows from before it.
+GEN_METRICS = (
+    "gen_ppl",
+    "gen_nll",
+    "distinct_1",
+    "distinct_2",
+    "distinct_3",
+    "diversity",
+    "unigram_entropy",
+    "mauve",
+    "mauve_lo",
+    "mauve_hi",
+)
 RESERVED_SLUGS = {"index"}  # index.html is the ledger-wide page; no spec may overwrite it
 
 

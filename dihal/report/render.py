@@ -49,6 +49,7 @@ METRIC_LABELS = {  # column -> (header, hint shown as the header's tooltip)
     "recovery_ce": ("recovery CE", "cross-entropy of tokens decoded from once-denoised states; lower is better"),
     "recovery_token_acc": ("recovery acc", "token accuracy of the recovered states against the true next tokens"),
     "gen_ppl": ("gen PPL", "perplexity of generated text under the full backbone; lower is better"),
+    "mauve": ("MAUVE", "generated against real text, on the judge's last hidden states; 1 = indistinguishable"),
     "distinct_1": ("dist-1", "distinct unigrams / unigrams"),
     "distinct_2": ("dist-2", "distinct bigrams / bigrams"),
     "distinct_3": ("dist-3", "distinct trigrams / trigrams"),

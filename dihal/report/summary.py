@@ -16,6 +16,13 @@ def _f(v, fmt: str = ".4g") -> str:
     return "" if v is None else format(v, fmt)
 
 
+def _mauve(value, lo, hi) -> str:
+    """MAUVE with its 95% bootstrap interval, e.g. '0.41 [0.12, 0.77]'; empty where it was not measured."""
+    if value is None:
+        return ""
+    return f"{value:.2f}" + ("" if lo is None or hi is None else f" [{lo:.2f}, {hi:.2f}]")
+
+
 def headline(root: Path, h: str) -> str | None:
     """The answer in one line: ℓ*, how sure, and the bridge's gen PPL at ℓ* on the scale of real text."""
     _, sel = ledger.query(root, "SELECT layer, argmax_share FROM selections WHERE spec_hash = ?", [h])
@@ -49,8 +56,9 @@ def headline(root: Path, h: str) -> str | None:
 BRIDGE_LEGEND = (
     "val loss: the bridge's denoising loss on validation blocks; recovery CE / rec. acc: the upper blocks' "
     "next-token cross-entropy and accuracy from the bridge's states; gen ppl: the judge's perplexity of "
-    "generated text (lower is better; see the references); d-1..3: distinct n-grams; div: their product; "
-    "H1: unigram entropy (nats)"
+    "generated text (lower is better; see the references); MAUVE: the samples against the real continuations "
+    "of the same prompts, on the judge's last hidden states (1 = indistinguishable), with a 95% bootstrap "
+    "interval over samples; d-1..3: distinct n-grams; div: their product; H1: unigram entropy (nats)"
 )
 
 
@@ -239,7 +247,7 @@ def _variants(con: Console, root: Path, h: str, space: str) -> None:
 def _bridge(con: Console, root: Path, h: str) -> None:
     _, rows = ledger.query(
         root,
-        "SELECT layer, seed, bridge_val_loss, recovery_ce, recovery_token_acc, gen_ppl, "
+        "SELECT layer, seed, bridge_val_loss, recovery_ce, recovery_token_acc, gen_ppl, mauve, mauve_lo, mauve_hi, "
         "distinct_1, distinct_2, distinct_3, diversity, unigram_entropy FROM bridge_results "
         "WHERE spec_hash = ? ORDER BY layer, seed",
         [h],
@@ -247,10 +255,11 @@ def _bridge(con: Console, root: Path, h: str) -> None:
     if not rows:
         return
     t = Table(title="bridge")
-    for c in ("layer", "seed", "val loss", "recovery CE", "rec. acc", "gen ppl", "d-1", "d-2", "d-3", "div", "H1"):
+    columns = ("layer", "seed", "val loss", "recovery CE", "rec. acc", "gen ppl", "MAUVE", "d-1", "d-2", "d-3")
+    for c in (*columns, "div", "H1"):
         t.add_column(c, justify="right")
     for r in rows:
-        t.add_row(str(r[0]), str(r[1]), *(_f(v) for v in r[2:]))
+        t.add_row(str(r[0]), str(r[1]), *(_f(v) for v in r[2:6]), _mauve(*r[6:9]), *(_f(v) for v in r[9:]))
     con.print(t)
     con.print(f"[dim]{BRIDGE_LEGEND}[/dim]", highlight=False)
     _, samples = ledger.query(
@@ -274,12 +283,15 @@ def _references(con: Console, root: Path, h: str) -> None:
         return
     _, rows = ledger.query(
         root,
-        "SELECT reference, avg(gen_ppl), avg(diversity) FROM reference_results "
+        "SELECT reference, avg(gen_ppl), avg(diversity), avg(mauve) FROM reference_results "
         "WHERE spec_hash = ? GROUP BY reference ORDER BY reference",
         [h],
     )
     if rows:
-        parts = ", ".join(f"{ref} {_f(ppl, '.3g')} (div {_f(div, '.2f')})" for ref, ppl, div in rows)
+        parts = ", ".join(
+            f"{ref} {_f(ppl, '.3g')} (div {_f(div, '.2f')}" + ("" if mv is None else f", MAUVE {mv:.2f}") + ")"
+            for ref, ppl, div, mv in rows
+        )
         con.print(f"references, gen PPL by the same judge: {clean(parts)}", highlight=False, markup=False)
 
 
@@ -290,7 +302,7 @@ def _c3(con: Console, root: Path, h: str) -> None:
     _, rows = ledger.query(
         root,
         """SELECT interface, layer, count(*), avg(gen_ppl), stddev_samp(gen_ppl),
-        avg(diversity), avg(recovery_token_acc), avg(recovery_ce), any_value(diffusion_steps),
+        avg(diversity), avg(mauve), avg(recovery_token_acc), avg(recovery_ce), any_value(diffusion_steps),
         any_value(denoiser_params), any_value(recovery_steps), any_value(recovery_params), bool_and(budget_matched),
         avg(train_seconds + recovery_seconds), avg(eval_seconds)
         FROM interface_results WHERE spec_hash = ? GROUP BY interface, layer
@@ -307,6 +319,7 @@ def _c3(con: Console, root: Path, h: str) -> None:
         "gen ppl",
         "± sd",
         "div",
+        "MAUVE",
         "rec. acc",
         "rec. CE",
         "diff. steps",
@@ -326,14 +339,15 @@ def _c3(con: Console, root: Path, h: str) -> None:
             _f(r[3]),
             _f(r[4], ".2g"),
             _f(r[5], ".3f"),
-            _f(r[6], ".3f"),
-            _f(r[7]),
-            str(r[8]),
-            f"{r[9]:,}",
-            str(r[10]),
-            f"{r[11]:,}",
-            "yes" if r[12] else "NO",
-            _f(r[13], ".0f"),
+            _f(r[6], ".2f"),
+            _f(r[7], ".3f"),
+            _f(r[8]),
+            str(r[9]),
+            f"{r[10]:,}",
+            str(r[11]),
+            f"{r[12]:,}",
+            "yes" if r[13] else "NO",
             _f(r[14], ".0f"),
+            _f(r[15], ".0f"),
         )
     con.print(t)

@@ -85,11 +85,25 @@ RESULT_METRICS: dict[str, tuple[str, ...]] = {
         "distinct_3",
         "diversity",
         "unigram_entropy",
+        "mauve",
+        "mauve_lo",
+        "mauve_hi",
     ),
     "score": ("score",),  # G per layer
     "select": ("score",),  # G at ℓ* (None when a fixed ℓ is not a candidate layer)
     "correlate": ("spearman_rho", "kendall_tau"),
-    "reference": ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy"),
+    "reference": (
+        "gen_ppl",
+        "gen_nll",
+        "distinct_1",
+        "distinct_2",
+        "distinct_3",
+        "diversity",
+        "unigram_entropy",
+        "mauve",  # None for real_text when the pool holds no block for its ceiling: not measured
+        "mauve_lo",
+        "mauve_hi",
+    ),
 }
 
 

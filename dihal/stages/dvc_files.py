@@ -166,11 +166,12 @@ def evaluate_metrics(metrics: dict) -> dict:
 
 
 def reference_metrics(rows: list[dict]) -> dict:
-    """reference -> s<seed> -> its judged perplexity and text metrics (the rows of references.json)."""
+    """reference -> s<seed> -> its judged perplexity, text metrics and MAUVE (the rows of references.json)."""
     keys = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy")
+    keys += ("mauve", "mauve_lo", "mauve_hi")
     out: dict = {}
     for r in rows:
-        out.setdefault(r["reference"], {})[f"s{r['seed']}"] = {k: r[k] for k in keys}
+        out.setdefault(r["reference"], {})[f"s{r['seed']}"] = {k: r[k] for k in keys if r.get(k) is not None}
     return out
 
 

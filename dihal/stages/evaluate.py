@@ -8,6 +8,10 @@ Noise levels are the cosine schedule's: `eval.t_grid` and `eval.recovery_t` name
 cosine at those times, and a bridge trained under another schedule is asked at its own time for the
 same noise (`NoiseSchedule.matching_time`), so losses under different recipes compare like with like.
 A self-conditioned bridge's single-step estimates are its two-pass ones (dihal.bridge.diffusion).
+
+MAUVE compares the samples with the real continuations of the same prompts (the
+validation blocks the prompts are cut from), both featurised by the judge's pass
+(`dihal.analysis.mauve_metric`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 
 import dihal.stages.dvc_files as dvc_files
-from dihal.analysis.judge import judge_nll  # the judge, shared with the reference stage
+from dihal.analysis.judge import judge  # the judge, shared with the reference stage
 from dihal.stages.common import (
     RESULT_METRICS,
     StageConfig,
@@ -111,6 +115,7 @@ def clean_states(lm, cfg: StageConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(cfg: StageConfig) -> None:
+    from dihal.analysis.mauve_metric import mauve_interval
     from dihal.analysis.text_metrics import perplexity_from_nll, text_metrics
     from dihal.bridge.hybrid import DiffusionLM
 
@@ -122,7 +127,7 @@ def run(cfg: StageConfig) -> None:
     x0 = hybrid.standardizer.transform(true_h)
     name = hybrid.interface.name
     steps = progress.bar(
-        total=4, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}", unit="step"
+        total=5, desc=f"evaluate {'' if name == 'hidden' else name + ' '}L{hybrid.layer} s{seed}", unit="step"
     )
     with Timer() as timer:
         losses = val_losses(hybrid, x0, prefix, list(ev["t_grid"]), min(ev["val_batches"], len(x0)), seed)
@@ -130,10 +135,13 @@ def run(cfg: StageConfig) -> None:
         rec = recovery(hybrid, x0, true_h, ids, prefix, ev["recovery_t"], seed)
         steps.update()
         n = ev["n_samples"]
-        prompts = ids[torch.arange(n) % len(ids), :prefix]
+        real = ids[torch.arange(n) % len(ids)].long()  # the blocks the prompts are cut from: MAUVE's real text
+        prompts = real[:, :prefix]
         gen = hybrid.sample(prompts, steps=ev["sampling_steps"], temperature=ev["temperature"], generator=_gen(seed, 3))
         steps.update()
-        total, count = judge_nll(ad, gen.tokens, prefix)
+        verdict = judge(ad, gen.tokens, prefix)
+        steps.update()
+        quality = mauve_interval(judge(ad, real, prefix).features, verdict.features, seed)
         steps.update()
     steps.close()
     generated = [row[prefix:].tolist() for row in gen.tokens]
@@ -151,10 +159,11 @@ def run(cfg: StageConfig) -> None:
         "bridge_val_loss": float(np.mean(losses)),
         "val_batch_losses": losses,
         **rec,
-        "gen_ppl": perplexity_from_nll(total, count),
-        "gen_nll": total / count,
-        "gen_tokens": count,
+        "gen_ppl": perplexity_from_nll(verdict.total_nll, verdict.n_tokens),
+        "gen_nll": verdict.total_nll / verdict.n_tokens,
+        "gen_tokens": verdict.n_tokens,
         **text_metrics(generated),
+        **quality,
         "samples_digest": digest,
         "seconds": timer.seconds,
     }

@@ -11,6 +11,11 @@ targets stage gives the bridge (same function, same spec seed), so the rows sit 
 Prompts are the first `bridge.prefix` tokens of validation blocks, chosen as evaluate chooses them; every
 sample is `bridge.seq_len` tokens long. One row per (reference, bridge seed). The stage reads no geometry,
 selection or bridge output, so no change to those re-runs it.
+
+MAUVE (`dihal.analysis.mauve_metric`) compares each row with the real text evaluate compares the bridge with:
+the `eval.n_samples` blocks the prompts are cut from. For `real_text` that set is the ceiling, measured against
+blocks disjoint from it: a seeded draw of up to `n_samples` of the pool's other blocks (`ceiling_blocks`); with
+no other block in the pool (`bridge.n_val` <= `n_samples`) its MAUVE is left out (None).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 
 import dihal.stages.dvc_files as dvc_files
-from dihal.analysis.judge import judge_nll
+from dihal.analysis.judge import judge
 from dihal.stages.common import (
     RESULT_METRICS,
     StageConfig,
@@ -37,7 +42,7 @@ from dihal.stages.common import (
 from dihal.utils import progress
 
 REFERENCES = ("backbone_t1", "backbone_greedy", "real_text")
-_SALT = {"backbone_t1": 11, "real_text": 12}  # evaluate's salts are 1..3; greedy draws nothing
+_SALT = {"backbone_t1": 11, "real_text": 12, "ceiling": 13}  # evaluate's salts are 1..3; greedy draws nothing
 BATCH = 32  # sequences decoded together
 
 
@@ -87,7 +92,16 @@ def real_text_blocks(n_blocks: int, n: int, seed: int) -> torch.Tensor:
     return perm[torch.arange(n) % n_blocks]
 
 
+def ceiling_blocks(n_blocks: int, n: int, seed: int) -> torch.Tensor:
+    """Which validation blocks real_text's MAUVE ceiling reads for a seed: a seeded draw of up to n blocks from
+    those the prompts are not cut from (blocks n.. of the pool), so no text sits on both sides; empty when the
+    pool holds no other block."""
+    others = torch.arange(min(n, n_blocks), n_blocks)
+    return others[torch.randperm(len(others), generator=_gen(seed, _SALT["ceiling"]))][:n]
+
+
 def run(cfg: StageConfig) -> None:
+    from dihal.analysis.mauve_metric import MAUVE_KEYS, mauve_interval
     from dihal.analysis.text_metrics import perplexity_from_nll, text_metrics
 
     p = cfg.params
@@ -96,7 +110,9 @@ def run(cfg: StageConfig) -> None:
     bb, ad = open_backbone(cfg.backbone_spec())
     blocks, _, _ = sample_split_blocks(cfg, bb.tokenizer, "validation", seq_len=T, n_blocks=b["n_val"], seed=p["seed"])
     ids = torch.from_numpy(np.asarray(blocks.ids)).long()
-    prompts = ids[torch.arange(n) % len(ids), :prefix]  # exactly evaluate's prompts
+    real = ids[torch.arange(n) % len(ids)]  # exactly evaluate's real text for MAUVE
+    prompts = real[:, :prefix]  # and its prompts
+    real_features = judge(ad, real, prefix).features
     bar = progress.bar(total=len(seeds) * 2 * n * (T - prefix), desc="reference: backbone samples", unit="tok")
     rows, lines = [], []
     greedy = None  # the same for every seed: decoded once
@@ -116,7 +132,15 @@ def run(cfg: StageConfig) -> None:
                     chosen = real_text_blocks(len(ids), n, seed)
                     tokens = ids[chosen]
                     extra["blocks"] = chosen.tolist()
-                total, count = judge_nll(ad, tokens, prefix)
+                verdict = judge(ad, tokens, prefix)
+                total, count = verdict.total_nll, verdict.n_tokens
+                if ref == "real_text":  # the ceiling: real text against real text from other blocks
+                    ceiling = ceiling_blocks(len(ids), n, seed)
+                    extra["ceiling_blocks"] = ceiling.tolist()
+                    q = judge(ad, ids[ceiling], prefix).features if len(ceiling) >= 2 else None
+                else:
+                    q = verdict.features
+                quality = mauve_interval(real_features, q, seed) if q is not None else dict.fromkeys(MAUVE_KEYS)
             generated = [row[prefix:].tolist() for row in tokens]
             group = []  # evaluate's samples.jsonl lines: the digest names the samples, whatever seed drew them
             for i, row in enumerate(tokens.tolist()):
@@ -131,6 +155,7 @@ def run(cfg: StageConfig) -> None:
                     "gen_nll": total / count,
                     "gen_tokens": count,
                     **text_metrics(generated),
+                    **quality,
                     "n_samples": n,
                     "seq_len": T,
                     "prefix": prefix,
