@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("spec", type=Path)
     ap.add_argument("--project", type=Path, default=None)
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--gflops", type=float, default=None, help="the matmul rate to plan with (default: measured)")
     args = ap.parse_args()
     from dihal.cost import estimate
     from dihal.spec.paths import load_project_spec
@@ -79,6 +80,14 @@ def main() -> None:
     if proc.returncode != 0:
         raise SystemExit(f"dihal compile failed:\n{proc.stdout}{proc.stderr}")
     spec, _ = load_project_spec(spec_path, project, args.overrides)
+    # The planner reads a rate from bench/throughput.json when the project has one: give it a steady one (the best
+    # of a few seconds of matmuls, or --gflops) rather than the 0.2 s sample `dihal plan` takes, which a burst of
+    # other work on the machine can cut tenfold.
+    from dihal.cost.machine import BENCH_FILE, measure_gflops
+
+    gflops = args.gflops or measure_gflops(budget_s=5.0)
+    (project / BENCH_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (project / BENCH_FILE).write_text(json.dumps({"cpu_gflops": gflops, "source": "bench.plan: best of 5 s"}))
     planned = estimate(spec, project)
     est = {s.name: s for s in planned.stages}
     print(f"{spec.name}: {os.cpu_count()} CPUs; project {project}; throughput {planned.machine.source}")
