@@ -90,7 +90,8 @@ def main() -> None:
     (project / BENCH_FILE).write_text(json.dumps({"cpu_gflops": gflops, "source": "bench.plan: best of 5 s"}))
     planned = estimate(spec, project)
     est = {s.name: s for s in planned.stages}
-    print(f"{spec.name}: {os.cpu_count()} CPUs; project {project}; throughput {planned.machine.source}")
+    print(f"{spec.name}: {os.cpu_count()} CPUs; matmul {gflops:.1f} GFLOP/s; project {project}")
+    print(f"throughput: {planned.machine.source}")
     print(f"  {'stage':<28} {'estimate':>11} {'measured':>11} {'est/meas':>9}")
     tot_e = tot_m = 0.0
     for name, entry in _stages(project, spec.name).items():

@@ -159,7 +159,7 @@ def _sweep(spec, shape: Shape, machine: Machine, root: Path, workers: int, costs
 
 
 def _assumptions(est: Estimate, spec) -> list[str]:
-    from dihal.cost.machine import ACT_FACTOR_NOTE, BACKBONE_START_S, LOAD_GBS, START_S
+    from dihal.cost.machine import ACT_FACTOR_NOTE, BACKBONE_START_S, LIGHT_START_S, LOAD_GBS, START_S
 
     out = [
         "These are estimates, not measurements.",
@@ -167,7 +167,8 @@ def _assumptions(est: Estimate, spec) -> list[str]:
         f"Throughput: {est.machine.source}.",
         "FLOPs: 2·params·tokens per forward through the backbone slice (+ causal attention), 6·params·tokens "
         "to train the denoiser (+ attention); kNN/covariance/eigendecomposition counted for score.",
-        f"Every stage starts in {START_S:g} s (a fresh process importing torch); one that loads the backbone "
+        f"Every stage starts in {START_S:g} s (a fresh process importing torch; summary, which imports none, in "
+        f"{LIGHT_START_S['summary']:g} s); one that loads the backbone "
         f"adds {BACKBONE_START_S:g} s (transformers' model code) and reads its weights at {LOAD_GBS:g} GB/s.",
         ACT_FACTOR_NOTE,
         f"--workers {est.workers}: list schedule over the stage graph (critical path first) on identical "

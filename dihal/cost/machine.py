@@ -29,6 +29,7 @@ LOAD_GBS = 2.0  # weights read from disk / page cache per backbone-loading stage
 # on this 2-core machine (bench/plan.py), not scaled to other machines.
 START_S = 2.0
 BACKBONE_START_S = 3.5
+LIGHT_START_S = {"summary": 0.4}  # kinds whose process imports no torch
 BENCH_FILE = Path("bench") / "throughput.json"  # optional: {"cpu_gflops": <float>, "source": "..."}
 
 
@@ -44,7 +45,7 @@ class Machine:
     def seconds(self, flops: float, bw_bytes: float = 0.0, load_bytes: float = 0.0, kind: str = "") -> float:
         compute = flops / (self.flops * dict(self.kind_factor).get(kind, 1.0))
         memory = bw_bytes / self.bandwidth if self.bandwidth and bw_bytes else 0.0
-        start = START_S + (BACKBONE_START_S if load_bytes else 0.0)
+        start = LIGHT_START_S.get(kind, START_S) + (BACKBONE_START_S if load_bytes else 0.0)
         return start + max(compute, memory) + load_bytes / (LOAD_GBS * 1e9)
 
 
