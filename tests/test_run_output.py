@@ -58,7 +58,7 @@ def first(project):
 def test_a_run_logged_to_a_file_announces_stages_and_shows_progress_lines(project, first):
     proc, err = first
     found = STAGE_LINE.findall(err)
-    assert [(int(i), int(n)) for i, n, *_ in found] == [(i, 7) for i in range(1, 8)], err
+    assert [(int(i), int(n)) for i, n, *_ in found] == [(i, 8) for i in range(1, 9)], err
     assert [kind for _, _, kind, _, _ in found] == [
         "extract",
         "score",
@@ -67,10 +67,11 @@ def test_a_run_logged_to_a_file_announces_stages_and_shows_progress_lines(projec
         "train",
         "evaluate",
         "reference",
+        "summary",
     ]
     said = {kind: what for _, _, kind, what, _ in found}
     assert said["train"] == "ℓ* = 1, seed 0" and said["targets"] == "ℓ* = 1"
-    assert len(stages_ran(err)) == 7
+    assert len(stages_ran(err)) == 8
     progress = re.findall(r"^  bridge: (\d+)% \(\d+/30 step\), [\d.]+ s elapsed, ETA [\d.]+ s", err, re.M)
     assert len(progress) >= 3 and re.search(r"^  bridge: 100% \(30/30 step\), done in ", err, re.M)
     assert "\r" not in err  # nothing redrawn in place: every line reads in a log
@@ -86,7 +87,7 @@ def test_a_run_logged_to_a_file_announces_stages_and_shows_progress_lines(projec
 def test_quiet_prints_the_headline_and_no_stage_lines(project, first):
     proc, err = dihal_run(project, "tiny.yaml", "-q")
     assert proc.returncode == 0, proc.stdout + err
-    assert proc.stdout.startswith("tiny: ℓ* = 1 (") and "stages run this time: 0 of 7" in proc.stdout
+    assert proc.stdout.startswith("tiny: ℓ* = 1 (") and "stages run this time: 0 of 8" in proc.stdout
     assert "layer geometry" not in proc.stdout  # no tables
     assert not STAGE_LINE.search(err) and "up to date" not in err, err
 
@@ -96,8 +97,8 @@ def test_verbose_prints_dvc_lines_too(project, first):
     assert proc.returncode == 0, proc.stdout + err
     assert "Running stage 'train-" in err and "Stage 'extract-" in err and "didn't change, skipping" in err
     assert "Updating lock file 'dvc.lock'" in err and "> dihal stage .dihal/stages/train-" in err
-    assert re.search(r"^stage 1/7 extract \(3 layers\): up to date$", err, re.M)
-    assert re.search(r"^stage \d/7 train \(ℓ\* = 1, seed 0\): train-s0-[0-9a-f]{8}$", err, re.M)
+    assert re.search(r"^stage 1/8 extract \(3 layers\): up to date$", err, re.M)
+    assert re.search(r"^stage \d/8 train \(ℓ\* = 1, seed 0\): train-s0-[0-9a-f]{8}$", err, re.M)
 
 
 def test_quiet_and_verbose_together_are_refused(project):

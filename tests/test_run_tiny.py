@@ -453,7 +453,7 @@ def test_a_bridge_recipe_override_trains_and_samples_through_the_stages(project,
     recipe = ["bridge.self_condition=true", "bridge.schedule=shifted_cosine", "bridge.schedule_shift=2"]
     res = invoke(project, "run", str(spec), *[arg for kv in recipe for arg in ("-S", kv)])
     assert res.exit_code == 0, res.output
-    assert sorted(s.split("-")[0] for s in stages_ran(res.output)) == ["evaluate", "train"]
+    assert sorted(s.split("-")[0] for s in stages_ran(res.output)) == ["evaluate", "summary", "train"]
     ((val, ppl, div),) = ledger_rows(
         project,
         "SELECT bridge_val_loss, gen_ppl, diversity FROM bridge_results JOIN specs USING (spec_hash) "

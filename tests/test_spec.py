@@ -92,7 +92,9 @@ def test_stage_identities_follow_their_own_fields():
     assert [s.name for s in boot.evaluations] == [s.name for s in sweep.evaluations]  # only correlate changes
     assert boot.correlate.name != sweep.correlate.name
     renamed = plan(parse_spec({"name": "other", "description": "x"}), n_layers=30)
-    assert [s.name for s in renamed.stages] == [s.name for s in base.stages]
+    computing = [s.name for s in base.stages if s.kind != "summary"]
+    assert [s.name for s in renamed.stages if s.kind != "summary"] == computing and computing
+    assert renamed.summary.name != base.summary.name  # it writes metrics/summary-<spec name>.json
 
 
 def test_geometry_options_rescore_without_reextracting_and_bridge_outliers_retrain():
