@@ -35,17 +35,7 @@ def ensure_proxies(names: Sequence[str]) -> None:
     distribution and entry point for a plugin that fails to import or does not register its name.
     """
     for name in names:
-        if name in PROXIES:
-            continue
-        plugin = plugins.find("proxy", name)
-        if plugin is None:
-            raise ValueError(plugins.unknown("proxy", name, set(PROXIES) | plugins.names("proxy")))
-        plugins.load(plugin)
-        if name not in PROXIES:
-            raise plugins.PluginError(
-                f"{plugin.where} was imported but registered no proxy named {name!r}: decorate its function "
-                f"with dihal.geometry.registry.register_proxy({name!r}, ...)"
-            )
+        plugins.ensure_registered("proxy", name, PROXIES, "dihal.geometry.registry.register_proxy")
 
 
 def compute_layer_proxies(

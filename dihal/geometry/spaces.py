@@ -81,14 +81,4 @@ def to_space(states, space: str) -> torch.Tensor:
 
 def ensure_space(name: str) -> None:
     """Make `name` registered, importing the plugin that declares it if it is not yet (see the module doc)."""
-    if name in SPACES:
-        return
-    plugin = plugins.find("space", name)
-    if plugin is None:
-        raise ValueError(plugins.unknown("space", name, set(SPACES) | plugins.names("space")))
-    plugins.load(plugin)
-    if name not in SPACES:
-        raise plugins.PluginError(
-            f"{plugin.where} was imported but registered no geometry space named {name!r}: decorate its "
-            f"function with dihal.geometry.spaces.register_space({name!r}, ...)"
-        )
+    plugins.ensure_registered("space", name, SPACES, "dihal.geometry.spaces.register_space")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -131,6 +131,26 @@ def load(plugin: Plugin) -> object:
     except Exception as err:  # a plugin's import can fail in any way; the user needs to know which plugin
         raise PluginError(f"{plugin.where} failed to load: {type(err).__name__}: {err}") from None
     return obj
+
+
+def ensure_registered(kind: str, name: str, registry: Mapping, register: str) -> None:
+    """Make `name` a key of `registry` (a registry whose plugins register themselves on import: proxies,
+    spaces), importing the plugin that declares it when it is not one yet. `register` is the decorator the
+    plugin should have called, named in the error when importing it registered nothing.
+
+    Raises ValueError (with a did-you-mean) for a name nothing provides, and PluginError naming the
+    distribution and entry point for a plugin that fails to import or does not register its name."""
+    if name in registry:
+        return
+    plugin = find(kind, name)
+    if plugin is None:
+        raise ValueError(unknown(kind, name, set(registry) | names(kind)))
+    load(plugin)
+    if name not in registry:
+        raise PluginError(
+            f"{plugin.where} was imported but registered no {LABELS[kind]} named {name!r}: decorate its "
+            f"function with {register}({name!r}, ...)"
+        )
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
