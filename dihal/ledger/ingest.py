@@ -9,7 +9,7 @@ from dihal.analysis.mauve_metric import MAUVE_KEYS
 from dihal.compile.plan import Plan
 from dihal.ledger.schema import PROXY_COLUMNS
 from dihal.spec.geometry import STANDARD
-from dihal.stages.common import RESULT_METRICS, check_finite, read_json
+from dihal.stages.common import JUDGED_METRICS, RESULT_METRICS, check_finite, read_json
 from dihal.stages.manifest import verify_stages
 
 # Ledger columns that are results (see RESULT_METRICS, which names them as the stage files do): a NaN or inf in
@@ -250,18 +250,7 @@ def bridge_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, 
     return check_rows({"bridge_results": results, "training_curves": curves, "samples": samples})
 
 
-REFERENCE_COLUMNS = (
-    "gen_ppl",
-    "gen_nll",
-    "distinct_1",
-    "distinct_2",
-    "distinct_3",
-    "diversity",
-    "unigram_entropy",
-    "n_samples",
-    "seq_len",
-    "samples_digest",
-)
+REFERENCE_COLUMNS = (*JUDGED_METRICS, "n_samples", "seq_len", "samples_digest")
 
 
 def reference_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, list[dict]]:

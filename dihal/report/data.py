@@ -22,6 +22,7 @@ from dihal.ledger.store import LedgerError
 from dihal.report.baselines import load_c3
 from dihal.report.rows import REFERENCES, fetch, finite, has_table, space_of
 from dihal.spec.hashing import hashed_text_of_record
+from dihal.stages.common import GEN_METRICS
 
 BRIDGE_METRICS = (
     "bridge_val_loss",
@@ -36,21 +37,8 @@ BRIDGE_METRICS = (
     "unigram_entropy",
 )
 SAMPLES_PER_LAYER = 3
-# Generation metrics shared by the bridge's rows and the reference rows (reference_results), all judged by the
-# unmodified backbone; gen_nll exists only in reference_results and reads as missing on a bridge row, as MAUVE does
-# on rows from before it.
-GEN_METRICS = (
-    "gen_ppl",
-    "gen_nll",
-    "distinct_1",
-    "distinct_2",
-    "distinct_3",
-    "diversity",
-    "unigram_entropy",
-    "mauve",
-    "mauve_lo",
-    "mauve_hi",
-)
+# GEN_METRICS: the judged metrics of the bridge's and the reference rows; gen_nll exists only in reference_results
+# and reads as missing on a bridge row, as MAUVE does on rows from before it.
 RESERVED_SLUGS = {"index"}  # index.html is the ledger-wide page; no spec may overwrite it
 
 

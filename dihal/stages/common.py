@@ -67,6 +67,12 @@ def write_results(cfg: StageConfig, metrics: dict | None = None, plots: dict[str
             write_json(Path(cfg.results["plots"][name]), rows)
 
 
+# What the judge reports for every generated-text row (the bridge, each C3 interface, each reference), in the
+# order the ledger and the report list them, then MAUVE and its interval (dihal.analysis.mauve_metric; None for
+# real_text when the pool holds no block for its ceiling, and in rows measured before MAUVE: not measured).
+JUDGED_METRICS = ("gen_ppl", "gen_nll", "distinct_1", "distinct_2", "distinct_3", "diversity", "unigram_entropy")
+GEN_METRICS = (*JUDGED_METRICS, "mauve", "mauve_lo", "mauve_hi")
+
 # The numbers each stage reports as its result: a NaN or inf among them fails the stage (check_stage_finite), and
 # the same columns of the ledger rows fail the ingest (dihal.ledger.ingest). Diagnostics that may be undefined (a proxy,
 # an interval or p-value with ties, outlier ratios) are deliberately not listed.
@@ -78,32 +84,12 @@ RESULT_METRICS: dict[str, tuple[str, ...]] = {
         "recovery_ce",
         "recovery_token_acc",
         "recovery_clean_agreement",
-        "gen_ppl",
-        "gen_nll",
-        "distinct_1",
-        "distinct_2",
-        "distinct_3",
-        "diversity",
-        "unigram_entropy",
-        "mauve",
-        "mauve_lo",
-        "mauve_hi",
+        *GEN_METRICS,
     ),
     "score": ("score",),  # G per layer
     "select": ("score",),  # G at ℓ* (None when a fixed ℓ is not a candidate layer)
     "correlate": ("spearman_rho", "kendall_tau"),
-    "reference": (
-        "gen_ppl",
-        "gen_nll",
-        "distinct_1",
-        "distinct_2",
-        "distinct_3",
-        "diversity",
-        "unigram_entropy",
-        "mauve",  # None for real_text when the pool holds no block for its ceiling: not measured
-        "mauve_lo",
-        "mauve_hi",
-    ),
+    "reference": GEN_METRICS,
 }
 
 
