@@ -117,6 +117,7 @@ def test_a_run_whose_stage_files_hold_a_nan_is_recorded_failed(tiny_run, monkeyp
     the run is logged `failed` with the metric named. `dvc repro` is replaced by a function that writes that file
     (real DVC would see the edited output and recompute it)."""
     import dihal.execute.dvc
+    import dihal.execute.runner
     from dihal.compile.plan import plan
     from dihal.ledger import store as ledger
     from dihal.spec.paths import load_project_spec
