@@ -27,6 +27,7 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
+from filelock import FileLock
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
@@ -480,13 +481,28 @@ def write_reports(root: Path | str, spec_hash: str) -> Path:
     with reader(root) as con:
         report = load_spec(con, spec_hash)
         slugs = all_slugs(con)
-        rows = summarize(con)
     out_dir = root / REPORTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{slugs[spec_hash]}.html"
     write_atomic(path, render_spec(report, slugs[spec_hash], out_dir / FIGURE_CACHE / slugs[spec_hash]))
     if report.yaml_text:  # the spec as recorded (a derived spec's merged YAML): re-runnable from here alone
         write_atomic(out_dir / f"{slugs[spec_hash]}.yaml", report.yaml_text)
-    linked = {s.slug for s in rows if (out_dir / f"{s.slug}.html").is_file()}
-    write_atomic(out_dir / "index.html", render_index(rows, linked))
+    write_index(root)
     return path
+
+
+def write_index(root: Path) -> None:
+    """Re-render reports/index.html from the ledger and the spec pages on disk.
+
+    Two runs finishing together each write their own page, then the index: without the lock, the one that read
+    the ledger and listed the pages first could write last and drop the other's link. Under it, whichever
+    writes last has read after both pages existed.
+    """
+    out_dir = root / REPORTS_DIR
+    lock = root / ".dihal" / "index.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with FileLock(str(lock), timeout=600):
+        with reader(root) as con:
+            rows = summarize(con)
+        linked = {s.slug for s in rows if (out_dir / f"{s.slug}.html").is_file()}
+        write_atomic(out_dir / "index.html", render_index(rows, linked))
