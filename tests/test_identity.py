@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,32 @@ def test_code_hash_covers_the_modules_a_stage_imports(tmp_path):
     assert after["extract"] == before["extract"] and after["targets"] == before["targets"]
     (pkg / "cli" / "__init__.py").write_text((pkg / "cli" / "__init__.py").read_text() + "\n# again\n")
     assert {k: identity.code_hash(k, pkg) for k in identity.STAGE_MODULES} == after, "the CLI moves no stage"
+
+
+def test_the_import_cache_is_keyed_by_content_and_survives_a_broken_file(tmp_path, monkeypatch):
+    """The imports a closure follows are cached on disk by each file's sha256: an edit that adds an import is
+    seen at once, however the file's stat looks, and a corrupt cache file is ignored and replaced."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(identity, "_IMPORTS", identity._ImportCache())
+    pkg = shutil.copytree(Path(dihal.__file__).parent, tmp_path / "dihal", ignore=shutil.ignore_patterns("__pycache__"))
+    first = identity.code_hash("select", pkg)
+    cache = identity._IMPORTS.path
+    assert cache.is_relative_to(tmp_path / "cache") and len(json.loads(cache.read_text())) > 20
+    select_src = pkg / "stages" / "score.py"
+    text = select_src.read_text()
+    stat = select_src.stat()
+    select_src.write_text(text + "\nimport dihal.report.render  # a new import\n")
+    os.utime(select_src, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: only the content tells
+    monkeypatch.setattr(identity, "_IMPORTS", identity._ImportCache())  # a new process
+    identity._source.cache_clear()
+    assert "dihal.report.render" in identity.closure(pkg, "dihal.stages.score")
+    assert identity.code_hash("select", pkg) != first
+    cache.write_text("{not json")
+    monkeypatch.setattr(identity, "_IMPORTS", identity._ImportCache())
+    identity._source.cache_clear()
+    select_src.write_text(text)
+    assert identity.code_hash("select", pkg) == first
+    assert isinstance(json.loads(cache.read_text()), dict)
 
 
 def test_changed_code_gives_the_stages_it_covers_new_names(monkeypatch):

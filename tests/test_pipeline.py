@@ -98,6 +98,27 @@ def test_sensitivity_variants_share_what_they_do_not_change():
     }
 
 
+def _below(stage) -> set[str]:
+    out, todo = set(), [*stage.upstream.values(), *([stage.link] if stage.link else [])]
+    while todo:
+        s = todo.pop()
+        if s.name not in out:
+            out.add(s.name)
+            todo += [*s.upstream.values(), *([s.link] if s.link else [])]
+    return out
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml", "c3.yaml"])
+def test_repro_targets_are_the_ends_and_reach_every_stage(name):
+    """`dvc repro` is asked for the graph's ends only (each named target costs DVC a collection): every stage of
+    the spec is one of them or upstream of one, and no target is upstream of another."""
+    p = plan(load_spec(ROOT / "specs" / name)[0], 30)
+    by_name = {s.name: s for s in p.stages}
+    reached = set(p.targets).union(*(_below(by_name[t]) for t in p.targets))
+    assert reached == set(by_name)
+    assert not any(t in _below(by_name[u]) for t in p.targets for u in p.targets)
+
+
 def test_summary_stage_entry_matches_golden(tmp_path):
     """One summary stage per spec, compiled last: it depends on select, every bridge evaluate, reference and
     correlate (nothing it does not read), declares no params, and writes metrics/summary-<spec name>.json."""

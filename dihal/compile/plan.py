@@ -162,15 +162,21 @@ class Plan:
 
     @property
     def targets(self) -> list[str]:
-        """The stages `dvc repro` is asked for: everything else is upstream of them."""
+        """The stages `dvc repro` is asked for: the ends of the graph, everything else is upstream of them.
+
+        Only the ends: DVC reproduces a target's upstream stages anyway, and it collects each named target
+        separately, so naming all eight of the quickstart's stages made a warm run's `dvc repro` 1.3 s
+        where the one summary stage takes 0.8 s."""
         ends = [self.select, *self.variants.values(), *self.evaluations, *self.baselines]
-        if self.correlate:
-            ends.append(self.correlate)
-        if self.reference:
-            ends.append(self.reference)
-        if self.summary:
-            ends.append(self.summary)
-        return [s.name for s in ends]
+        ends += [s for s in (self.correlate, self.reference, self.summary) if s is not None]
+        below: set[str] = set()
+        todo = [up for s in ends for up in (*s.upstream.values(), *([s.link] if s.link else []))]
+        while todo:
+            stage = todo.pop()
+            if stage.name not in below:
+                below.add(stage.name)
+                todo += [*stage.upstream.values(), *([stage.link] if stage.link else [])]
+        return [s.name for s in ends if s.name not in below]
 
     def by_kind(self, kind: str) -> list[Stage]:
         return [s for s in self.stages if s.kind == kind]

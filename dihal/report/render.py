@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 import dihal.report.baselines as c3
@@ -111,9 +111,14 @@ def _dt(v, seconds: bool = True) -> str:
     return "—" if v is None else str(v)
 
 
+@functools.cache
 def _env() -> Environment:
+    """One environment per process, its compiled templates kept in Jinja's bytecode cache (a per-user folder
+    under the temp dir, keyed by each template's source checksum): compiling them took a quarter of a warm
+    `dihal run`."""
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
+        bytecode_cache=FileSystemBytecodeCache(),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,

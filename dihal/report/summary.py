@@ -65,11 +65,12 @@ BRIDGE_LEGEND = (
 def print_summary(con: Console, root: Path, result, brief: bool = False) -> None:
     """The headline, the tables and where everything is; `brief` (`dihal run -q`): the headline and where."""
     h = result.spec_hash
-    line = headline(root, h)
-    if line:
-        con.print(f"[bold]{shown(result.spec.name)}[/bold]: {shown(line)}", highlight=False)
-    if not brief:
-        _tables(con, root, result)
+    with ledger.one_reader(root):
+        line = headline(root, h)
+        if line:
+            con.print(f"[bold]{shown(result.spec.name)}[/bold]: {shown(line)}", highlight=False)
+        if not brief:
+            _tables(con, root, result)
     n = len(result.stages_run)
     con.print(
         f"stages run this time: {n} of {len(result.plan.stages)}" + ("" if n else " (DVC: everything up to date)")

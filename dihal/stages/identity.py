@@ -40,11 +40,14 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+import platformdirs
+
 import dihal
 from dihal.spec import plugins
 from dihal.spec.geometry import STANDARD
 from dihal.spec.inputs import is_model_file
 from dihal.spec.kinds import STAGE_MODULES
+from dihal.utils.atomic import write_atomic
 
 PACKAGE_DIR = Path(dihal.__file__).resolve().parent
 _MODULE_NAME = re.compile(r"dihal(\.[a-z_][a-z0-9_]*)+")
@@ -70,8 +73,21 @@ def _file_sha(path: Path, module: str) -> bytes:
 @lru_cache(maxsize=1024)
 def _source(path: Path, mtime_ns: int, size: int, module: str, is_pkg: bool) -> tuple[bytes, frozenset[str]]:
     """(sha256, dihal modules named in any import) of one source file, cached by its stat: a file edited
-    while a process runs is read again, so a long-lived process never hashes stale code."""
+    while a process runs is read again, so a long-lived process never hashes stale code. The imports are
+    also kept on disk by the file's sha256 (`_ImportCache`): parsing every module of a closure was a tenth
+    of a warm `dihal run`, and of every stage's start."""
     data = path.read_bytes()
+    sha = hashlib.sha256(data).digest()
+    key = f"{sha.hex()} {module} {int(is_pkg)}"
+    known = _IMPORTS.get(key)
+    if known is not None:
+        return sha, frozenset(known)
+    found = _parse_imports(data, module, is_pkg)
+    _IMPORTS.put(key, found)
+    return sha, found
+
+
+def _parse_imports(data: bytes, module: str, is_pkg: bool) -> frozenset[str]:
     found: set[str] = set()
     literals: set[str] = set()  # module names in strings count only where the file calls import_module
     lazy = False
@@ -92,7 +108,50 @@ def _source(path: Path, mtime_ns: int, size: int, module: str, is_pkg: bool) -> 
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.fullmatch(node.value):
             literals.add(node.value)  # a lazy `importlib.import_module("dihal.…")` (PEP 562 re-exports)
     found |= literals if lazy else set()
-    return hashlib.sha256(data).digest(), frozenset(m for m in found if m == top or m.startswith(f"{top}."))
+    return frozenset(m for m in found if m == top or m.startswith(f"{top}."))
+
+
+class _ImportCache:
+    """What `_parse_imports` found per (source sha256, module), in one JSON file under the user's cache folder.
+
+    Keyed by content, so an entry can never describe other code; the file's name carries RULES, to be bumped
+    whenever `_parse_imports` changes what it finds. An unreadable or unwritable cache is no cache."""
+
+    RULES = 1
+
+    def __init__(self) -> None:
+        self.path = Path(platformdirs.user_cache_dir("dihal")) / f"imports-v{self.RULES}.json"
+        self.entries: dict[str, list[str]] | None = None
+        self.new: dict[str, list[str]] = {}
+
+    def get(self, key: str) -> list[str] | None:
+        if self.entries is None:
+            try:
+                loaded = json.loads(self.path.read_text())
+                self.entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}
+        found = self.entries.get(key)
+        return found if isinstance(found, list) and all(isinstance(m, str) for m in found) else None
+
+    def put(self, key: str, found: frozenset[str]) -> None:
+        self.new[key] = sorted(found)
+
+    def save(self) -> None:
+        if not self.new:
+            return
+        merged = {**(self.entries or {}), **self.new}
+        if len(merged) > 4096:  # old code's entries: keep the newest
+            merged = dict(list(merged.items())[-4096:])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(merged))
+        except OSError:
+            return
+        self.entries, self.new = merged, {}
+
+
+_IMPORTS = _ImportCache()
 
 
 def closure(pkg_dir: Path, seed: str) -> dict[str, Path]:
@@ -119,6 +178,7 @@ def code_hash(kind: str, pkg_dir: Path | None = None) -> str:
     """The hash of the dihal source a `kind` stage runs (see the module docstring for the rule)."""
     pkg_dir = (pkg_dir or PACKAGE_DIR).resolve()
     files = closure(pkg_dir, f"dihal.stages.{STAGE_MODULES[kind]}")
+    _IMPORTS.save()
     files["dihal.stages"] = pkg_dir / "stages" / "__init__.py"
     h = hashlib.sha256()
     for mod in sorted(files):
