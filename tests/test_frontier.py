@@ -119,3 +119,14 @@ def test_the_planner_costs_each_frontier_stage(tmp_path):
     bridge = next(s for s in front if "points" in s["note"])
     assert bridge["flops"] > evaluate["flops"], "4 points × 32 samples at up to 50 steps outweigh 16 samples at 50"
     assert got["total"]["flops"] > base["total"]["flops"]
+
+
+def test_every_c3_interface_and_seed_gets_a_frontier_stage(tmp_path):
+    got = plan_json(variant(tmp_path, "c3f", base="c3.yaml", eval={"frontier": {"steps": [50]}}))
+    front = [s for s in got["stages"] if s["kind"] == "frontier"]
+    evaluate = [s for s in got["stages"] if s["kind"] == "evaluate"]
+    assert len(evaluate) == 4 * 3 and len(front) == len(evaluate) + 1, "one per evaluate stage, plus the backbone's"
+    for ev in evaluate:
+        twin = next(s for s in front if s["name"].split("-")[1:-1] == ev["name"].split("-")[1:-1])
+        assert twin["deps"] == ev["deps"], "a frontier stage reads what its evaluate stage reads"
+    assert sum(1 for s in front if not s["deps"]) == 1, "the backbone's own reads no stage"
