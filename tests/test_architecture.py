@@ -140,6 +140,7 @@ def test_stage_kinds_have_one_table():
         "evaluate",
         "correlate",
         "reference",
+        "frontier",
         "summary",
     )
     assert all((PKG / "stages" / f"{STAGE_MODULES[k]}.py").is_file() for k in KINDS)

@@ -81,12 +81,12 @@ def test_a_version_5_ledger_migrates_in_place_with_its_values_and_keys(tmp_path)
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION == 7
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION == 8
         for table, olds in schema.RENAMED_IN.items():
             cols = _columns(con, table)
             assert not set(olds) & set(cols), (table, cols)
             assert {schema.RENAMED_COLUMNS[o] for o in olds} <= set(cols)
-        assert _primary_keys(con) == keys_before
+        assert _primary_keys(con) == {**keys_before, "frontier_points": ["spec_hash", "stage", "point"]}  # step 8
         geo = con.execute(
             "SELECT layer, kappa, r, z_kappa, z_r, g, g_lo, g_hi, selected FROM layer_geometry "
             f"WHERE spec_hash = '{NEW}' ORDER BY layer"

@@ -108,11 +108,17 @@ def _below(stage) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml", "c3.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "sweep.yaml", "sensitivity.yaml", "c3.yaml", "c3.yaml+frontier"])
 def test_repro_targets_are_the_ends_and_reach_every_stage(name):
     """`dvc repro` is asked for the graph's ends only (each named target costs DVC a collection): every stage of
     the spec is one of them or upstream of one, and no target is upstream of another."""
-    p = plan(load_spec(ROOT / "specs" / name)[0], 30)
+    file, _, extra = name.partition("+")
+    spec = load_spec(ROOT / "specs" / file)[0]
+    if extra:
+        raw = spec.model_dump(mode="json")
+        spec = type(spec).model_validate({**raw, "eval": {**raw["eval"], "frontier": {"temperatures": [0.5, 1.0]}}})
+    p = plan(spec, 30)
+    assert len(p.frontiers) == (len(p.evaluations) + len(p.baselines) + 1 if extra else 0)  # + the backbone's
     by_name = {s.name: s for s in p.stages}
     reached = set(p.targets).union(*(_below(by_name[t]) for t in p.targets))
     assert reached == set(by_name)

@@ -159,6 +159,8 @@ class Plan:
     variants: dict[str, Stage] = field(default_factory=dict)  # sensitivity variant -> its score stage
     variant_settings: dict[str, dict] = field(default_factory=dict)  # sensitivity variant -> what it changes
     summary: Stage | None = None  # the spec's headline numbers in metrics/summary-<name>.json (dihal.stages.summary)
+    # eval.frontier: one frontier stage per evaluate stage (bridges, then baselines), then the backbone's own
+    frontiers: list[Stage] = field(default_factory=list)
 
     @property
     def targets(self) -> list[str]:
@@ -168,7 +170,7 @@ class Plan:
         separately, so naming all eight of the quickstart's stages made a warm run's `dvc repro` 1.3 s
         where the one summary stage takes 0.8 s."""
         ends = [self.select, *self.variants.values(), *self.evaluations, *self.baselines]
-        ends += [s for s in (self.correlate, self.reference, self.summary) if s is not None]
+        ends += [s for s in (self.correlate, self.reference, *self.frontiers, self.summary) if s is not None]
         below: set[str] = set()
         todo = [up for s in ends for up in (*s.upstream.values(), *([s.link] if s.link else []))]
         while todo:
@@ -235,7 +237,8 @@ def stage_graph(spec: Spec, n_layers: int | None) -> Plan:
     target_params = {**base, "bridge": _pick(b, TARGET_KEYS)}
     # The recipe from the validated model: the semantic dict leaves default recipe fields out (spec hash).
     train_params = {**_pick(b, TRAIN_KEYS), **spec.bridge.recipe(), "device": s["backbone"]["device"]}
-    per_layer_eval = {k: v for k, v in s["eval"].items() if k not in ("n_boot", "top_k")}  # those are correlate's
+    # n_boot and top_k are correlate's, frontier the frontier stages'
+    per_layer_eval = {k: v for k, v in s["eval"].items() if k not in ("n_boot", "top_k", "frontier")}
     eval_params = {"eval": per_layer_eval, "backbone": s["backbone"], "prefix": b["prefix"]}
     if spec.bridge.layers == "selected":
         layer_targets = [(None, Stage("targets", {**target_params, "layer": "selected"}, {"select": select}))]
@@ -273,6 +276,9 @@ def stage_graph(spec: Spec, n_layers: int | None) -> Plan:
     stages.append(result.reference)
     if spec.baselines is not None:
         stages += _baselines(s, base, train_params, eval_params, spec.bridge_seeds, result)
+    if s["eval"].get("frontier") is not None:
+        result.frontiers = _frontiers(s, base, [*result.evaluations, *result.baselines], spec.bridge_seeds)
+        stages += result.frontiers
     if spec.is_sweep:
         ups = {"score": score, "select": select, **{f"evaluate{i:03d}": e for i, e in enumerate(result.evaluations)}}
         result.correlate = Stage(
@@ -292,6 +298,26 @@ def _with_summary(result: Plan, spec: Spec) -> Plan:
     result.summary = Stage("summary", {"spec": spec.name}, ups)
     result.stages.append(result.summary)
     return result
+
+
+def _frontiers(s: dict, base: dict, evaluations: list[Stage], seeds) -> list[Stage]:
+    """eval.frontier: per evaluate stage a frontier stage that samples the same trained bridge (same upstream,
+    label and prompts) at every (temperature, steps) point, and one stage for the backbone's own samples at each
+    temperature. The backbone's stage reads no bridge and no DDIM steps (like the reference stage, it samples the
+    validation blocks itself), so changing the steps or a bridge leaves it alone."""
+    b, fr = s["bridge"], s["eval"]["frontier"]
+    out = [
+        Stage(
+            "frontier",
+            {"frontier": fr, "backbone": s["backbone"], "prefix": b["prefix"], "seed": ev.params["seed"]},
+            dict(ev.upstream),
+            label=ev.label,
+        )
+        for ev in evaluations
+    ]
+    own = {"temperatures": fr["temperatures"], "n_samples": fr["n_samples"]}
+    params = {**base, "bridge": _pick(b, REFERENCE_KEYS), "seeds": list(seeds), "frontier": own}
+    return [*out, Stage("frontier", params, label="backbone")]
 
 
 def _baselines(s: dict, base: dict, train_params: dict, eval_params: dict, seeds, result: Plan) -> list[Stage]:

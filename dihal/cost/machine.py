@@ -22,7 +22,8 @@ CPU_EFFICIENCY = 0.50  # share of a bare matmul's measured rate the backbone's f
 # What the other kinds sustain on a CPU, relative to CPU_EFFICIENCY, measured with bench/plan.py on the embedded
 # backbone (2 cores): the denoiser's small GEMMs and backward (train), short decodes at batch ≤ 32 (evaluate,
 # reference), and float64 geometry with kNN selection and sorting (score). Fitted once, stated in the plan.
-CPU_KIND_FACTOR: dict[str, float] = {"train": 0.7, "evaluate": 0.5, "reference": 0.4, "score": 0.4}
+# frontier runs evaluate's sampling and judge at each point, so it takes evaluate's factor (not measured itself).
+CPU_KIND_FACTOR: dict[str, float] = {"train": 0.7, "evaluate": 0.5, "frontier": 0.5, "reference": 0.4, "score": 0.4}
 LOAD_GBS = 2.0  # weights read from disk / page cache per backbone-loading stage, GB/s
 # Seconds every stage process spends before its first FLOP (interpreter, torch and dihal imports), and the
 # extra a backbone-loading stage spends importing transformers' model code and building the model; measured

@@ -11,6 +11,9 @@ backbone's shape (dihal.cost.backbone). Formulas, per stage kind:
   LM head on the decoded states, and the judge (the full backbone) on n_samples × seq tokens.
 - reference: n_samples × (seq-prefix) × (seeds+1) tokens generated with a KV cache (memory-bound: every step
   reads the weights once per batch of 32) plus the judge on 3 × seeds × n_samples × seq tokens.
+- frontier: per trained bridge, evaluate's sampling and judge at every (temperature, steps) point: Σ steps ×
+  temperatures × n_samples × seq denoiser passes, the upper blocks on each point's states and the judge on each
+  point's texts (+ the real text once); the backbone's own, the reference's decoding and judge per temperature.
 - summary: reads a few JSON files (one per stage it summarises) and writes one: negligible.
 """
 
@@ -181,6 +184,50 @@ class Coster:
             0,
             50.0 * p["n_boot"] * max(1, n) + 1,
             note=f"{p['n_boot']} bootstrap replicates over {n} evaluations: negligible",
+        )
+
+    def frontier(self, p, st) -> StageCost:
+        s, fr = self.s, p["frontier"]
+        n, temps = fr["n_samples"], len(fr["temperatures"])
+        if "train" not in st.upstream:  # the backbone's own: the reference stage's decoding, per temperature
+            b, runs = p["bridge"], len(p["seeds"]) * temps
+            seq = b["seq_len"]
+            gen, judged = n * (seq - b["prefix"]) * runs, n * seq * (runs + 1)
+            flops = s.forward_flops(gen + judged, 1, s.layers, seq, head=True)
+            steps = runs * math.ceil(n / DECODE_BATCH) * (seq - b["prefix"])
+            kv = 2 * s.layers * s.kv_heads * s.head_dim * seq * min(n, DECODE_BATCH) * self.nb
+            return StageCost(
+                st.name,
+                "frontier",
+                gen + judged,
+                flops,
+                self.weights,
+                kv + _activations(s, min(n, DECODE_BATCH), seq, self.nb),
+                0,
+                self.weights,
+                bw_bytes=steps * self.weights,
+                note=f"backbone at {temps} temperatures: {gen} tokens decoded with KV cache, {judged} judged",
+            )
+        tp = st.upstream["train"].params
+        seq, d_in = tp["seq_len"], self._d_in(tp)
+        sc = tp.get("self_condition", False)
+        parts = denoiser_parts(d_in, tp["d_model"], tp["depth"], seq, tp["time_cond"], tp["pos"], self_condition=sc)
+        layer = self._layer(st.upstream["targets"])[0] if "targets" in st.upstream else 0  # a baseline: whole stack
+        points = temps * len(fr["steps"])
+        den_seqs = sum(fr["steps"]) * temps * n * (2 if sc else 1)
+        den = _denoiser_flops(parts, den_seqs * seq, den_seqs, seq, tp["d_model"], tp["depth"])
+        upper = s.forward_flops(points * n * seq, layer + 1, s.layers, seq, head=True)
+        judge = s.forward_flops((points + 1) * n * seq, 1, s.layers, seq, head=True)
+        return StageCost(
+            st.name,
+            "frontier",
+            den_seqs * seq + (2 * points + 1) * n * seq,
+            den + upper + judge,
+            self.weights + sum(parts.values()) * 4,
+            _activations(s, n, seq, self.nb) + n * seq * s.vocab * 4,
+            0,
+            self.weights,
+            note=f"{points} points ({temps} temperatures × steps {list(fr['steps'])}) × {n} samples; judge on each",
         )
 
     def summary(self, p, st) -> StageCost:

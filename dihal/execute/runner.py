@@ -160,6 +160,7 @@ def run_spec(
             **ingest.correlation_rows(plan, root, h, run, spec.seed),
             **ingest.reference_rows(plan, root, h, run),
             **ingest.interface_rows(plan, root, h, run),
+            **ingest.frontier_rows(plan, root, h, run),
         }
     except BaseException as err:
         _record_failure(root, record, run, err, ran, depth)

@@ -59,8 +59,10 @@ def describe(stage, selected_layer: int | None = None) -> str:
     interface = (train.params.get("interface") or {}).get("name") if train is not None else None
     if interface:
         bits.append(str(interface))
-    if stage.kind in ("train", "evaluate"):
+    if stage.kind in ("train", "evaluate") or (stage.kind == "frontier" and train is not None):
         bits.append(f"seed {p['seed']}")
+    if stage.kind == "frontier" and train is None:
+        bits.append("backbone")
     return stage.kind + (f" ({', '.join(bits)})" if bits else "")
 
 
@@ -210,7 +212,9 @@ class StageOutput:
         if stage is None:  # a stage of no plan of this run (a hand-written one): DVC's own line says it
             return None
         index = self._seen.setdefault(name, len(self._seen) + 1)
-        what = describe(stage, self._selected_layer() if stage.kind in ("targets", "train", "evaluate") else None)
+        what = describe(
+            stage, self._selected_layer() if stage.kind in ("targets", "train", "evaluate", "frontier") else None
+        )
         how = {"ran": name, "unchanged": "up to date", "cached": "restored from DVC's run cache"}[event]
         return clean(f"stage {index}/{len(self._stages)} {what}: {how}")
 

@@ -9,7 +9,7 @@ from dihal.analysis.mauve_metric import MAUVE_KEYS
 from dihal.compile.plan import Plan
 from dihal.ledger.schema import PROXY_COLUMNS
 from dihal.spec.geometry import STANDARD
-from dihal.stages.common import JUDGED_METRICS, RESULT_METRICS, check_finite, read_json
+from dihal.stages.common import GEN_METRICS, JUDGED_METRICS, RESULT_METRICS, check_finite, read_json
 from dihal.stages.manifest import verify_stages
 
 # Ledger columns that are results (see RESULT_METRICS, which names them as the stage files do): a NaN or inf in
@@ -24,6 +24,7 @@ ROW_METRICS: dict[str, tuple[str, ...]] = {
     "correlations": RESULT_METRICS["correlate"],
     "reference_results": RESULT_METRICS["reference"],
     "interface_results": RESULT_METRICS["evaluate"],
+    "frontier_points": RESULT_METRICS["frontier"],
 }
 
 
@@ -33,7 +34,7 @@ def check_rows(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
         for row in rows:
             where = ", ".join(
                 f"{k} {row[k]}"
-                for k in ("variant", "reference", "interface", "layer", "seed", "step")
+                for k in ("variant", "reference", "interface", "layer", "seed", "step", "temperature", "steps")
                 if row.get(k) is not None
             )
             check_finite(f"ingest {table} ({where})" if where else f"ingest {table}", row, ROW_METRICS.get(table, ()))
@@ -369,3 +370,28 @@ def interface_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[st
             }
         )
     return check_rows({"interface_results": rows})
+
+
+FRONTIER_COLUMNS = (
+    "interface",
+    "layer",
+    "seed",
+    "temperature",
+    "steps",
+    *GEN_METRICS,
+    "n_samples",
+    "samples_digest",
+)
+
+
+def frontier_rows(plan: Plan, root: Path, spec_hash: str, run: dict) -> dict[str, list[dict]]:
+    """One frontier_points row per point of each frontier stage's frontier.json (none without eval.frontier)."""
+    if not plan.frontiers:
+        return {}
+    verify_stages(root, plan.frontiers)
+    rows = [
+        {"spec_hash": spec_hash, "stage": st.name, "point": i, **{k: r.get(k) for k in FRONTIER_COLUMNS}, **_prov(run)}
+        for st in plan.frontiers
+        for i, r in enumerate(read_json(root / st.out / "frontier.json"))
+    ]
+    return check_rows({"frontier_points": rows})

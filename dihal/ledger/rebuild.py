@@ -172,6 +172,8 @@ def _result_tables(root: Path, s: dict, prov: dict) -> dict[str, list[dict]]:
     }
     if all((root / ev.out).exists() for ev in p.baselines):
         tables.update(ingest.interface_rows(p, root, h, run))
+    if p.frontiers and all((root / st.out).exists() for st in p.frontiers):
+        tables.update(ingest.frontier_rows(p, root, h, run))
     if p.reference is not None and not (root / p.reference.out).exists():
         return tables  # a run from before reference rows existed never made them: the old ledger's rows, if any, stay
     return {**tables, **ingest.reference_rows(p, root, h, run)}

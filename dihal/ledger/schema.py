@@ -161,7 +161,8 @@ SPACE_STEP = [
     "UPDATE correlations SET selection_space = true WHERE selection_space IS NULL",
     *[_rekey(t, key) for t, key in SPACE_KEYS.items()],
 ]
-RESULT_TABLES = (
+# The result tables up to step 7, which made a view of each; a table added later makes its own in its step.
+TABLES_TO_STEP_7 = (
     "layer_geometry",
     "selections",
     "bridge_results",
@@ -208,7 +209,7 @@ NAME_STEP = [
         for t, olds in RENAMED_IN.items()
         for old in olds
     ],
-    *[_view(t) for t in RESULT_TABLES],
+    *[_view(t) for t in TABLES_TO_STEP_7],
 ]
 
 
@@ -222,8 +223,23 @@ MAUVE_COLUMNS = [
 ]
 MAUVE_STEP = [
     *[f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {k}" for t, c, k in MAUVE_COLUMNS],
-    *[_view(t) for t in RESULT_TABLES],
+    *[_view(t) for t in TABLES_TO_STEP_7],
 ]
+
+# Step 8: eval.frontier (dihal.stages.frontier). One row per (frontier stage, point) of its frontier.json: a trained
+# bridge (interface, layer, seed) or the backbone itself (interface 'backbone', layer and steps NULL) sampled at one
+# temperature and DDIM step count, judged like every other generated text. `point` is the row's index in the
+# stage's file (steps is NULL for the backbone, and a key column cannot be).
+FRONTIER_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS frontier_points (
+        spec_hash VARCHAR, stage VARCHAR, point INTEGER, interface VARCHAR, layer INTEGER, seed INTEGER,
+        temperature DOUBLE, steps INTEGER, gen_ppl DOUBLE, gen_nll DOUBLE, distinct_1 DOUBLE, distinct_2 DOUBLE,
+        distinct_3 DOUBLE, diversity DOUBLE, unigram_entropy DOUBLE, mauve DOUBLE, mauve_lo DOUBLE, mauve_hi DOUBLE,
+        n_samples INTEGER, samples_digest VARCHAR, run_id VARCHAR, code_version VARCHAR, packages JSON,
+        PRIMARY KEY (spec_hash, stage, point))""",
+    _view("frontier_points"),
+]
+RESULT_TABLES = (*TABLES_TO_STEP_7, "frontier_points")
 
 
 def current_names(row: dict) -> dict:
@@ -252,6 +268,7 @@ SCHEMA_STEPS: list[tuple[int, str, list]] = [
         NAME_STEP,
     ),
     (7, "MAUVE and its interval for bridge, reference and interface rows", MAUVE_STEP),
+    (8, "frontier_points: gen PPL and diversity at each sampling temperature and DDIM step count", FRONTIER_SCHEMA),
 ]
 SCHEMA_VERSION = SCHEMA_STEPS[-1][0]
 _VERSION_TABLE = (

@@ -20,6 +20,7 @@ import yaml
 
 from dihal.ledger.store import LedgerError
 from dihal.report.baselines import load_c3
+from dihal.report.frontier import load_frontier
 from dihal.report.rows import REFERENCES, fetch, finite, has_table, space_of
 from dihal.spec.hashing import hashed_text_of_record
 from dihal.stages.common import GEN_METRICS
@@ -101,6 +102,8 @@ class SpecReport:
     bridge_gen: list[GenStats] = field(default_factory=list)
     # claim C3's interfaces and budgets (dihal.report.baselines.C3Section); None without baselines or the table
     c3: object | None = None
+    # eval.frontier's lines (dihal.report.frontier.load_frontier); empty without a frontier
+    frontier: list[tuple] = field(default_factory=list)
     # the geometry space ℓ* was chosen in (`geometry` holds its rows); every scored space's rows and C1 rows
     space: str = "scalar"
     geometry_by_space: dict[str, list[dict]] = field(default_factory=dict)
@@ -341,6 +344,7 @@ def load_spec(con, spec_hash: str) -> SpecReport:
         references=_references(con, spec_hash),
         bridge_gen=bridge_gen,
         c3=load_c3(con, spec_hash),
+        frontier=load_frontier(con, spec_hash, selection["layer"] if selection else None),
     )
 
 

@@ -113,7 +113,7 @@ def minor_label(y: float, _pos) -> str:
     return f"{y:g}" if mantissa in (2, 3, 5) else ""
 
 
-def _log_ppl_axis(ax) -> None:
+def log_ppl_axis(ax) -> None:
     """Gen PPL spans orders of magnitude (greedy ~1.5, real text ~50, noise ~1e4): a log axis with plain labels,
     some headroom, and minor labels only where the span is short enough for them to be read."""
     ax.set_yscale("log")
@@ -257,7 +257,7 @@ def standing_figure(bridge: list[tuple], references: list[tuple], selected: int 
             zorder=3,
             label=label + (f" ({n} seeds)" if n > 1 else ""),
         )
-    _log_ppl_axis(ax)
+    log_ppl_axis(ax)
     ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher = less repetitive)", fontsize=9)
     ax.set_ylabel("gen PPL under the unmodified backbone (log)", fontsize=9)
     style_axes(ax)
@@ -340,7 +340,7 @@ def c3_figure(interfaces: list[tuple], references: list[tuple]) -> str | None:
             zorder=1,
             label=f"{label}: {ppl:.3g}" + (f" ({n} seeds)" if n > 1 else ""),
         )
-    _log_ppl_axis(ax)
+    log_ppl_axis(ax)
     ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher is better)", fontsize=9)
     ax.set_ylabel("gen PPL under the unmodified backbone (log; lower is better)", fontsize=9)
     ax.set_title("C3: interfaces at a matched budget (better: down and to the right)", fontsize=9.5)

@@ -269,7 +269,7 @@ def stability_sentence(f: dict | None) -> Markup | None:
     return text
 
 
-_PLOT_MODULES = ("plots", "plots_geometry")
+_PLOT_MODULES = ("plots", "plots_geometry", "plots_frontier")
 
 
 @functools.cache
@@ -417,6 +417,7 @@ def render_spec(r: SpecReport, slug: str, cache: Path | None = None) -> str:
         if standing
         else None,
         "c3": fig("c3", "plots", "c3_figure", *c3.plot_rows(r.c3)) if r.c3 else None,
+        "frontier": fig("frontier", "plots_frontier", "frontier_figure", r.frontier) if r.frontier else None,
     }
     prov = r.provenance_run or {}
     return (

@@ -35,6 +35,7 @@ HASHED_WHEN_SET = {
     ("backbone", "device_map"),
     ("backbone", "max_memory"),
     (None, "baselines"),
+    ("eval", "frontier"),
 }
 # Fields added after specs were first hashed whose default is the behaviour from before they existed: hashed
 # only when they differ from it, with the same effect. (section, field) -> that default.

@@ -16,6 +16,7 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "evaluate",
     "correlate": "correlate",
     "reference": "reference",
+    "frontier": "frontier",
     "summary": "summary",
 }
 KINDS: tuple[str, ...] = tuple(STAGE_MODULES)

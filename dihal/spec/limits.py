@@ -34,6 +34,7 @@ SOFT_LIMITS: dict[str, tuple[int, str]] = {
     "eval.val_batches": (10_000, "validation batches per noise level"),
     "eval.n_samples": (10_000, "texts generated per bridge"),
     "eval.sampling_steps": (10_000, "denoising steps per generated text"),
+    "eval.frontier.n_samples": (10_000, "texts generated per frontier point"),
     "eval.n_boot": (100_000, "bootstrap replicates of the correlation"),
     "baselines.recovery_steps": (1_000_000, "optimizer steps per readout or autoencoder"),
     "baselines.recovery_batch_tokens": (1 << 20, "tokens per recovery step"),

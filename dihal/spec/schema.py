@@ -449,6 +449,21 @@ class BridgeSpec(Section):
 RECIPE_KEYS = ("self_condition", "schedule", "schedule_shift", "time_sampling", "time_loc", "time_scale")
 
 
+class FrontierSpec(Section):
+    """Generation quality against diversity as the sampler is loosened: the same judge at several points."""
+
+    temperatures: tuple[Annotated[float, NotBool, Field(ge=0)], ...] = Field(
+        default=(0.0, 0.5, 0.8, 1.0, 1.2),
+        min_length=1,
+        description="sampling temperatures of generated tokens (0 = argmax); the backbone's own frontier samples "
+        "at each of them too (0 = greedy)",
+    )
+    steps: tuple[PosInt, ...] = Field(
+        default=(10, 50), min_length=1, description="DDIM denoising steps; every temperature is sampled at each"
+    )
+    n_samples: PosInt = Field(default=32, description="texts generated per (temperature, steps) point")
+
+
 class EvalSpec(Section):
     t_grid: tuple[Prob, ...] = Field(
         default=(0.1, 0.3, 0.5, 0.7, 0.9), min_length=1, description="noise levels averaged in bridge_val_loss"
@@ -462,6 +477,11 @@ class EvalSpec(Section):
     )
     n_boot: PosInt = Field(default=1000, description="bootstrap replicates of the correlation between G and loss")
     top_k: PosInt = Field(default=3, description="reported: whether ℓ* is among the k layers of lowest bridge loss")
+    frontier: FrontierSpec | None = Field(
+        default=None,
+        description="gen PPL and diversity of every trained bridge at each (temperature, steps) point, and the "
+        "backbone's own at each temperature, as frontier stages; null = none",
+    )
 
 
 class Variant(Section):

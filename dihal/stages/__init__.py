@@ -14,6 +14,7 @@ RUNNERS: dict[str, str] = {
     "evaluate": "run",
     "correlate": "run",
     "reference": "run",
+    "frontier": "run",
     "summary": "run",
 }
 

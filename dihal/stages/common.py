@@ -90,6 +90,7 @@ RESULT_METRICS: dict[str, tuple[str, ...]] = {
     "select": ("score",),  # G at ℓ* (None when a fixed ℓ is not a candidate layer)
     "correlate": ("spearman_rho", "kendall_tau"),
     "reference": GEN_METRICS,
+    "frontier": GEN_METRICS,  # every (temperature, steps) point
 }
 
 
