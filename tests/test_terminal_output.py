@@ -63,6 +63,8 @@ def test_clean_leaves_no_control_characters(s):
 @given(st.text())
 @example("x[/x]")
 @example("[bold]b[/bold] :smile:")
+@example("\\[")  # a backslash before a bracket that is no tag: rich.markup.escape let rich drop it
+@example("a\\[b] \\\\[/x] c\\")
 def test_markup_gets_printed_as_the_cleaned_text(s):
     con = _console()
     con.print(f"[bold]{shown(s)}[/bold]", soft_wrap=True)

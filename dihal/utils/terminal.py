@@ -18,10 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
-__all__ = ["clean", "console", "json_safe", "shown", "text"]
+__all__ = ["clean", "console", "escape_markup", "json_safe", "shown", "text"]
 
 # C0 and C1 controls, DEL, and the invisible direction marks and overrides (Trojan Source, CVE-2021-42574).
 # Newline and tab are kept only where a caller says a line break means something.
@@ -41,7 +40,29 @@ def clean(value: Any, *, newlines: bool = False) -> str:
 
 def shown(value: Any, *, newlines: bool = False) -> str:
     """`clean(value)` escaped for rich markup: safe to interpolate into a markup string."""
-    return escape(clean(value, newlines=newlines))
+    return escape_markup(clean(value, newlines=newlines))
+
+
+_BRACKET = re.compile(r"(\\*)\[")
+_TAG_AT = re.compile(r"\[[a-z#/@][^[]*?]")  # what rich.markup.RE_TAGS reads as a tag, from its "["
+
+
+def escape_markup(s: str) -> str:
+    """`s` as rich markup that prints exactly `s`.
+
+    rich.markup.escape misses one case: a backslash before a "[" that does not start a tag (`\\[`) is still
+    read as an escape, so the backslash vanished from the printed text. Rich reads n backslashes before a
+    tag-like "[x]" as n // 2 backslashes and, for odd n, a literal tag; before any other "[" it drops one
+    backslash. So: 2n + 1 before a tag, n + 1 before any other "[", and trailing backslashes doubled, so they
+    cannot escape the closing tag that follows (as rich's escape does)."""
+
+    def one(m: re.Match) -> str:
+        n = len(m.group(1))
+        return "\\" * (2 * n + 1 if _TAG_AT.match(s, m.end() - 1) else n + 1) + "["
+
+    out = _BRACKET.sub(one, s)
+    trailing = len(out) - len(out.rstrip("\\"))
+    return out + "\\" * trailing
 
 
 def text(value: Any, *, newlines: bool = False, style: str = "") -> Text:
