@@ -190,23 +190,15 @@ class Coster:
         s, fr = self.s, p["frontier"]
         n, temps = fr["n_samples"], len(fr["temperatures"])
         if "train" not in st.upstream:  # the backbone's own: the reference stage's decoding, per temperature
-            b, runs = p["bridge"], len(p["seeds"]) * temps
-            seq = b["seq_len"]
-            gen, judged = n * (seq - b["prefix"]) * runs, n * seq * (runs + 1)
-            flops = s.forward_flops(gen + judged, 1, s.layers, seq, head=True)
-            steps = runs * math.ceil(n / DECODE_BATCH) * (seq - b["prefix"])
-            kv = 2 * s.layers * s.kv_heads * s.head_dim * seq * min(n, DECODE_BATCH) * self.nb
-            return StageCost(
-                st.name,
+            runs = len(p["seeds"]) * temps
+            return self._backbone_decoding(
+                st,
                 "frontier",
-                gen + judged,
-                flops,
-                self.weights,
-                kv + _activations(s, min(n, DECODE_BATCH), seq, self.nb),
-                0,
-                self.weights,
-                bw_bytes=steps * self.weights,
-                note=f"backbone at {temps} temperatures: {gen} tokens decoded with KV cache, {judged} judged",
+                n,
+                p["bridge"],
+                runs,
+                n * p["bridge"]["seq_len"] * (runs + 1),
+                f"backbone at {temps} temperatures: ",
             )
         tp = st.upstream["train"].params
         seq, d_in = tp["seq_len"], self._d_in(tp)
@@ -329,16 +321,21 @@ class Coster:
         )
 
     def reference(self, p, st) -> StageCost:
-        s, b = self.s, p["bridge"]
-        n, seq, runs = p["n_samples"], b["seq_len"], len(p["seeds"]) + 1
+        n, b, seeds = p["n_samples"], p["bridge"], len(p["seeds"])
+        return self._backbone_decoding(st, "reference", n, b, seeds + 1, 3 * seeds * n * b["seq_len"])
+
+    def _backbone_decoding(self, st, kind: str, n: int, b: dict, runs: int, judged: int, what: str = "") -> StageCost:
+        """`runs` batches of n prompts continued by the backbone with a KV cache (memory-bound: every step reads the
+        weights once per DECODE_BATCH sequences), plus the judge on `judged` tokens: the reference stage and the
+        backbone's frontier."""
+        s, seq = self.s, b["seq_len"]
         gen = n * (seq - b["prefix"]) * runs
-        judged = 3 * len(p["seeds"]) * n * seq
         flops = s.forward_flops(gen, 1, s.layers, seq, head=True) + s.forward_flops(judged, 1, s.layers, seq, head=True)
         steps = runs * math.ceil(n / DECODE_BATCH) * (seq - b["prefix"])
         kv = 2 * s.layers * s.kv_heads * s.head_dim * seq * min(n, DECODE_BATCH) * self.nb
         return StageCost(
             st.name,
-            "reference",
+            kind,
             gen + judged,
             flops,
             self.weights,
@@ -346,5 +343,5 @@ class Coster:
             0,
             self.weights,
             bw_bytes=steps * self.weights,
-            note=f"{gen} tokens decoded with KV cache ({steps} steps), {judged} judged",
+            note=f"{what}{gen} tokens decoded with KV cache ({steps} steps), {judged} judged",
         )
