@@ -124,6 +124,17 @@ def log_ppl_axis(ax) -> None:
         ax.yaxis.set_minor_formatter(FuncFormatter(minor_label))
 
 
+def ppl_diversity_axes(ax, title: str, legend_size: float) -> None:
+    """Gen PPL (log) against diversity, as every quality chart of the report draws them, so the C3 chart and the
+    frontier read on the same axes."""
+    log_ppl_axis(ax)
+    ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher is better)", fontsize=9)
+    ax.set_ylabel("gen PPL under the unmodified backbone (log; lower is better)", fontsize=9)
+    ax.set_title(title, fontsize=9.5)
+    style_axes(ax)
+    ax.legend(fontsize=legend_size, frameon=True, framealpha=0.9, loc="best")
+
+
 def _fmt(v: float | None) -> str:
     return f"{v:+.2f}" if finite_number(v) else "n/a"
 
@@ -340,10 +351,5 @@ def c3_figure(interfaces: list[tuple], references: list[tuple]) -> str | None:
             zorder=1,
             label=f"{label}: {ppl:.3g}" + (f" ({n} seeds)" if n > 1 else ""),
         )
-    log_ppl_axis(ax)
-    ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher is better)", fontsize=9)
-    ax.set_ylabel("gen PPL under the unmodified backbone (log; lower is better)", fontsize=9)
-    ax.set_title("C3: interfaces at a matched budget (better: down and to the right)", fontsize=9.5)
-    style_axes(ax)
-    ax.legend(fontsize=7.5, frameon=True, framealpha=0.9, loc="best")
+    ppl_diversity_axes(ax, "C3: interfaces at a matched budget (better: down and to the right)", 7.5)
     return to_data_uri(fig)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from dihal.report.plots import INTERFACE_STYLE, finite_number, log_ppl_axis, style_axes, to_data_uri
+from dihal.report.plots import INTERFACE_STYLE, finite_number, ppl_diversity_axes, to_data_uri
 
 BACKBONE_STYLE = ("backbone's own samples", "s", "#2e8b57")  # the reference curve: the reference stage's colour
 DASHES = ("-", "--", ":", "-.")  # DDIM step counts, most steps solid
@@ -44,10 +44,5 @@ def frontier_figure(lines: list[tuple]) -> str | None:
         ax.plot(xs, ys, style, marker=marker, color=color, linewidth=width, markersize=5, label=label, zorder=3)
         for t, x, _, y in pts:
             ax.annotate(f"{t:g}", (x, y), fontsize=6.5, textcoords="offset points", xytext=(4, 3), color=color)
-    log_ppl_axis(ax)
-    ax.set_xlabel("diversity  Π(1 − rep_n), n = 2..4  (higher is better)", fontsize=9)
-    ax.set_ylabel("gen PPL under the unmodified backbone (log; lower is better)", fontsize=9)
-    ax.set_title("Frontiers over sampling temperature (labels: T; better: down and to the right)", fontsize=9.5)
-    style_axes(ax)
-    ax.legend(fontsize=7, frameon=True, framealpha=0.9, loc="best")
+    ppl_diversity_axes(ax, "Frontiers over sampling temperature (labels: T; better: down and to the right)", 7)
     return to_data_uri(fig)
