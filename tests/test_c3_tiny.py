@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.test_run_tiny import BASE, invoke
-from tests.tiny import ledger_rows, save_tiny, stages_ran, write_spec_from
+from tests.tiny import ledger_rows, stages_ran, tiny_project, write_spec_from
 
 C3 = {
     **BASE,
@@ -29,12 +29,8 @@ INTERFACES = ["embedding_readout", "embedding_rounding", "hidden", "latent_ae"]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("c3")
-    save_tiny(root / "tiny")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    yield root
-    mp.undo()
+    with tiny_project(tmp_path_factory.mktemp("c3")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import yaml
 
 from tests.test_cost import plan_json, variant
 from tests.test_run_tiny import BASE, invoke
-from tests.tiny import ledger_rows, save_tiny, write_spec_from
+from tests.tiny import ledger_rows, tiny_project, write_spec_from
 
 FRONTIER = {"temperatures": [0.0, 1.0], "steps": [2, 5], "n_samples": 4}
 SPEC = {**BASE, "eval": {**BASE["eval"], "frontier": FRONTIER}}
@@ -19,12 +19,8 @@ SPEC = {**BASE, "eval": {**BASE["eval"], "frontier": FRONTIER}}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("frontier")
-    save_tiny(root / "tiny")
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    yield root
-    mp.undo()
+    with tiny_project(tmp_path_factory.mktemp("frontier")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -86,6 +88,18 @@ def save_tiny(path: Path, arch: str = "llama", n_layers: int = 4) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@contextmanager
+def tiny_project(root: Path) -> Iterator[Path]:
+    """`root` with the tiny model saved as root/tiny, the working directory until the block ends (the specs name
+    the model relative to the project root)."""
+    import pytest
+
+    save_tiny(root / "tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        yield root
 
 
 def write_spec_from(base: dict, root: Path, name: str, **changes) -> Path:
