@@ -126,3 +126,69 @@ def test_every_c3_interface_and_seed_gets_a_frontier_stage(tmp_path):
         twin = next(s for s in front if s["name"].split("-")[1:-1] == ev["name"].split("-")[1:-1])
         assert twin["deps"] == ev["deps"], "a frontier stage reads what its evaluate stage reads"
     assert sum(1 for s in front if not s["deps"]) == 1, "the backbone's own reads no stage"
+
+
+# Prompted continuation (bridge.prefix > 1), in the same project: Locate and the targets are shared.
+PROMPT = 4
+
+
+def _stage(project, kind: str, prefix: int) -> dict:
+    """The one compiled `kind` stage config whose bridge clamps `prefix` positions."""
+    configs = [json.loads(p.read_text()) for p in (project / ".dihal" / "stages").glob(f"{kind}-*.json")]
+    found = [c for c in configs if c["params"].get("prefix", c["params"].get("bridge", {}).get("prefix")) == prefix]
+    assert len(found) == 1, [c["params"] for c in configs]
+    return found[0]
+
+
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def prompted_run(project, frontier_run):
+    spec = write_spec_from(SPEC, project, "prompted", bridge={**SPEC["bridge"], "prefix": PROMPT})
+    result = invoke(project, "run", str(spec))
+    assert result.exit_code == 0, result.output
+    return spec
+
+
+def test_prompted_samples_continue_held_out_prompts_and_the_references_continue_the_same(project, prompted_run):
+    import numpy as np
+
+    evaluate = _stage(project, "evaluate", PROMPT)
+    val_ids = np.load(project / evaluate["inputs"]["targets"] / "val_ids.npy")
+    samples = _jsonl(project / evaluate["out"] / "samples.jsonl")
+    assert len(samples) == SPEC["eval"]["n_samples"]
+    for s in samples:  # the prompt is the first PROMPT tokens of a held-out block, in evaluate's order
+        assert s["prompt"] == val_ids[s["index"] % len(val_ids)][:PROMPT].tolist()
+        assert len(s["tokens"]) == SPEC["bridge"]["seq_len"] - PROMPT
+    assert len({tuple(s["prompt"]) for s in samples}) > 1, "held-out blocks give different prompts"
+
+    refs = _jsonl(project / _stage(project, "reference", PROMPT)["out"] / "samples.jsonl")
+    greedy = [r for r in refs if r["reference"] == "backbone_greedy" and r["seed"] == 0]
+    assert [r["prompt"] for r in greedy] == [s["prompt"] for s in samples], "the references continue the same prompts"
+    assert len({tuple(r["tokens"]) for r in greedy}) > 1, "greedy decoding gives a text per prompt"
+
+    # Unconditional generation (prefix 1, the first run): every prompt is the block-start token, so greedy
+    # decoding is one text repeated, which is why prompted continuation is the second setting.
+    plain = _jsonl(project / _stage(project, "reference", 1)["out"] / "samples.jsonl")
+    plain_greedy = [r for r in plain if r["reference"] == "backbone_greedy" and r["seed"] == 0]
+    assert len({tuple(r["prompt"]) for r in plain_greedy}) == 1
+    assert len({tuple(r["tokens"]) for r in plain_greedy}) == 1
+
+
+def test_prompted_rows_are_judged_after_the_prompt_and_kept_apart_in_the_ledger(project, prompted_run):
+    n, T = SPEC["eval"]["n_samples"], SPEC["bridge"]["seq_len"]
+    for prefix in (1, PROMPT):  # NLL over the generated positions only
+        metrics = json.loads((project / _stage(project, "evaluate", prefix)["out"] / "metrics.json").read_text())
+        assert metrics["gen_tokens"] == n * (T - prefix)
+    rows = ledger_rows(
+        project,
+        "SELECT spec_name, count(*) FROM bridge_results_named WHERE spec_name IN ('front', 'prompted') "
+        "GROUP BY spec_name ORDER BY spec_name",
+    )
+    assert rows == [("front", 1), ("prompted", 1)], "each setting is its own spec, hash and row"
+    points = ledger_rows(
+        project, "SELECT count(*) FROM frontier_points_named WHERE spec_name = 'prompted' AND interface = 'hidden'"
+    )
+    assert points == [(len(FRONTIER["temperatures"]) * len(FRONTIER["steps"]),)]
