@@ -1,12 +1,14 @@
 """`dihal run --executor local` (dvc repro, one stage at a time) vs `--executor ray` (2 CPUs, local cluster).
 
 Prints, each in a fresh temp project with the tiny random Llama of tests/tiny.py:
-- wall time of the tiny sweep (layers 1-3 x seeds 0-1: 19 stages) under each executor, and their ratio;
+- wall time of the tiny sweep (layers 1-3 x seeds 0-1: 20 stages) under each executor, and their ratio;
+- N-worker scaling, simulated on one machine: the same sweep on a local Ray cluster of 1 CPU and of 2 CPUs
+  (each stage a 1-CPU task with 1 thread, so 1 or 2 stages at once); the speed-up is their wall ratio;
 - for the Ray run, the sum of in-worker stage times (what ran concurrently) against its wall time;
 - the per-stage overhead floor of each executor on a trivial stage (`python -c pass`):
   local = `dvc repro -f` of that one stage; ray = a Ray task running it as a subprocess + `dvc commit --force`.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.executors [--repeat 3]
+    .venv/bin/python -m bench.executors [--repeat 3]
 """
 
 from __future__ import annotations
@@ -27,23 +29,26 @@ from tests.tiny import TINY_SWEEP as BASE  # noqa: E402
 from tests.tiny import save_tiny, write_spec_from  # noqa: E402
 
 
-def env() -> dict:
+def env(cpus: int = 2) -> dict:
     e = dict(
         os.environ,
-        OMP_NUM_THREADS="1",
         DIHAL_PROGRESS="0",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
-        DIHAL_RAY_NUM_CPUS="2",
+        DIHAL_RAY_NUM_CPUS=str(cpus),
         DVC_NO_ANALYTICS="1",
     )
     e.pop("RAY_ADDRESS", None)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "DIHAL_THREADS"):
+        e.pop(var, None)  # local stages use the machine's cores, Ray's the CPUs of their task (dihal.utils.threads)
     e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")
     return e
 
 
-def sweep(executor: str, tmp: Path) -> tuple[float, str]:
-    root = tmp / executor
+def sweep(executor: str, tmp: Path, cpus: int = 2) -> tuple[float, str]:
+    """Wall seconds of the tiny sweep in a fresh project; under Ray, a local cluster of `cpus` CPUs, so `cpus`
+    stages (1 CPU and 1 thread each) run at once: `cpus` workers simulated on one machine."""
+    root = tmp / f"{executor}-{cpus}"
     root.mkdir()
     save_tiny(root / "tiny")
     spec = write_spec_from(BASE, root, "sweep")
@@ -62,7 +67,7 @@ def sweep(executor: str, tmp: Path) -> tuple[float, str]:
             executor,
         ],
         cwd=root,
-        env=env(),
+        env=env(cpus),
         capture_output=True,
         text=True,
     )
@@ -120,11 +125,16 @@ def main() -> None:
         tmp = Path(d)
         local_wall, _ = sweep("local", tmp)
         ray_wall, out = sweep("ray", tmp)
+        one_wall, _ = sweep("ray", tmp, cpus=1)
         stage_s = [float(x) for x in re.findall(r"\(stage ([\d.]+) s\)", out)]
         n = len(re.findall(r"Running stage '", out))
         print(
             f"tiny sweep ({n} stages), wall: local {local_wall:.1f} s, ray (2 CPUs) {ray_wall:.1f} s, "
-            f"ray/local = {ray_wall / local_wall:.2f}"
+            f"ray/local = {ray_wall / local_wall:.2f} (time; local/ray = {local_wall / ray_wall:.2f} of local's speed)"
+        )
+        print(
+            f"ray, 1 worker (1 CPU) {one_wall:.1f} s against 2 workers (2 CPUs) {ray_wall:.1f} s: "
+            f"{one_wall / ray_wall:.2f}x on 2 workers (ideal 2.00; {os.cpu_count()} cores here)"
         )
         print(
             f"ray run: sum of in-worker stage times {sum(stage_s):.1f} s over {len(stage_s)} stages; "
