@@ -1,7 +1,7 @@
 """`dihal run --executor local` (dvc repro, one stage at a time) vs `--executor ray` (2 CPUs, local cluster).
 
 Prints, each in a fresh temp project with the tiny random Llama of tests/tiny.py:
-- wall time of the tiny sweep (layers 1-3 x seeds 0-1: 20 stages) under each executor, and their ratio;
+- wall time of the tiny sweep (layers 1-3 x seeds 0-1: 21 stages) under each executor, and their ratio;
 - N-worker scaling, simulated on one machine: the same sweep on a local Ray cluster of 1 CPU and of 2 CPUs
   (each stage a 1-CPU task with 1 thread, so 1 or 2 stages at once); the speed-up is their wall ratio;
 - for the Ray run, the sum of in-worker stage times (what ran concurrently) against its wall time;
@@ -130,7 +130,7 @@ def main() -> None:
         n = len(re.findall(r"Running stage '", out))
         print(
             f"tiny sweep ({n} stages), wall: local {local_wall:.1f} s, ray (2 CPUs) {ray_wall:.1f} s, "
-            f"ray/local = {ray_wall / local_wall:.2f} (time; local/ray = {local_wall / ray_wall:.2f} of local's speed)"
+            f"ray/local time {ray_wall / local_wall:.2f}, so Ray runs at {local_wall / ray_wall:.2f}x local's speed"
         )
         print(
             f"ray, 1 worker (1 CPU) {one_wall:.1f} s against 2 workers (2 CPUs) {ray_wall:.1f} s: "
