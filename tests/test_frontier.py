@@ -23,13 +23,17 @@ def project(tmp_path_factory):
         yield root
 
 
+def _configs(project, kind: str) -> list[dict]:
+    """Every compiled `kind` stage config in the project."""
+    return [json.loads(p.read_text()) for p in (project / ".dihal" / "stages").glob(f"{kind}-*.json")]
+
+
 @pytest.fixture(scope="module")
 def frontier_run(project):
     spec = write_spec_from(SPEC, project, "front")
     result = invoke(project, "run", str(spec))
     assert result.exit_code == 0, result.output
-    configs = [json.loads(p.read_text()) for p in (project / ".dihal" / "stages").glob("frontier-*.json")]
-    return spec, {("train" in c["inputs"]): c for c in configs}
+    return spec, {("train" in c["inputs"]): c for c in _configs(project, "frontier")}
 
 
 def test_the_frontier_stage_writes_one_row_per_point(project, frontier_run):
@@ -134,7 +138,7 @@ PROMPT = 4
 
 def _stage(project, kind: str, prefix: int) -> dict:
     """The one compiled `kind` stage config whose bridge clamps `prefix` positions."""
-    configs = [json.loads(p.read_text()) for p in (project / ".dihal" / "stages").glob(f"{kind}-*.json")]
+    configs = _configs(project, kind)
     found = [c for c in configs if c["params"].get("prefix", c["params"].get("bridge", {}).get("prefix")) == prefix]
     assert len(found) == 1, [c["params"] for c in configs]
     return found[0]
