@@ -14,7 +14,10 @@ run (the quickstart's ~7 minutes on 2 cores when cold, or only the stages that e
 tests/tiny.py instead (its 8 stages, a cold run of about a minute): what dihal adds around DVC is per stage,
 not per FLOP.
 
-    .venv/bin/python -m bench.startup [--project DIR] [--repeat 3] [--tiny]
+`--cold` measures instead what a stage's start costs: cold runs of the tiny spec with every stage a fresh process
+(`DIHAL_ZYGOTE=0`, torch and transformers imported each time) and forked from `dihal run`'s warm process.
+
+    .venv/bin/python -m bench.startup [--project DIR] [--repeat 3] [--tiny | --cold]
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ SPEC = ROOT / "specs" / "quickstart.yaml"
 BIN = Path(sys.executable).parent
 
 
-def wall(cmd: list[str], cwd: Path, repeat: int) -> float:
-    """Best wall time of `repeat` fresh processes (the least disturbed by other work on the machine)."""
+def wall(cmd: list[str], cwd: Path, repeat: int, before=None, **extra_env: str) -> float:
+    """Best wall time of `repeat` fresh processes (the least disturbed by other work on the machine); `before()`
+    runs, unmeasured, ahead of each."""
     best = float("inf")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DIHAL_PROGRESS": "0"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DIHAL_PROGRESS": "0", **extra_env}
     for _ in range(repeat):
+        if before is not None:
+            before()
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         took = time.perf_counter() - t
@@ -46,12 +52,44 @@ def wall(cmd: list[str], cwd: Path, repeat: int) -> float:
     return best
 
 
+def cold_tiny(repeat: int) -> None:
+    """A cold `dihal run` of the tiny spec (8 stages, a new project each time), its stages forked from one warm
+    process (the default, `dihal.execute.zygote`) and each a fresh process (`DIHAL_ZYGOTE=0`)."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny import TINY, save_tiny, write_spec_from
+
+    base = Path(tempfile.mkdtemp(prefix="dihal-bench-cold-"))
+    save_tiny(base / "tiny-model")
+    project = base / "p"
+
+    def fresh_project() -> None:
+        shutil.rmtree(project, ignore_errors=True)
+        project.mkdir()
+        shutil.copytree(base / "tiny-model", project / "tiny")
+        write_spec_from(TINY, project, "tiny")
+
+    cmd = [str(BIN / "dihal"), "run", "tiny.yaml", "--no-report"]
+    times = {z: wall(cmd, project, repeat, before=fresh_project, DIHAL_ZYGOTE=z) for z in ("0", "1")}
+    shutil.rmtree(base, ignore_errors=True)
+    print(f"cold tiny run (8 stages), best of {repeat}; {os.cpu_count()} CPUs")
+    print(f"  every stage a fresh process (DIHAL_ZYGOTE=0)      {times['0']:6.2f} s")
+    print(
+        f"  stages forked from one warm process (default)     {times['1']:6.2f} s  ({times['0'] / times['1']:.2f}× faster)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=Path(tempfile.gettempdir()) / "dihal-bench-startup")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="the tiny random Llama's spec instead of the quickstart")
+    ap.add_argument("--cold", action="store_true", help="cold tiny runs, stages forked or fresh, instead")
     args = ap.parse_args()
+    if args.cold:
+        cold_tiny(args.repeat)
+        return
     project = args.project.resolve()
     dihal = [str(BIN / "dihal")]
     spec_file = SPEC

@@ -158,6 +158,11 @@ def gc(
 def stage(config: Path = typer.Argument(..., help="A stage config under .dihal/stages/.")) -> None:
     """Run one compiled stage (what dvc.yaml's commands call). A failure is one line on stderr, its traceback
     in `.dihal/logs/<stage>.log`; an interrupt propagates as it came (`dvc repro` and the runner act on it)."""
+    from dihal.execute import zygote
+
+    code = zygote.delegate(["dihal", "stage", str(config)])  # under `dihal run`: a warm fork runs it
+    if code is not None:
+        raise typer.Exit(code)
     from dihal.execute.stage_log import failure_line
     from dihal.stages import run_stage
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from dihal.execute import signals
+from dihal.execute import signals, zygote
 from dihal.utils.terminal import clean
 
 
@@ -86,13 +88,18 @@ def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list
 
     proc = guard = None
     t = threading.Thread(target=pump, daemon=True)
+    argv, run_env, sock_dir = [sys.executable, "-m", "dvc", "repro", *targets], env(progress_style(echo)), None
+    if zygote.enabled(run_env):  # stages fork from a warm process instead of importing torch each
+        sock_dir = tempfile.mkdtemp(prefix="dihal-z")
+        run_env[zygote.ENV_SOCKET] = os.path.join(sock_dir, zygote.SOCKET_NAME)
+        argv = zygote.launcher_argv(sock_dir, argv)
     with signals.raise_on_signals():
         try:
             with signals.deferred():  # a signal landing mid-start is delivered once `proc` names the child
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "dvc", "repro", *targets],
+                    argv,
                     cwd=root,
-                    env=env(progress_style(echo)),
+                    env=run_env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -111,6 +118,8 @@ def dvc_repro(targets: list[str], root: Path, echo=None) -> tuple[int, str, list
             if proc is not None:
                 t.join(timeout=10)
                 signals.release_dead_locks(root)
+            if sock_dir is not None:
+                shutil.rmtree(sock_dir, ignore_errors=True)
     text = b"".join(chunks).decode(errors="replace")
     ran = re.findall(r"Running stage '([^']+)'", text)
     return code, text[-4000:], ran
