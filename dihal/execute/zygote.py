@@ -6,9 +6,10 @@ measured on 2 cores): most of a small stage's wall time, and nearly all of a tin
 stage as a fresh process and must keep doing so (`dvc repro` and `dvc exp run` work without dihal), so the
 stage command stays `dihal stage CONFIG`; under `dihal run` that command only hands its arguments, working
 directory, environment and standard streams to this process, which imports the libraries once (when the
-first stage asks, so a run with nothing to compute never pays them) and forks a child per stage. The child is what a fresh process would be: the client's streams on fds 0-2, its
-environment and directory, Python's default signal handlers; the stage computes the same bytes
-(`tests/test_zygote.py` checks a run against `dvc repro` of the same stages).
+first stage asks, so a run with nothing to compute never pays them) and forks a child per stage. The child
+is what a fresh process would be: the client's streams on fds 0-2, its environment and directory, Python's
+default signal handlers; the stage computes the same bytes (`tests/test_zygote.py` checks a run against
+`dvc repro` of the same stages), and its manifest says it started as a fork (`dihal.stages.manifest`).
 
 How it is wired (POSIX only; `DIHAL_ZYGOTE=0` turns it off):
 
@@ -36,7 +37,6 @@ import sys
 
 ENV_SWITCH = "DIHAL_ZYGOTE"  # "0": every stage starts as a fresh process
 ENV_SOCKET = "DIHAL_ZYGOTE_SOCKET"  # set by `dihal run` for DVC and its stages: where the server listens
-ENV_CHILD = "DIHAL_ZYGOTE_CHILD"  # set in a forked stage: its manifest says it started as a fork
 SOCKET_NAME = "s"
 _HEADER = struct.Struct("!I")
 # What the server imports before it forks: what a model stage would import first thing.
@@ -215,8 +215,9 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
     import threading
     import traceback
 
-    code: dict = {"exit": 1}
     try:
+        from dihal.stages.manifest import FORKED_ENV
+
         for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(s, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -225,7 +226,7 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
             os.dup2(fd, target)
             os.close(fd)
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
-        env = {**{k: v for k, v in request["env"].items() if k != ENV_SOCKET}, ENV_CHILD: "1"}
+        env = {**{k: v for k, v in request["env"].items() if k != ENV_SOCKET}, FORKED_ENV: "1"}
         os.environ.clear()
         os.environ.update(env)
         os.chdir(request["cwd"])

@@ -33,6 +33,8 @@ from pathlib import Path
 from dihal.utils.atomic import write_atomic
 from dihal.utils.digest import file_sha256
 
+FORKED_ENV = "DIHAL_ZYGOTE_CHILD"  # set by dihal.execute.zygote in the stages it forks
+
 MANIFEST = "manifest.json"
 HASH_LIMIT = 16 * 2**20  # bytes: files up to this size are hashed; larger ones are checked by size
 VERSION = 1
@@ -93,11 +95,11 @@ def describe(out: Path, hash_limit: int = HASH_LIMIT) -> dict:
 
 
 def write(out: Path | str, kind: str, stage_hash: str, runtime: dict | None = None) -> Path:
-    """Record what `out` holds, and how it was computed (`runtime`: threads, and whether the process was forked); called once the stage has written
-    everything."""
+    """Record what `out` holds, and how it was computed (`runtime`: threads, and whether the process was a fork);
+    called once the stage has written everything."""
     out = Path(out)
     if runtime:  # a fork of `dihal run`'s warm process (dihal.execute.zygote) or a process of its own
-        runtime = {**runtime, "start": "fork" if os.environ.get("DIHAL_ZYGOTE_CHILD") else "fresh"}
+        runtime = {**runtime, "start": "fork" if os.environ.get(FORKED_ENV) else "fresh"}
     manifest = {**describe(out), "kind": kind, "stage_hash": stage_hash, **({"runtime": runtime} if runtime else {})}
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return out / MANIFEST
